@@ -1,0 +1,42 @@
+# snakepit-bridge developer commands. Everything runs inside .venv/, built from
+# a system Python 3.11; `make install` is idempotent and quick when nothing changed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTO_OUT := snakepit_bridge/_proto
+PROTO_GEN := $(PROTO_OUT)/snakepit_pb2.py $(PROTO_OUT)/snakepit_pb2_grpc.py
+PORT   ?= 50051
+
+.PHONY: install proto-python run test bench clean
+
+install: $(STAMP) $(PROTO_GEN)
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[all]'
+	touch $@
+
+proto-python: $(STAMP)
+	rm -f $(PROTO_GEN)
+	$(MAKE) --no-print-directory $(PROTO_GEN)
+
+# The generated _grpc module imports its sibling as a top-level module; make it
+# package-relative so the code lives inside snakepit_bridge.
+$(PROTO_GEN) &: protos/snakepit.proto $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) \
+		--pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) protos/snakepit.proto
+	sed -i 's/^import snakepit_pb2 as/from . import snakepit_pb2 as/' $(PROTO_OUT)/snakepit_pb2_grpc.py
+
+run: install
+	$(BIN)/python grpc_bridge.py --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(PROTO_GEN) $(PROTO_OUT)/*.pyi .pytest_cache *.egg-info

@@ -1,0 +1,11 @@
+"""The adapter the stock Snakepit ``GRPCPython`` Elixir adapter names:
+``--adapter snakepit_bridge.adapters.grpc_streaming.GRPCStreamingHandler``.
+It serves every built-in command."""
+from __future__ import annotations
+
+from ._base import BuiltinAdapter
+from ..commands import ALL
+
+
+class GRPCStreamingHandler(BuiltinAdapter):
+    families = ALL

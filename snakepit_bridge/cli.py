@@ -1,0 +1,130 @@
+"""``grpc_bridge.py`` / ``snakepit-bridge``: argv -> :class:`Config` -> a server.
+
+The launch lines Snakepit 0.3 uses (CONTRACT.md §1 and §4)::
+
+    python3 grpc_bridge.py [--adapter MODULE.CLASS] --port N
+    python3 grpc_bridge.py --mode pool-worker [--protocol json|msgpack] [--quiet]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import Config, ConfigError
+from .exitcodes import ExitCode
+
+__all__ = ["main", "parse_config"]
+
+# A pool runs many workers: one BLAS/OpenMP thread each unless the user says otherwise.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+TOKEN_ENV = "SNAKEPIT_BRIDGE_AUTH_TOKEN"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grpc_bridge.py", description="Snakepit worker: serves Python commands to an Elixir pool.")
+    p.add_argument("--mode", choices=["grpc", "pool-worker"], default="grpc",
+                   help="grpc (default) or pool-worker: framed JSON/MessagePack on stdin/stdout")
+    p.add_argument("--adapter", help="MODULE.CLASS (or MODULE) providing commands, in addition to the built-ins")
+    p.add_argument("--port", type=int, default=50051, help="port to listen on; 0 = any free port (default 50051)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--strict-port", action="store_true", help="exit if --port is taken instead of binding another")
+    p.add_argument("--protocol", choices=["json", "msgpack"], help="pool-worker: fixed wire protocol (default: negotiate)")
+    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    p.add_argument("--worker-id", default="", help="name reported by Health when the caller sends none")
+    p.add_argument("--binary-threshold", type=int, default=10_240, metavar="BYTES",
+                   help="values above this many bytes travel binary (default 10240; 0 = structured values always binary)")
+    p.add_argument("--max-message-mb", type=int, default=100, help="largest message either way, in MB (default 100)")
+    p.add_argument("--max-workers", type=int, default=256, help="threads for sync handlers and generators (default 256)")
+    p.add_argument("--stream-buffer", type=int, default=8, help="chunks a producer may run ahead of a slow client (default 8)")
+    p.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS", help="idle sessions expire after this (default 3600)")
+    p.add_argument("--max-sessions", type=int, default=10_000, help="cap on sessions; least recently used is evicted (default 10000)")
+    p.add_argument("--max-session-mb", type=float, default=0.0, help="cap on one session's estimated size in MB (default 0 = none)")
+    p.add_argument("--no-session-lock", action="store_true", help="let unary calls within one session run concurrently")
+    p.add_argument("--generator-ttl", type=float, default=300.0, metavar="SECONDS", help="idle pull-based generators are closed after this")
+    p.add_argument("--max-generators", type=int, default=1000, help="cap on open pull-based generators (default 1000)")
+    p.add_argument("--grace-period", type=float, default=1.5, metavar="SECONDS", help="time in-flight calls get on SIGTERM (default 1.5)")
+    p.add_argument("--auth-token-file", help=f"file holding the bearer token every call must carry (or set {TOKEN_ENV})")
+    p.add_argument("--tls-cert", help="PEM certificate chain for TLS")
+    p.add_argument("--tls-key", help="PEM private key for TLS")
+    p.add_argument("--tls-client-ca", help="PEM CA bundle: require and verify client certificates (mTLS)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without token or TLS")
+    p.add_argument("--log-format", choices=["console", "json"], default="console")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Argv (and the auth-token variable) -> a validated :class:`Config`.
+    Raises SystemExit(2) on bad flags and :class:`ConfigError` on bad combinations."""
+    ns = _parser().parse_args(argv)
+    environ = os.environ if environ is None else environ
+    token = environ.get(TOKEN_ENV) or None
+    if ns.auth_token_file:
+        try:
+            with open(ns.auth_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --auth-token-file {ns.auth_token_file!r}: {exc.strerror}") from None
+    return Config(
+        mode=ns.mode, host=ns.host, port=ns.port, strict_port=ns.strict_port, adapter=ns.adapter,
+        protocol=ns.protocol, quiet=ns.quiet, worker_id=ns.worker_id,
+        binary_threshold=ns.binary_threshold, max_message_mb=ns.max_message_mb,
+        max_workers=ns.max_workers, stream_buffer=ns.stream_buffer,
+        session_ttl=ns.session_ttl, max_sessions=ns.max_sessions,
+        max_session_bytes=int(ns.max_session_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
+        generator_ttl=ns.generator_ttl, max_generators=ns.max_generators, grace_period=ns.grace_period,
+        insecure=ns.insecure, auth_token=token, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
+        tls_client_ca=ns.tls_client_ca, log_format=ns.log_format,
+        log_level="warning" if ns.quiet and ns.log_level == "info" else ns.log_level,
+    )
+
+
+def _fail(message: str, code: ExitCode) -> int:
+    sys.stderr.write(f"snakepit-bridge: error: {message}\n")
+    sys.stderr.flush()
+    return int(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, "1")
+    try:
+        config = parse_config(argv)
+    except ConfigError as exc:
+        return _fail(str(exc), ExitCode.CONFIG)
+
+    from . import logging as bridge_logging
+
+    bridge_logging.configure(config.log_level, config.log_format)
+
+    from .adapters.legacy import AdapterError, load_adapter
+    from .commands import builtin_registry
+
+    registry = builtin_registry()
+    if config.adapter:
+        try:
+            registry.update(load_adapter(config.adapter))
+        except AdapterError as exc:
+            return _fail(str(exc), ExitCode.CONFIG)
+
+    if config.mode == "pool-worker":
+        from .transports.stdio import run as run_stdio
+
+        return int(asyncio.run(run_stdio(config, registry)))
+
+    from .server import PortInUse, serve
+
+    try:
+        return int(asyncio.run(serve(config, registry)))
+    except PortInUse as exc:
+        return _fail(str(exc), ExitCode.PORT_IN_USE)
+    except OSError as exc:
+        return _fail(f"cannot start: {exc}", ExitCode.CONFIG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

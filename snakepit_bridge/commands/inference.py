@@ -1,0 +1,6 @@
+"""Built-in inference commands (placeholder, filled in by its issue)."""
+from __future__ import annotations
+
+from ..registry import Registry
+
+registry = Registry()

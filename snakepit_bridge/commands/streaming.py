@@ -1,0 +1,27 @@
+"""ping_stream: the simplest real stream."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..context import Context
+from ..errors import InvalidArgument
+from ..registry import Registry
+
+registry = Registry()
+
+
+@registry.command("ping_stream")
+async def ping_stream(args: dict[str, Any], ctx: Context) -> AsyncIterator[dict[str, Any]]:
+    """``count`` pings (default 5), ``interval`` seconds apart (default 0)."""
+    count, interval = args.get("count", 5), args.get("interval", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise InvalidArgument(f"ping_stream 'count' must be a non-negative integer, got {count!r}")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
+        raise InvalidArgument(f"ping_stream 'interval' must be a non-negative number, got {interval!r}")
+    for i in range(count):
+        if i and interval:
+            await asyncio.sleep(interval)
+        yield {"ping_number": i + 1, "count": count, "timestamp": time.time(), "message": f"Ping {i + 1} of {count}"}

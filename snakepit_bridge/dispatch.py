@@ -1,0 +1,382 @@
+"""The transport-agnostic core: a request in, a result or a stream of chunks out.
+
+Every transport (gRPC, stdio, pull-based generators) calls :meth:`Dispatcher.call`
+or :meth:`Dispatcher.stream`; neither knows which transport asked. This module
+is also the one place where exceptions become wire errors (:meth:`Dispatcher.failure`).
+
+Semantics, whatever the handler kind:
+
+* ``stream()`` yields chunks with ``index`` 0..n-1, exactly one of them final
+  and last, also for a generator that yields nothing (an empty final chunk
+  follows the last item) and for one that fails (a final chunk with ``error``).
+  A unary handler streams as one final chunk holding its result.
+* ``call()`` on a unary handler returns its result. On a streaming handler it
+  collects the stream into ``{"chunks": [...], "chunk_count": n}`` (at most
+  ``config.max_execute_chunks`` chunks, else an error that says to stream), and
+  fails if any chunk carried an error: Snakepit 0.3 pools call Execute for
+  commands they do not know stream, and a list of every chunk is the one answer
+  that loses nothing.
+* ``timeout_ms`` (and a transport deadline) cuts a call off with
+  DEADLINE_EXCEEDED; the handler's context is cancelled and its generator closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._pump import END, AsyncPump, ThreadPump
+from .chunks import Chunk, ChunkError, Final, as_chunk_data
+from .config import Config
+from .context import Context
+from .errors import BridgeError, Cancelled, DeadlineExceeded, ResourceExhausted, ShuttingDown
+from .logging import get_logger
+from .registry import Handler, Kind, Registry
+from .sessions import SessionStore
+
+__all__ = ["Dispatcher", "Request", "Result", "Stats"]
+
+# How long closing a generator may take before it is abandoned (and logged).
+CLOSE_WAIT = 0.25
+
+
+@dataclass(slots=True)
+class Request:
+    command: str
+    args: dict[str, Any]
+    request_id: str = ""
+    timeout_ms: int = 0
+    session_id: str = ""
+    #: A deadline the transport already knows (``time.monotonic()``), e.g. gRPC's.
+    deadline: float | None = None
+    #: Passed in by the transport: builds ``args`` from wire bytes (so that bad
+    #: input fails inside dispatch, like every other error) ...
+    decode: Callable[[], dict[str, Any]] | None = None
+    #: ... and turns a result or chunk map into the transport's payload.
+    encode: Callable[[dict[str, Any]], Any] | None = None
+
+
+@dataclass(slots=True)
+class Result:
+    success: bool
+    result: dict[str, Any]
+    error: str = ""
+    code: str = "OK"
+    #: ``request.encode(result)`` when the request has an encoder.
+    payload: Any = None
+
+
+@dataclass(slots=True)
+class Stats:
+    requests: int = 0
+    errors: int = 0
+    active_streams: int = 0
+    started_monotonic: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+
+    @property
+    def uptime_ms(self) -> int:
+        return int((time.monotonic() - self.started_monotonic) * 1000)
+
+
+@dataclass(slots=True)
+class _Call:
+    """Bookkeeping for one call: what the per-call log line reports."""
+
+    request: Request
+    started: float = field(default_factory=time.perf_counter)
+    outcome: str = "ok"
+    chunks: int = 0
+    error: str = ""
+
+
+class Dispatcher:
+    """Runs handlers from a :class:`Registry` for any transport."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        config: Config | None = None,
+        *,
+        sessions: SessionStore | None = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.registry = registry
+        self.config = config or Config()
+        self.sessions = sessions if sessions is not None else SessionStore.from_config(self.config)
+        self.executor = executor or ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-handler")
+        self.stats = Stats()
+        self.closing = False
+        self.log = get_logger("snakepit_bridge.dispatch")
+        self._pumps: set[AsyncPump | ThreadPump] = set()
+        self._abandoned: set[asyncio.Future[Any]] = set()  # strong refs to work past its deadline
+
+    # -- public API ---------------------------------------------------------------
+
+    async def call(self, req: Request) -> Result:
+        """Run one request to completion (see the module docstring)."""
+        with self._observe(req) as obs:
+            try:
+                handler = self._admit(req)
+                if handler.streaming:
+                    return _encoded(await self._collect(req, obs), req)
+                ctx = self._context(req, handler)
+                session = ctx.session
+                if session is not None and self.config.session_lock:
+                    async with session.lock:
+                        value = await self._run_unary(handler, req.args, ctx)
+                else:
+                    value = await self._run_unary(handler, req.args, ctx)
+                return _encoded(Result(True, as_chunk_data(value)), req)
+            except asyncio.CancelledError:
+                obs.outcome = "cancelled"
+                raise
+            except Exception as exc:
+                code, message, details = self.failure(exc, req)
+                obs.outcome, obs.error = "error", message
+                return _encoded(Result(False, details, message, code), req)
+
+    async def stream(self, req: Request) -> AsyncIterator[Chunk]:
+        """Run one request as a stream of chunks (see the module docstring).
+
+        The caller must iterate to the end or ``aclose()`` the iterator (e.g.
+        with ``contextlib.aclosing``); closing it closes the handler's generator.
+        """
+        with self._observe(req) as obs:
+            async with contextlib.aclosing(self._produce(req, obs)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    def failure(self, exc: BaseException, req: Request) -> tuple[str, str, dict[str, Any]]:
+        """The one place an exception becomes a wire error: ``(code, message, details)``.
+
+        Expected errors (:class:`BridgeError`) keep their code and message;
+        anything else is logged with its traceback and reported as
+        ``"<Type>: <message>"`` with the traceback under ``details["traceback"]``.
+        """
+        if isinstance(exc, BridgeError):
+            return exc.code, exc.message, dict(exc.details)
+        tb = "".join(traceback.format_exception(exc))
+        self.log.error(
+            "handler raised", command=req.command, request_id=req.request_id,
+            error=f"{type(exc).__name__}: {exc}", traceback=tb,
+        )
+        return "UNKNOWN", f"{type(exc).__name__}: {exc}", {"traceback": tb}
+
+    def interrupt_streams(self, exc: BridgeError | None = None) -> int:
+        """End every open stream with a final error chunk (``ShuttingDown`` by
+        default); returns how many were open. Used when the worker drains."""
+        self.closing = True
+        for pump in list(self._pumps):
+            pump.interrupt(exc or ShuttingDown())
+        return len(self._pumps)
+
+    async def aclose(self) -> None:
+        """Interrupt streams, close sessions (running their close hooks) and
+        release the worker threads. Idempotent."""
+        self.interrupt_streams()
+        for pump in list(self._pumps):
+            await pump.close(CLOSE_WAIT)
+        await self.sessions.close_all()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- internals ----------------------------------------------------------------
+
+    def _admit(self, req: Request) -> Handler:
+        if self.closing:
+            raise ShuttingDown()
+        handler = self.registry.get(req.command)
+        if req.decode is not None:
+            req.args, req.decode = req.decode(), None
+        return handler
+
+    def _context(self, req: Request, handler: Handler) -> Context:
+        deadline = req.deadline
+        if req.timeout_ms > 0:
+            own = time.monotonic() + req.timeout_ms / 1000.0
+            deadline = own if deadline is None else min(deadline, own)
+        session_id = req.session_id or req.args.get("session_id")
+        session = self.sessions.get(session_id) if isinstance(session_id, str) and session_id else None
+        log = self.log.bind(request_id=req.request_id, command=req.command)
+        return Context(
+            request_id=req.request_id, command=req.command, deadline=deadline,
+            session=session, log=log, dispatcher=self,
+        )
+
+    async def _run_unary(self, handler: Handler, args: dict[str, Any], ctx: Context) -> Any:
+        if handler.kind is Kind.COROUTINE:
+            work: asyncio.Future[Any] = asyncio.ensure_future(handler.invoke(args, ctx))
+        else:
+            work = asyncio.get_running_loop().run_in_executor(self.executor, handler.invoke, args, ctx)
+        try:
+            if ctx.deadline is None:
+                return await asyncio.shield(work)
+            done, _ = await asyncio.wait({work}, timeout=max(0.0, ctx.deadline - time.monotonic()))
+            if not done:
+                raise _deadline(ctx)
+            return work.result()
+        finally:
+            if not work.done():
+                # The caller left or the deadline passed: ask the handler to
+                # stop, keep a reference until it does (it may never, if it
+                # ignores cancellation) and do not wait for it.
+                ctx.cancel()
+                work.cancel()
+                self._abandoned.add(work)
+                work.add_done_callback(self._abandoned.discard)
+                work.add_done_callback(_consume_exception)
+
+    def _start(self, handler: Handler, args: dict[str, Any], ctx: Context) -> AsyncPump | ThreadPump:
+        gen = handler.invoke(args, ctx)
+        if handler.kind is Kind.ASYNC_GENERATOR:
+            pump: AsyncPump | ThreadPump = AsyncPump(gen, self.config.stream_buffer)
+        else:
+            pump = ThreadPump(gen, self.config.stream_buffer, self.executor)
+        self._pumps.add(pump)
+        self.stats.active_streams += 1
+        return pump
+
+    async def _next(self, pump: AsyncPump | ThreadPump, ctx: Context) -> Any:
+        if ctx.deadline is None:
+            return await pump.get()
+        remaining = ctx.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _deadline(ctx)
+        try:
+            async with asyncio.timeout(remaining):
+                return await pump.get()
+        except TimeoutError:
+            raise _deadline(ctx) from None
+
+    async def _stop(self, pump: AsyncPump | ThreadPump, ctx: Context | None) -> None:
+        try:
+            finished = await pump.close(CLOSE_WAIT)
+        finally:
+            self._pumps.discard(pump)
+            self.stats.active_streams -= 1
+        if not finished:
+            self.log.warning(
+                "generator did not stop when closed; abandoned",
+                command=ctx.command if ctx else "", request_id=ctx.request_id if ctx else "",
+            )
+
+    async def _produce(self, req: Request, obs: _Call) -> AsyncIterator[Chunk]:
+        index = 0
+        pump: AsyncPump | ThreadPump | None = None
+        ctx: Context | None = None
+        try:
+            handler = self._admit(req)
+            ctx = self._context(req, handler)
+            if not handler.streaming:
+                value = await self._run_unary(handler, req.args, ctx)
+                obs.chunks = 1
+                yield _encoded_chunk(Chunk(as_chunk_data(value), is_final=True), req)
+                return
+            pump = self._start(handler, req.args, ctx)
+            while True:
+                item = await self._next(pump, ctx)
+                if item is END:
+                    break
+                chunk = _encoded_chunk(_to_chunk(item), req)
+                chunk.index = index
+                index += 1
+                obs.chunks = index
+                if chunk.error:
+                    ctx.log.debug("chunk error", index=chunk.index, error=chunk.error)
+                yield chunk
+                if chunk.is_final:
+                    return
+            obs.chunks = index + 1
+            yield _encoded_chunk(Chunk({}, is_final=True, index=index), req)
+        except (asyncio.CancelledError, GeneratorExit):
+            obs.outcome = "cancelled"
+            raise
+        except Exception as exc:
+            code, message, details = self.failure(exc, req)
+            obs.outcome, obs.error, obs.chunks = "error", message, index + 1
+            yield _encoded_chunk(Chunk(details, is_final=True, error=message, index=index), req)
+        finally:
+            if ctx is not None:
+                ctx.cancel()
+            if pump is not None:
+                await self._stop(pump, ctx)
+
+    async def _collect(self, req: Request, obs: _Call) -> Result:
+        chunks: list[dict[str, Any]] = []
+        errors: list[str] = []
+        limit = self.config.max_execute_chunks
+        inner = Request(req.command, req.args, req.request_id, req.timeout_ms, req.session_id, req.deadline, req.decode)
+        async with contextlib.aclosing(self._produce(inner, obs)) as stream:
+            async for chunk in stream:
+                if chunk.error:
+                    errors.append(chunk.error)
+                if chunk.is_final and not chunk.data and not chunk.error:
+                    break  # the empty closing chunk carries nothing
+                if len(chunks) == limit:
+                    raise ResourceExhausted(
+                        f"command {req.command!r} streamed more than {limit} chunks; call it with ExecuteStream"
+                    )
+                chunks.append(chunk.data)
+        obs.chunks = len(chunks)
+        body = {"chunks": chunks, "chunk_count": len(chunks)}
+        if errors:
+            obs.outcome, obs.error = "error", errors[-1]
+            return Result(False, body, errors[-1], "UNKNOWN")
+        obs.outcome = "ok"
+        return Result(True, body)
+
+    @contextlib.contextmanager
+    def _observe(self, req: Request) -> Iterator[_Call]:
+        """Count the call and log one line for it when it ends."""
+        self.stats.requests += 1
+        obs = _Call(req)
+        try:
+            yield obs
+        finally:
+            if obs.outcome == "error":
+                self.stats.errors += 1
+            duration_ms = round((time.perf_counter() - obs.started) * 1000, 3)
+            fields = dict(request_id=req.request_id, command=req.command, duration_ms=duration_ms, outcome=obs.outcome)
+            if obs.chunks:
+                fields["chunks"] = obs.chunks
+            if obs.error:
+                fields["error"] = obs.error
+            (self.log.warning if obs.outcome == "error" else self.log.info)("call", **fields)
+
+
+def _to_chunk(item: Any) -> Chunk:
+    if isinstance(item, Chunk):
+        return item
+    if isinstance(item, ChunkError):
+        return Chunk(item.data, error=item.message or "error")
+    if isinstance(item, Final):
+        return Chunk(item.data, is_final=True)
+    return Chunk(as_chunk_data(item))
+
+
+def _encoded(result: Result, req: Request) -> Result:
+    if req.encode is not None:
+        result.payload = req.encode(result.result)
+    return result
+
+
+def _encoded_chunk(chunk: Chunk, req: Request) -> Chunk:
+    if req.encode is not None:
+        chunk.payload = req.encode(chunk.data)
+    return chunk
+
+
+def _deadline(ctx: Context) -> DeadlineExceeded:
+    ctx.cancel()
+    return DeadlineExceeded(f"deadline exceeded: command {ctx.command!r} did not finish in time")
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved, so asyncio does not log "never retrieved"
+

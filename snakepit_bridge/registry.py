@@ -1,0 +1,142 @@
+"""The handler registry: a command name maps to a :class:`Handler` record.
+
+A handler's kind (plain function, coroutine function, sync generator, async
+generator) and whether it takes a context are decided once, at registration;
+dispatch reads that data and never inspects the function again.
+
+Handler signatures: ``f()``, ``f(args)`` or ``f(args, ctx)``, where ``args`` is
+the decoded argument dict and ``ctx`` a :class:`~snakepit_bridge.context.Context`.
+"""
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UnknownCommand
+
+__all__ = ["Handler", "Kind", "Registry", "command", "default_registry"]
+
+
+class Kind(enum.Enum):
+    FUNCTION = "function"
+    COROUTINE = "coroutine"
+    GENERATOR = "generator"
+    ASYNC_GENERATOR = "async_generator"
+
+    @property
+    def streaming(self) -> bool:
+        return self in (Kind.GENERATOR, Kind.ASYNC_GENERATOR)
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    name: str
+    func: Callable[..., Any]
+    kind: Kind
+    arity: int  # 0, 1 (args) or 2 (args, ctx)
+    description: str = ""
+
+    @property
+    def streaming(self) -> bool:
+        return self.kind.streaming
+
+    def invoke(self, args: dict[str, Any], ctx: Any) -> Any:
+        """Call the function; for generators this only creates the generator."""
+        if self.arity == 2:
+            return self.func(args, ctx)
+        if self.arity == 1:
+            return self.func(args)
+        return self.func()
+
+
+def classify(func: Callable[..., Any]) -> Kind:
+    target = inspect.unwrap(func)
+    if inspect.isasyncgenfunction(target):
+        return Kind.ASYNC_GENERATOR
+    if inspect.isgeneratorfunction(target):
+        return Kind.GENERATOR
+    if inspect.iscoroutinefunction(target):
+        return Kind.COROUTINE
+    return Kind.FUNCTION
+
+
+def _arity(func: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return 1
+    positional = [
+        p for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    if len(positional) > 2:
+        raise TypeError(f"handler {func!r} must take (), (args) or (args, ctx)")
+    return len(positional)
+
+
+class Registry:
+    """Command name -> :class:`Handler`. Registration is not thread-safe; do it at start-up."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def add(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        *,
+        kind: Kind | None = None,
+        description: str | None = None,
+        replace: bool = True,
+    ) -> Handler:
+        """Register ``func`` under ``name``; ``kind`` overrides classification
+        (for callables that return a generator without being generator functions)."""
+        if not name or not isinstance(name, str):
+            raise ValueError("a command name must be a non-empty string")
+        if not replace and name in self._handlers:
+            raise ValueError(f"command {name!r} is already registered")
+        doc = description if description is not None else (inspect.getdoc(func) or "").split("\n")[0]
+        handler = Handler(name, func, kind or classify(func), _arity(func), doc)
+        self._handlers[name] = handler
+        return handler
+
+    def command(self, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``@registry.command("name")`` registers and returns the function unchanged."""
+
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(name or func.__name__, func, **options)
+            return func
+
+        return register
+
+    def get(self, name: str) -> Handler:
+        """The handler for ``name``; raises :class:`UnknownCommand` when there is none."""
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise UnknownCommand(name) from None
+
+    def update(self, other: "Registry") -> None:
+        self._handlers.update(other._handlers)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers.values())
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+
+#: Where ``@command`` registers: user modules imported through ``--adapter`` use it.
+default_registry = Registry()
+command = default_registry.command

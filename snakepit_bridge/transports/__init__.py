@@ -1,0 +1,1 @@
+"""Transports: thin adapters between a wire protocol and the dispatch core."""

@@ -1,0 +1,204 @@
+"""The ``snakepit.SnakepitBridge`` gRPC service over the dispatch core.
+
+Each RPC turns its request into a :class:`~snakepit_bridge.dispatch.Request`
+(with the codecs passed in as ``decode``/``encode``), hands it to the
+dispatcher, and turns results and chunks into protobuf messages. Nothing here
+knows about handlers.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+
+from .. import __version__
+from .._proc import CpuMeter, rss_bytes
+from .._proto import snakepit_pb2 as pb
+from .._proto import snakepit_pb2_grpc as pb_grpc
+from ..codecs import decode_map, encode_map
+from ..dispatch import Dispatcher, Request, Result
+
+__all__ = ["BridgeServicer", "SERVICE_NAME"]
+
+SERVICE_NAME = "snakepit.SnakepitBridge"
+WORKER_TYPE = "python-snakepit-bridge"
+
+
+class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
+    """Serves the six Snakepit 0.3 RPCs and the generator additions."""
+
+    def __init__(self, dispatcher: Dispatcher, generators: Any = None) -> None:
+        self.dispatcher = dispatcher
+        self.generators = generators
+        self.threshold = dispatcher.config.binary_threshold
+        self._cpu = CpuMeter()
+
+    # -- the wire <-> Request ---------------------------------------------------------
+
+    def _request(
+        self,
+        command: str,
+        args: Mapping[str, bytes],
+        arg_encodings: Mapping[str, str],
+        timeout_ms: int,
+        request_id: str,
+        session_id: str,
+        context: grpc.aio.ServicerContext,
+    ) -> Request:
+        remaining = context.time_remaining()
+        return Request(
+            command=command,
+            args={},
+            request_id=request_id,
+            timeout_ms=timeout_ms,
+            session_id=session_id,
+            deadline=None if remaining is None else time.monotonic() + remaining,
+            decode=lambda: decode_map(args, arg_encodings),
+            encode=self._encode,
+        )
+
+    def _encode(self, values: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, str]]:
+        return encode_map(values, self.threshold)
+
+    @staticmethod
+    def _response(result: Result, request_id: str) -> pb.ExecuteResponse:
+        values, encodings = result.payload
+        return pb.ExecuteResponse(
+            success=result.success, result=values, error=result.error,
+            timestamp=time.time_ns(), request_id=request_id, encodings=encodings,
+        )
+
+    async def _stream(self, req: Request) -> AsyncIterator[pb.StreamResponse]:
+        async with contextlib.aclosing(self.dispatcher.stream(req)) as chunks:
+            async for chunk in chunks:
+                values, encodings = chunk.payload
+                yield pb.StreamResponse(
+                    is_final=chunk.is_final, chunk=values, error=chunk.error,
+                    timestamp=chunk.timestamp_ns, request_id=req.request_id,
+                    chunk_index=chunk.index, encodings=encodings,
+                )
+
+    async def _unary(self, req: Request, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
+        result = await self.dispatcher.call(req)
+        if result.code == "DEADLINE_EXCEEDED":
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, result.error)
+        return self._response(result, req.request_id)
+
+    # -- Snakepit 0.3 RPCs ------------------------------------------------------------
+
+    async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
+        req = self._request(request.command, request.args, request.arg_encodings,
+                            request.timeout_ms, request.request_id, "", context)
+        return await self._unary(req, context)
+
+    async def ExecuteInSession(self, request: pb.SessionRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
+        req = self._request(request.command, request.args, request.arg_encodings,
+                            request.timeout_ms, request.request_id, request.session_id, context)
+        return await self._unary(req, context)
+
+    async def ExecuteStream(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
+        req = self._request(request.command, request.args, request.arg_encodings,
+                            request.timeout_ms, request.request_id, "", context)
+        async for response in self._stream(req):
+            yield response
+
+    async def ExecuteInSessionStream(self, request: pb.SessionRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
+        req = self._request(request.command, request.args, request.arg_encodings,
+                            request.timeout_ms, request.request_id, request.session_id, context)
+        async for response in self._stream(req):
+            yield response
+
+    async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthResponse:
+        d = self.dispatcher
+        return pb.HealthResponse(
+            healthy=not d.closing,
+            worker_id=request.worker_id or d.config.worker_id,
+            uptime_ms=d.stats.uptime_ms,
+            total_requests=d.stats.requests,
+            total_errors=d.stats.errors,
+            version=__version__,
+        )
+
+    async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        d = self.dispatcher
+        response = pb.InfoResponse(
+            worker_type=WORKER_TYPE,
+            version=__version__,
+            supported_commands=d.registry.names(),
+            system_info={
+                "python_version": platform.python_version(),
+                "platform": platform.platform(),
+                "hostname": socket.gethostname(),
+                "pid": str(os.getpid()),
+                "grpc_version": grpc.__version__,
+                "executable": sys.executable,
+            },
+        )
+        if request.include_capabilities:
+            response.capabilities.update(self.capabilities())
+        if request.include_stats:
+            response.stats.CopyFrom(self.worker_stats())
+        return response
+
+    def capabilities(self) -> dict[str, str]:
+        d = self.dispatcher
+        streaming = sorted(h.name for h in d.registry if h.streaming)
+        return {
+            "streaming": "true",
+            "streaming_commands": ",".join(streaming),
+            "sessions": "true",
+            "generators": "true" if self.generators is not None else "false",
+            "binary_encodings": "npy,raw,utf8,msgpack",
+            "binary_threshold": str(d.config.binary_threshold),
+            "max_message_bytes": str(d.config.max_message_bytes),
+            "arg_encodings": "true",
+        }
+
+    def worker_stats(self) -> pb.WorkerStats:
+        d = self.dispatcher
+        return pb.WorkerStats(
+            requests_handled=d.stats.requests,
+            requests_failed=d.stats.errors,
+            uptime_ms=d.stats.uptime_ms,
+            memory_usage_bytes=rss_bytes(),
+            cpu_usage_percent=self._cpu.percent(),
+            active_sessions=len(d.sessions),
+            active_streams=d.stats.active_streams,
+        )
+
+    # -- Additions: pull-based generators (see snakepit_bridge.generators) -------------
+
+    async def InitGenerator(self, request: pb.InitGeneratorRequest, context: grpc.aio.ServicerContext) -> pb.InitGeneratorResponse:
+        if self.generators is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "generators are not enabled")
+        req = self._request(request.command, request.args, request.arg_encodings,
+                            request.timeout_ms, request.request_id, request.session_id, context)
+        req.deadline = None  # the RPC's own deadline bounds this call, not the generator
+        generator_id, error = await self.generators.open(req)
+        return pb.InitGeneratorResponse(generator_id=generator_id, error=error)
+
+    async def GetNextBatch(self, request: pb.GetNextBatchRequest, context: grpc.aio.ServicerContext) -> pb.GetNextBatchResponse:
+        if self.generators is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "generators are not enabled")
+        chunks, has_more, error = await self.generators.next_batch(request.generator_id, request.batch_size)
+        response = pb.GetNextBatchResponse(has_more=has_more, error=error)
+        for chunk in chunks:
+            values, encodings = chunk.payload
+            response.chunks.add(
+                is_final=chunk.is_final, chunk=values, error=chunk.error, timestamp=chunk.timestamp_ns,
+                request_id=request.generator_id, chunk_index=chunk.index, encodings=encodings,
+            )
+        return response
+
+    async def CloseGenerator(self, request: pb.CloseGeneratorRequest, context: grpc.aio.ServicerContext) -> pb.CloseGeneratorResponse:
+        if self.generators is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "generators are not enabled")
+        error = await self.generators.close(request.generator_id)
+        return pb.CloseGeneratorResponse(error=error)
