@@ -1,0 +1,66 @@
+"""Handlers for the core conformance tests, loaded with ``--adapter tests.handlers_core``."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from snakepit_bridge import command
+
+
+@command("boom")
+def boom(args):
+    raise ValueError(args.get("message", "boom"))
+
+
+@command("empty_stream")
+def empty_stream(args):
+    return
+    yield  # a generator that yields nothing
+
+
+@command("fail_midway")
+async def fail_midway(args):
+    for i in range(args.get("before", 2)):
+        yield {"i": i}
+    raise RuntimeError("stream broke")
+
+
+@command("whoami")
+def whoami(args, ctx):
+    return {"session_id": ctx.session.id if ctx.session else None, "request_id": ctx.request_id}
+
+
+@command("sleep_sync")
+def sleep_sync(args):
+    time.sleep(args.get("seconds", 1.0))
+    return {"slept": args.get("seconds", 1.0)}
+
+
+@command("sleep_async")
+async def sleep_async(args):
+    await asyncio.sleep(args.get("seconds", 1.0))
+    return {"slept": args.get("seconds", 1.0)}
+
+
+@command("long_stream")
+async def long_stream(args):
+    for i in range(args.get("count", 1000)):
+        await asyncio.sleep(args.get("interval", 0.01))
+        yield {"i": i}
+
+
+@command("sync_stream")
+def sync_stream(args):
+    for i in range(args.get("count", 3)):
+        yield {"i": i}
+
+
+@command("types")
+def types(args):
+    return {"str": "hello", "int": 42, "float": 1.5, "bool": True, "none": None,
+            "list": [1, "a"], "map": {"k": "v"}, "bytes": b"\x00\xffraw"}
+
+
+@command("kinds")
+def kinds(args):
+    return {k: type(v).__name__ for k, v in args.items()}
