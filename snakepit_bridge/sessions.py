@@ -1,88 +1,448 @@
 """Session-scoped state owned by the bridge.
 
-A session is created on first use and touched on every call. It holds a
-``state`` dict and resources registered with a close hook; every way a session
-ends runs those hooks exactly once.
+A session is created on first use (:meth:`SessionStore.get`) and touched on
+every call. It holds ``state`` (a dict with a running size estimate) and
+resources that handlers register with a close hook (a loaded model, an open
+file). A session ends in one of four ways, and every way runs its close hooks
+exactly once, most recently registered first:
+
+* **expiry**: idle for ``ttl`` seconds. A reaper task (started lazily by the
+  first ``get`` that runs inside an event loop) sleeps until the earliest
+  expiry time; it never polls.
+* **eviction**: creating a session beyond ``max_sessions`` evicts the least
+  recently used one.
+* **explicit end**: :meth:`SessionStore.end` (the ``end_session`` command).
+* **shutdown**: :meth:`SessionStore.close_all` (the dispatcher's ``aclose``).
+
+Close hooks never run on the event loop: sync hooks run in a daemon thread
+(not ``asyncio.to_thread``, so that a hook that hangs cannot keep the process
+from exiting), async hooks are awaited. A hook that raises is logged with its
+traceback and the others still run; one that overruns ``hook_timeout`` is
+logged and abandoned.
+
+Busy sessions: a session with a call in flight (:attr:`Session.busy`: its lock
+is held, or a call is counted by :meth:`Session.call_scope`) is neither expired
+nor evicted. At its expiry time it is touched instead (a running call is use);
+eviction takes the least recently used *idle* session, and when every session
+is busy a new one is refused with ResourceExhausted.
+
+Memory estimate: ``state`` re-estimates only the value being stored (a deep
+``sys.getsizeof`` walk; objects with an integer ``nbytes``, e.g. numpy arrays,
+count their buffer), so a call costs what it stores, not what the session
+holds. In-place mutation (``state["xs"].append(...)``) is not seen until
+``state.remeasure(key)``. With a cap (``max_bytes``), a store that would push
+the session over it raises ResourceExhausted and leaves the state unchanged.
+Resources count only the ``size=`` their handler declares.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
+import sys
+import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+import traceback
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .errors import FailedPrecondition, NotFound, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["Session", "SessionState", "SessionStore", "estimate_size"]
+
+Hook = Callable[[], Any]
+
+# Objects walked per estimate before giving up (the estimate is then a lower
+# bound): a value that reaches half the heap through __dict__ must not stall a call.
+MAX_WALK = 2_000_000
+_LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None), type)
+_SEQUENCES = (list, tuple, set, frozenset, deque)
+
+
+def estimate_size(obj: Any, max_objects: int = MAX_WALK) -> int:
+    """A deep ``sys.getsizeof`` estimate of ``obj`` in bytes.
+
+    Containers count their items, plain objects their ``__dict__``; an object
+    with an integer ``nbytes`` (numpy array, memoryview) counts its buffer and
+    is not walked further. Shared objects are counted once per call.
+    """
+    seen: set[int] = set()
+    stack = [obj]
+    total = 0
+    while stack and len(seen) < max_objects:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        try:
+            size = sys.getsizeof(o)
+        except TypeError:
+            size = 64
+        if isinstance(o, _LEAVES):
+            total += size
+            continue
+        nbytes = getattr(o, "nbytes", None)
+        if isinstance(nbytes, int):
+            total += max(size, nbytes)  # a numpy view's getsizeof leaves out the data it shows
+            continue
+        total += size
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, _SEQUENCES):
+            stack.extend(o)
+        else:
+            attrs = getattr(o, "__dict__", None)
+            if isinstance(attrs, dict):
+                stack.append(attrs)
+    return total
+
+
+class SessionState(dict):
+    """A session's ``state``: a dict that keeps ``nbytes`` up to date on every
+    mutation and enforces ``max_bytes`` (0 = no cap).
+
+    Mutations are atomic with their bookkeeping (safe from worker threads);
+    a mutation that would exceed the cap raises ResourceExhausted and changes
+    nothing; after the session ends every mutation raises FailedPrecondition.
+    """
+
+    def __init__(self, session_id: str, max_bytes: int = 0) -> None:
+        super().__init__()
+        self.session_id = session_id
+        self.max_bytes = max_bytes
+        #: Estimated bytes of keys and values, plus sizes resources declared.
+        self.nbytes = 0
+        self.closed = False
+        self._sizes: dict[Any, int] = {}
+        self._mutex = threading.Lock()
+
+    def _writable(self) -> None:
+        if self.closed:
+            raise FailedPrecondition(f"session {self.session_id!r} has ended; its state can no longer change")
+
+    def _commit(self, sizes: Mapping[Any, int], extra: int = 0) -> int:
+        """New total after replacing the sizes of ``sizes``' keys; raises if the
+        cap forbids it. Caller holds the mutex."""
+        self._writable()
+        old = sum(self._sizes.get(k, 0) for k in sizes)
+        new = sum(sizes.values()) + extra
+        total = self.nbytes - old + new
+        if self.max_bytes and new > old and total > self.max_bytes:
+            what = ", ".join(repr(k) for k in sizes) or "a resource"
+            raise ResourceExhausted(
+                f"storing {what} would grow session {self.session_id!r} to ~{total} bytes, over its cap of "
+                f"{self.max_bytes} bytes (--max-session-mb); delete keys or end the session",
+                details={"session_bytes": self.nbytes, "needed_bytes": total, "max_bytes": self.max_bytes},
+            )
+        return total
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        size = estimate_size(key) + estimate_size(value)  # outside the mutex: it may walk a lot
+        with self._mutex:
+            self.nbytes = self._commit({key: size})
+            dict.__setitem__(self, key, value)
+            self._sizes[key] = size
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """All or nothing: the cap is checked against every new value at once."""
+        items = dict(*args, **kwargs)
+        sizes = {k: estimate_size(k) + estimate_size(v) for k, v in items.items()}
+        with self._mutex:
+            self.nbytes = self._commit(sizes)
+            dict.update(self, items)
+            self._sizes.update(sizes)
+
+    def __ior__(self, other: Any) -> SessionState:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        self[key] = default
+        return default
+
+    def __delitem__(self, key: Any) -> None:
+        with self._mutex:
+            self._writable()
+            dict.__delitem__(self, key)
+            self.nbytes -= self._sizes.pop(key, 0)
+
+    _MISSING = object()
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        with self._mutex:
+            self._writable()
+            if key in self:
+                self.nbytes -= self._sizes.pop(key, 0)
+                return dict.pop(self, key)
+        if default is SessionState._MISSING:
+            raise KeyError(key)
+        return default
+
+    def popitem(self) -> tuple[Any, Any]:
+        with self._mutex:
+            self._writable()
+            key, value = dict.popitem(self)
+            self.nbytes -= self._sizes.pop(key, 0)
+            return key, value
+
+    def clear(self) -> None:
+        with self._mutex:
+            self._writable()
+            dict.clear(self)
+            extra = self.nbytes - sum(self._sizes.values())  # resources stay charged
+            self._sizes.clear()
+            self.nbytes = extra
+
+    def remeasure(self, key: Any = _MISSING) -> int:
+        """Re-estimate ``key`` (or every key) after in-place mutation; returns
+        the session's new ``nbytes``. Raises ResourceExhausted if the value grew
+        past the cap (the value stays: delete it or end the session)."""
+        keys = list(self) if key is SessionState._MISSING else [key]
+        sizes = {k: estimate_size(k) + estimate_size(self[k]) for k in keys if k in self}
+        with self._mutex:
+            total = self.nbytes - sum(self._sizes.get(k, 0) for k in sizes) + sum(sizes.values())
+            self.nbytes = total
+            self._sizes.update(sizes)
+        if self.max_bytes and total > self.max_bytes:
+            raise ResourceExhausted(
+                f"session {self.session_id!r} holds ~{total} bytes, over its cap of {self.max_bytes} bytes "
+                "(--max-session-mb)")
+        return total
+
+    def charge(self, nbytes: int) -> None:
+        """Count ``nbytes`` held outside the dict (a resource's declared size)."""
+        with self._mutex:
+            self.nbytes = self._commit({}, nbytes) if nbytes > 0 else self.nbytes + nbytes
+
+    def keys_snapshot(self) -> list[Any]:
+        with self._mutex:
+            return list(dict.keys(self))
 
 
 class Session:
-    """One session's state, resources and call lock."""
+    """One session's state, resources, hooks and call lock."""
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, *, max_bytes: int = 0, store: SessionStore | None = None) -> None:
         self.id = session_id
-        self.state: dict[str, Any] = {}
+        self.state = SessionState(session_id, max_bytes)
         self.created = time.monotonic()
         self.last_used = self.created
-        #: Serializes unary calls within the session (see ``Config.session_lock``).
+        #: When the session was used before its latest use (for "idle time").
+        self.previous_use = self.created
+        #: Calls that reached this session (``SessionStore.get`` counts them).
+        self.calls = 0
+        #: Serializes unary calls within the session (``Config.session_lock``):
+        #: calls in one session run one at a time, different sessions concurrently.
         self.lock = asyncio.Lock()
-        self._hooks: list[tuple[str, Callable[[], Any]]] = []
         self.closed = False
+        self._active = 0
+        self._resources: dict[str, Any] = {}
+        self._sizes: dict[str, int] = {}
+        self._hooks: list[tuple[str, Hook]] = []
+        self._guard = threading.Lock()
+        self._store = store
+
+    # -- use -------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """True while a call is in flight: such a session is not expired or evicted."""
+        return self._active > 0 or self.lock.locked()
+
+    @property
+    def nbytes(self) -> int:
+        return self.state.nbytes
 
     def touch(self) -> None:
-        self.last_used = time.monotonic()
+        now = time.monotonic()
+        self.previous_use, self.last_used = self.last_used, now
+        if self._store is not None:
+            self._store._touched(self)
 
-    def add_resource(self, name: str, resource: Any, close: Callable[[Any], Any] | None = None) -> Any:
-        """Keep ``resource`` in ``state[name]`` and call ``close(resource)`` (or
-        ``resource.close()``) once when the session ends. Returns the resource."""
-        self.state[name] = resource
-        closer = close or getattr(resource, "close", None)
-        if closer is not None:
-            self._hooks.append((name, (lambda: closer(resource)) if close else closer))
+    def begin_call(self) -> None:
+        self._active += 1
+
+    def end_call(self) -> None:
+        self._active -= 1
+        self.touch()  # idle time counts from the end of the last call
+
+    @contextlib.asynccontextmanager
+    async def call_scope(self, lock: bool = True) -> AsyncIterator[Session]:
+        """What a dispatcher wraps a call in: counts it in flight (so the
+        session is not expired or evicted under it), holds ``lock`` if asked,
+        and touches the session when the call ends."""
+        self.begin_call()
+        try:
+            if lock:
+                async with self.lock:
+                    yield self
+            else:
+                yield self
+        finally:
+            self.end_call()
+
+    # -- resources and hooks -----------------------------------------------------------
+
+    def add_resource(self, name: str, resource: Any, close: Callable[[Any], Any] | None = None,
+                     *, size: int = 0) -> Any:
+        """Keep ``resource`` for the session's lifetime; returns it.
+
+        When the session ends, ``close(resource)`` is called (or
+        ``resource.close()`` if it has one) exactly once. ``size`` (bytes) is
+        counted against the session's cap; resources are not walked. Raises
+        FailedPrecondition if the name is taken or the session has ended.
+        """
+        with self._guard:
+            if self.closed:
+                raise FailedPrecondition(f"session {self.id!r} has ended; cannot add resource {name!r}")
+            if name in self._resources:
+                raise FailedPrecondition(f"session {self.id!r} already has a resource named {name!r}")
+            if size:
+                self.state.charge(size)
+            self._resources[name] = resource
+            self._sizes[name] = size
+            closer = close or getattr(resource, "close", None)
+            if callable(closer):
+                self._hooks.append((name, (lambda: closer(resource)) if close else closer))
         return resource
 
-    def on_close(self, hook: Callable[[], Any]) -> None:
-        """Call ``hook()`` once when the session ends."""
-        self._hooks.append(("<hook>", hook))
+    def resource(self, name: str) -> Any:
+        """The resource ``name``; NotFound if there is none."""
+        try:
+            return self._resources[name]
+        except KeyError:
+            raise NotFound(f"session {self.id!r} has no resource named {name!r}") from None
 
-    def take_hooks(self) -> list[tuple[str, Callable[[], Any]]]:
-        hooks, self._hooks = self._hooks, []
-        self.closed = True
+    @property
+    def resources(self) -> Mapping[str, Any]:
+        """Read-only view of the session's resources by name."""
+        return MappingProxyType(self._resources)
+
+    def remove_resource(self, name: str) -> Any:
+        """Forget ``name`` without closing it (the caller owns it now); returns it."""
+        with self._guard:
+            resource = self.resource(name)
+            del self._resources[name]
+            self.state.charge(-self._sizes.pop(name, 0))
+            self._hooks = [(n, h) for n, h in self._hooks if n != name]
+            return resource
+
+    def on_close(self, hook: Hook, name: str | None = None) -> None:
+        """Call ``hook()`` (sync or async) once when the session ends."""
+        with self._guard:
+            if self.closed:
+                raise FailedPrecondition(f"session {self.id!r} has ended; cannot add a close hook")
+            self._hooks.append((name or getattr(hook, "__qualname__", "hook"), hook))
+
+    def take_hooks(self) -> list[tuple[str, Hook]]:
+        """Mark the session ended and hand over its hooks, newest first. Only
+        the first call gets them: this is what makes hooks run exactly once."""
+        with self._guard:
+            hooks, self._hooks = self._hooks, []
+            self.closed = True
+            self.state.closed = True
+        hooks.reverse()
         return hooks
+
+    def describe(self, now: float | None = None) -> dict[str, Any]:
+        """Facts for ``session_info`` / ``list_sessions``."""
+        now = time.monotonic() if now is None else now
+        return {
+            "session_id": self.id,
+            "age_s": round(now - self.created, 3),
+            "idle_s": round(now - self.previous_use, 3),
+            "size_bytes": self.state.nbytes,
+            "max_bytes": self.state.max_bytes,
+            "key_count": len(self.state),
+            "resources": sorted(self._resources),
+            "calls": self.calls,
+        }
 
 
 class SessionStore:
-    """All sessions of one worker, least recently used first."""
+    """All sessions of one worker, least recently used first, plus ``default``:
+    the worker-global store that commands use for calls without a session
+    (never expired, not counted in ``len()``, closed at shutdown)."""
 
-    def __init__(self, *, ttl: float = 3600.0, max_sessions: int = 10_000) -> None:
+    def __init__(self, *, ttl: float = 3600.0, max_sessions: int = 10_000, max_bytes: int = 0,
+                 hook_timeout: float = 10.0) -> None:
         self.ttl = ttl
         self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self.hook_timeout = hook_timeout
+        self.default = Session("", max_bytes=max_bytes)
+        self.closed = False
+        #: How sessions ended, for tests and logs.
+        self.counts = {"created": 0, "expired": 0, "evicted": 0, "ended": 0, "shutdown": 0}
+        #: How often the reaper woke (it should wake about once per expiry).
+        self.reaper_wakeups = 0
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._reaper: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # strong refs to hook runs in flight
         self.log = get_logger("snakepit_bridge.sessions")
 
     @classmethod
     def from_config(cls, config: Config) -> SessionStore:
-        return cls(ttl=config.session_ttl, max_sessions=config.max_sessions)
+        return cls(ttl=config.session_ttl, max_sessions=config.max_sessions, max_bytes=config.max_session_bytes)
+
+    # -- lookup ----------------------------------------------------------------------
 
     def get(self, session_id: str) -> Session:
-        """The session ``session_id``, created on first use and touched."""
+        """The session ``session_id``, created on first use, touched and counted.
+
+        Raises ResourceExhausted when a new session is needed, the store is
+        full and every session has a call in flight; ShuttingDown after
+        :meth:`close_all`.
+        """
+        if self.closed:
+            raise ShuttingDown()
         session = self._sessions.get(session_id)
         if session is None:
-            session = self._sessions[session_id] = Session(session_id)
+            self._make_room()
+            session = Session(session_id, max_bytes=self.max_bytes, store=self)
+            self._sessions[session_id] = session
+            self.counts["created"] += 1
+            self.log.debug("session created", session_id=session_id, sessions=len(self._sessions))
+            self._start_reaper()
         else:
-            self._sessions.move_to_end(session_id)
-        session.touch()
+            session.touch()
+        session.calls += 1
         return session
 
     def peek(self, session_id: str) -> Session | None:
+        """The session if it exists; neither creates nor touches."""
         return self._sessions.get(session_id)
 
+    def sessions(self) -> list[Session]:
+        """Every session, least recently used first."""
+        return list(self._sessions.values())
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def _touched(self, session: Session) -> None:
+        # Keeping the dict in use order makes both the LRU victim and the next
+        # expiry the first entry.
+        if self._sessions.get(session.id) is session:
+            self._sessions.move_to_end(session.id)
+
+    # -- ending sessions -----------------------------------------------------------------
+
     async def end(self, session_id: str) -> bool:
-        """End a session, running its close hooks; False if there was none."""
+        """End a session and wait for its close hooks; False if there was none."""
         session = self._sessions.pop(session_id, None)
         if session is None:
             return False
@@ -90,22 +450,170 @@ class SessionStore:
         return True
 
     async def close_all(self) -> None:
+        """Shutdown: stop the reaper, end every session and the worker-global
+        store (hooks of all sessions run concurrently), and wait for hook runs
+        still in flight. Later ``get`` calls raise ShuttingDown. Idempotent."""
+        self.closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reaper
+            self._reaper = None
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        closes = [self._close(s, "shutdown") for s in sessions]
+        closes.append(self._close(self.default, "shutdown"))
+        await asyncio.gather(*closes, *list(self._closing))
+
+    def reap(self, now: float | None = None) -> int:
+        """Expire every idle session whose ttl has passed (busy ones are touched
+        instead); returns how many expired. The reaper calls this; tests may."""
+        now = time.monotonic() if now is None else now
+        expired = 0
         while self._sessions:
-            _, session = self._sessions.popitem(last=False)
-            await self._close(session, "shutdown")
+            session = next(iter(self._sessions.values()))
+            if session.last_used + self.ttl > now:
+                break
+            if session.busy:
+                session.touch()  # a call in flight is use; look again one ttl later
+                continue
+            del self._sessions[session.id]
+            self._close_soon(session, "expired")
+            expired += 1
+        return expired
+
+    def _make_room(self) -> None:
+        while len(self._sessions) >= self.max_sessions:
+            victim = next((s for s in self._sessions.values() if not s.busy), None)
+            if victim is None:
+                raise ResourceExhausted(
+                    f"cannot open a new session: all {len(self._sessions)} sessions (--max-sessions) "
+                    "have calls in flight")
+            del self._sessions[victim.id]
+            self._close_soon(victim, "evicted")
+
+    def _close_soon(self, session: Session, reason: str) -> None:
+        """Close without waiting (from sync code): hooks run in a task."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # No event loop (plain sync use): run the hooks here and now.
+            self._finish(session, reason, _run_hooks_sync(session.take_hooks(), self._hook_failed, session.id))
+            return
+        task = loop.create_task(self._close(session, reason), name=f"session-close-{session.id}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _close(self, session: Session, reason: str) -> None:
-        for name, hook in session.take_hooks():
+        hooks = session.take_hooks()  # marks it ended even when it has no hooks
+        failed = 0
+        for name, hook in hooks:
             try:
-                result = await asyncio.to_thread(hook)
-                if asyncio.iscoroutine(result):
-                    await result
+                if inspect.iscoroutinefunction(hook):
+                    await asyncio.wait_for(hook(), self.hook_timeout)
+                    continue
+                result = await asyncio.wait_for(_in_daemon_thread(hook), self.hook_timeout)
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, self.hook_timeout)
+            except TimeoutError:
+                failed += 1
+                self.log.error("session close hook did not finish in time; abandoned", session_id=session.id,
+                               hook=name, timeout_s=self.hook_timeout)
             except Exception as exc:  # noqa: BLE001 - one bad hook must not stop the others
-                self.log.error("session close hook failed", session_id=session.id, resource=name, error=repr(exc))
-        self.log.info("session closed", session_id=session.id, reason=reason)
+                failed += 1
+                self._hook_failed(session.id, name, exc)
+        self._finish(session, reason, (len(hooks), failed))
 
-    def __len__(self) -> int:
-        return len(self._sessions)
+    def _finish(self, session: Session, reason: str, outcome: tuple[int, int]) -> None:
+        if session.id:  # the worker-global store is not a session
+            self.counts[reason] += 1
+        hooks, failed = outcome
+        self.log.info("session closed", session_id=session.id or "<worker-global>", reason=reason,
+                      hooks=hooks, failed_hooks=failed, size_bytes=session.state.nbytes,
+                      age_s=round(time.monotonic() - session.created, 3))
 
-    def __contains__(self, session_id: object) -> bool:
-        return session_id in self._sessions
+    def _hook_failed(self, session_id: str, name: str, exc: BaseException) -> None:
+        self.log.error("session close hook failed", session_id=session_id, hook=name,
+                       error=f"{type(exc).__name__}: {exc}", traceback="".join(traceback.format_exception(exc)))
+
+    # -- the reaper ------------------------------------------------------------------------
+
+    def _start_reaper(self) -> None:
+        if self._reaper is not None and not self._reaper.done():
+            if self._wake is not None:
+                self._wake.set()  # it may be waiting for a first session
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: expiry happens when someone calls reap()
+        self._wake = asyncio.Event()
+        self._reaper = loop.create_task(self._reap_forever(), name="session-reaper")
+        self._reaper.add_done_callback(self._reaper_done)
+
+    async def _reap_forever(self) -> None:
+        assert self._wake is not None
+        while not self.closed:
+            self._wake.clear()
+            if not self._sessions:
+                await self._wake.wait()  # nothing can expire until a session exists
+                continue
+            # The first entry is the least recently used: the earliest expiry.
+            # Touches only move expiries later, so sleeping until then is enough.
+            first = next(iter(self._sessions.values()))
+            delay = first.last_used + self.ttl - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                self.reaper_wakeups += 1
+                continue
+            self.reap()
+
+    def _reaper_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log.error("session reaper crashed; idle sessions will not expire", error=repr(exc),
+                           traceback="".join(traceback.format_exception(exc)))  # type: ignore[arg-type]
+
+
+def _in_daemon_thread(fn: Hook) -> asyncio.Future[Any]:
+    """Run ``fn`` in a new daemon thread; a future for its result."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if future.done():
+            return  # abandoned after a timeout
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, exc = fn(), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            result, exc = None, e
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=run, name="session-close-hook", daemon=True).start()
+    return future
+
+
+def _run_hooks_sync(hooks: Iterable[tuple[str, Hook]], on_error: Callable[[str, str, BaseException], None],
+                    session_id: str) -> tuple[int, int]:
+    count = failed = 0
+    for name, hook in hooks:
+        count += 1
+        try:
+            result = hook()
+            if inspect.isawaitable(result):
+                asyncio.run(_awaited(result))
+        except Exception as exc:  # noqa: BLE001
+            failed += 1
+            on_error(session_id, name, exc)
+    return count, failed
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
