@@ -1,11 +1,14 @@
-"""Process figures from /proc (Linux) with portable fallbacks."""
+"""Process figures and the process tree, from /proc (Linux) with portable fallbacks."""
 from __future__ import annotations
 
 import os
 import resource
+import signal
+import sys
 import time
 
-__all__ = ["CpuMeter", "rss_bytes"]
+__all__ = ["CpuMeter", "descendants", "flush_and_exit", "kill_descendants", "rss_bytes", "set_parent_death_signal",
+           "terminate_descendants"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -36,3 +39,114 @@ class CpuMeter:
         used, elapsed = cpu - self._cpu, wall - self._wall
         self._cpu, self._wall = cpu, wall
         return round(100.0 * used / elapsed, 2) if elapsed > 0 else 0.0
+
+
+# -- the process tree (orphans) -------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies
+    (prctl PR_SET_PDEATHSIG). False where that is not available.
+
+    Linux sends it when the parent *thread* that forked us exits, not only the
+    parent process, so whoever handles ``sig`` must check :func:`os.getppid`
+    against the original parent before acting on it.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_map() -> dict[int, list[int]]:
+    """ppid -> [pid] for every live (non-zombie) process in /proc."""
+    tree: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return tree
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) < 2 or fields[0] == b"Z":
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Live processes below ``pid`` (default: this process), parents first.
+    Empty where /proc is not available."""
+    tree = _children_map()
+    out: list[int] = []
+    todo = list(tree.get(os.getpid() if pid is None else pid, []))
+    while todo:
+        child = todo.pop(0)
+        out.append(child)
+        todo.extend(tree.get(child, []))
+    return out
+
+
+def terminate_descendants(timeout: float = 0.3) -> list[int]:
+    """SIGTERM every live descendant, give them ``timeout`` seconds, then
+    SIGKILL whoever is left. Returns the pids that were signalled.
+
+    Descendants are found by walking /proc from our pid, so a grandchild whose
+    own parent already exited (re-parented to init) is out of reach; the bridge
+    is deliberately not a subreaper, because reaping strangers' exit statuses
+    would break handlers that wait for their own subprocesses.
+    """
+    pids = descendants()
+    if not pids:
+        return []
+    _signal_all(pids, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    alive = pids
+    while time.monotonic() < end:
+        live = set(descendants())
+        alive = [p for p in pids if p in live]
+        if not alive:
+            break
+        time.sleep(0.02)
+    _signal_all(alive + [p for p in descendants() if p not in pids], signal.SIGKILL)
+    return pids
+
+
+def kill_descendants() -> None:
+    """SIGKILL every live descendant at once (forced exit)."""
+    _signal_all(descendants(), signal.SIGKILL)
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def flush_and_exit(code: int) -> None:
+    """Flush stdout/stderr and ``os._exit(code)``. Used at the end of every run:
+    a normal interpreter exit joins concurrent.futures worker threads, and a
+    handler blocked forever would hang it."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(int(code))

@@ -4,6 +4,22 @@ The launch lines Snakepit 0.3 uses (CONTRACT.md §1 and §4)::
 
     python3 grpc_bridge.py [--adapter MODULE.CLASS] --port N
     python3 grpc_bridge.py --mode pool-worker [--protocol json|msgpack] [--quiet]
+
+Defaults that are safe for a pool of many workers on one machine:
+
+* Threads: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS,
+  NUMEXPR_NUM_THREADS and VECLIB_MAXIMUM_THREADS are set to 1 unless already
+  set in the environment (a value the user set is kept). A pool of N workers
+  each starting one BLAS thread per core would run N x cores threads; set the
+  variables explicitly to give one worker more.
+* Network: listen on 127.0.0.1. A non-loopback ``--host`` needs a token
+  (``--auth-token-file`` or SNAKEPIT_BRIDGE_AUTH_TOKEN), TLS, or ``--insecure``.
+* Ports: a taken ``--port`` binds another free port, with a warning, and the
+  ready line reports it (``--strict-port`` exits 4 instead); see ``server.py``.
+* Orphans: the worker exits when its parent dies or its piped stdin closes.
+* Exit: the process ends with ``os._exit`` after flushing, so a handler thread
+  blocked forever cannot hold it past the shutdown budget. Exit codes are in
+  :class:`~snakepit_bridge.exitcodes.ExitCode`.
 """
 from __future__ import annotations
 
@@ -11,7 +27,8 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
 
 from .config import Config, ConfigError
 from .exitcodes import ExitCode
@@ -22,6 +39,9 @@ __all__ = ["main", "parse_config"]
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 TOKEN_ENV = "SNAKEPIT_BRIDGE_AUTH_TOKEN"
+# Taken at import, as early as possible: the parent that started us. If it has
+# changed by the time the server watches it, the parent died during startup.
+STARTED_BY = os.getppid()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,8 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="PEM private key for TLS")
     p.add_argument("--tls-client-ca", help="PEM CA bundle: require and verify client certificates (mTLS)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without token or TLS")
-    p.add_argument("--log-format", choices=["console", "json"], default="console")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--no-parent-watch", action="store_true",
+                   help="keep running when the parent exits or a piped stdin closes (a supervisor other than the pool)")
+    p.add_argument("--log-format", choices=["console", "json"], default="console", help="stderr log format (default console)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="default info: one line per call; debug adds per-chunk lines")
     return p
 
 
@@ -79,6 +102,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         generator_ttl=ns.generator_ttl, max_generators=ns.max_generators, grace_period=ns.grace_period,
         insecure=ns.insecure, auth_token=token, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca, log_format=ns.log_format,
+        watch_stdin=not ns.no_parent_watch, watch_parent=not ns.no_parent_watch,
         log_level="warning" if ns.quiet and ns.log_level == "info" else ns.log_level,
     )
 
@@ -90,6 +114,8 @@ def _fail(message: str, code: ExitCode) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a worker. Bad configuration returns its exit code; a worker that
+    started ends the process itself (see :func:`_finish`) and never returns."""
     for var in THREAD_VARS:
         os.environ.setdefault(var, "1")
     try:
@@ -114,16 +140,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.mode == "pool-worker":
         from .transports.stdio import run as run_stdio
 
-        return int(asyncio.run(run_stdio(config, registry)))
+        _finish(run_stdio(config, registry))
 
     from .server import PortInUse, serve
 
+    _finish(serve(config, registry, parent_pid=STARTED_BY),
+            {PortInUse: ExitCode.PORT_IN_USE, OSError: ExitCode.CONFIG})
+
+
+def _finish(main_coro: Coroutine[Any, Any, int], startup_errors: dict[type[Exception], ExitCode] | None = None) -> NoReturn:
+    """Run the worker's coroutine to its exit code, then end the process with
+    ``os._exit`` after flushing. Not ``asyncio.run``: its teardown cancels and
+    awaits every task (a handler that swallows cancellation would hang it), and
+    interpreter exit joins worker threads (a handler blocked forever would).
+
+    ``startup_errors`` maps exceptions the worker raises when it cannot start
+    (a taken port with --strict-port) to the exit code reported for them."""
+    from ._proc import flush_and_exit
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        return int(asyncio.run(serve(config, registry)))
-    except PortInUse as exc:
-        return _fail(str(exc), ExitCode.PORT_IN_USE)
-    except OSError as exc:
-        return _fail(f"cannot start: {exc}", ExitCode.CONFIG)
+        code = int(loop.run_until_complete(main_coro))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: say why, exit non-zero
+        for kind, exit_code in (startup_errors or {}).items():
+            if isinstance(exc, kind):
+                code = _fail(str(exc) if kind is not OSError else f"cannot start: {exc}", exit_code)
+                break
+        else:
+            from .logging import get_logger
+
+            get_logger("snakepit_bridge.cli").exception("worker failed", error=f"{type(exc).__name__}: {exc}")
+            code = int(ExitCode.ERROR)
+    flush_and_exit(code)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ class Config:
     tls_client_ca: str | None = None
     log_format: str = "console"
     log_level: str = "info"
-    watch_stdin: bool = True  # gRPC mode: EOF on stdin means the pool is gone
+    watch_stdin: bool = True  # gRPC mode: EOF on a piped stdin means the pool is gone
+    watch_parent: bool = True  # gRPC mode: the parent process dying means the pool is gone
 
     def __post_init__(self) -> None:
         if self.mode not in ("grpc", "pool-worker"):

@@ -2,12 +2,32 @@
 
 Shutdown (SIGTERM, SIGINT, EOF on a piped stdin, or the parent dying):
 
-1. health goes NOT_SERVING and new calls are refused;
-2. every open stream ends with a final chunk saying the worker is shutting down;
-3. in-flight unary calls get ``config.grace_period`` seconds to finish;
-4. sessions are closed (their close hooks run) and the process exits 0.
+1. health (grpc.health.v1) goes NOT_SERVING, the server stops accepting calls;
+2. every open stream ends with a final chunk whose error says the worker is
+   shutting down;
+3. in-flight unary calls get ``config.grace_period`` seconds (default 1.5, under
+   the pool's 2 s before SIGKILL) to finish, then are cancelled; when the pool
+   is gone (stdin EOF, parent died) the grace is PARENT_GONE_GRACE instead;
+4. sessions are closed (their close hooks run), child processes a handler
+   started are terminated (SIGTERM, then SIGKILL), and the process exits 0
+   through ``os._exit`` so that a thread blocked in a handler cannot hang it.
 
-A second signal during shutdown exits at once with :data:`ExitCode.FORCED`.
+A watchdog ends the process ``SHUTDOWN_MARGIN`` seconds after the grace period
+whatever is still running, and a second SIGTERM/SIGINT exits at once with
+:data:`ExitCode.FORCED`.
+
+Orphans: with a piped stdin (as a pool starts it), EOF on stdin means the pool
+is gone. A terminal or /dev/null stdin is not watched, so ``make run`` and CI
+keep working. Second line: Linux's parent-death signal plus a poll of the
+parent pid (see :func:`_watch_parent`). ``--no-parent-watch`` turns both off.
+
+Ports: SO_REUSEPORT is off, so two processes can never share a port. When
+``--port`` is taken the default is to bind another free port, warn, and report
+it in the ready line: a Snakepit pool draws ports at random and connects to the
+port in the ready line (CONTRACT §1), so a collision costs nothing, whereas
+exiting would fail the worker start and make the pool retry. ``--strict-port``
+exits with :data:`ExitCode.PORT_IN_USE` instead, for deployments where the port
+is fixed and a different one would be unreachable.
 """
 from __future__ import annotations
 
@@ -16,12 +36,15 @@ import os
 import signal
 import stat
 import sys
+import threading
+import time
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ._proc import flush_and_exit, kill_descendants, set_parent_death_signal, terminate_descendants
 from ._proto import snakepit_pb2_grpc as pb_grpc
 from .config import Config
 from .dispatch import Dispatcher
@@ -33,6 +56,17 @@ from .transports.grpc import SERVICE_NAME, BridgeServicer
 __all__ = ["PortInUse", "serve", "READY_PREFIX"]
 
 READY_PREFIX = "GRPC_SERVER_READY_ON_PORT="
+#: Grace for in-flight calls when the pool is gone (stdin EOF, parent died).
+PARENT_GONE_GRACE = 0.25
+#: Shutdown may take the grace period plus this, then the watchdog exits.
+#: 1.5 s + 0.35 s stays under the pool's 2 s before SIGKILL.
+SHUTDOWN_MARGIN = 0.35
+#: How long a handler's child processes get after SIGTERM before SIGKILL.
+CHILD_GRACE = 0.3
+#: How often the parent pid is re-checked (the portable orphan check).
+PARENT_POLL = 0.25
+#: Signal asked for on parent death (Linux); handled only if the parent changed.
+PARENT_DEATH_SIGNAL = signal.SIGHUP
 
 
 class PortInUse(Exception):
@@ -98,14 +132,28 @@ def _credentials(config: Config) -> grpc.ServerCredentials | None:
 
 
 def announce(port: int) -> None:
-    """The ready line: the one thing gRPC mode ever writes to stdout."""
+    """The ready line: the one thing gRPC mode ever writes to stdout.
+
+    Afterwards ``sys.stdout`` points at stderr, so a handler's ``print()``
+    lands in the log stream rather than the ready channel (the file
+    descriptor itself stays open: a launcher may treat EOF on it as death).
+    """
     sys.stdout.write(f"{READY_PREFIX}{port}\n")
     sys.stdout.flush()
+    sys.stdout = sys.stderr
 
 
-async def serve(config: Config, registry: Registry) -> ExitCode:
-    """Run the gRPC worker until it is told to stop; returns the exit code."""
+async def serve(config: Config, registry: Registry, *, parent_pid: int | None = None) -> ExitCode:
+    """Run the gRPC worker until it is told to stop; returns the exit code.
+
+    ``parent_pid`` is the parent this process was started by (default: the
+    current one); when it changes, the parent is gone and the worker stops.
+    Once shutdown begins, a watchdog thread guarantees the process ends within
+    ``grace_period + SHUTDOWN_MARGIN`` seconds (it calls ``os._exit``): a
+    handler that blocks forever must not keep a pool waiting for SIGKILL.
+    """
     log = get_logger("snakepit_bridge.server")
+    parent = os.getppid() if parent_pid is None else parent_pid
     dispatcher = Dispatcher(registry, config)
     interceptors = []
     if config.auth_token:
@@ -122,7 +170,7 @@ async def serve(config: Config, registry: Registry) -> ExitCode:
         pass
     servicer = BridgeServicer(dispatcher, generators)
     pb_grpc.add_SnakepitBridgeServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
@@ -140,30 +188,67 @@ async def serve(config: Config, registry: Registry) -> ExitCode:
         if stop.is_set():
             if why.startswith("signal"):
                 log.warning("second signal during shutdown; exiting now", reason=why)
-                os._exit(ExitCode.FORCED)
+                _force_exit(ExitCode.FORCED)
             return
         reason.append(why)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, f"signal {sig.name}")
-    watcher = _watch_stdin(loop, request_stop) if config.watch_stdin else None
+    watchers = []
+    if config.watch_stdin:
+        watchers.append(_watch_stdin(loop, request_stop))
+    if config.watch_parent:
+        watchers.append(_watch_parent(loop, parent, request_stop, log))
 
     announce(port)
-    log.info("ready", port=port, host=config.host, pid=os.getpid(), commands=len(registry))
+    log.info("ready", port=port, host=config.host, pid=os.getpid(), commands=len(registry),
+             auth="token" if config.auth_token else "none", tls=bool(config.tls_cert))
     await stop.wait()
 
-    log.info("shutting down", reason=reason[0], grace_s=config.grace_period)
+    why = reason[0]
+    # The pool is gone when stdin closes or the parent dies: nobody waits for
+    # in-flight answers, so the short grace keeps "exit within a second".
+    grace = config.grace_period if why.startswith("signal") else min(config.grace_period, PARENT_GONE_GRACE)
+    budget = time.monotonic() + grace + SHUTDOWN_MARGIN
+    _arm_watchdog(budget, log)
+    log.info("shutting down", reason=why, grace_s=grace)
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     streams = dispatcher.interrupt_streams()
-    await server.stop(config.grace_period)
+    await server.stop(grace)
     if generators is not None and hasattr(generators, "aclose"):
         await generators.aclose()
     await dispatcher.aclose()
-    if watcher is not None:
-        watcher()
-    log.info("stopped", open_streams_closed=streams)
+    for unwatch in watchers:
+        if unwatch is not None:
+            unwatch()
+    remaining = max(0.05, budget - time.monotonic() - 0.1)
+    children = await asyncio.to_thread(terminate_descendants, min(CHILD_GRACE, remaining))
+    log.info("stopped", reason=why, open_streams_closed=streams, children_terminated=len(children))
     return ExitCode.OK
+
+
+def _force_exit(code: int) -> None:
+    """Exit now: kill our children, flush, and skip interpreter teardown (which
+    would join handler threads that may never finish)."""
+    kill_descendants()
+    flush_and_exit(code)
+
+
+def _arm_watchdog(deadline: float, log: Any) -> None:
+    """A daemon thread that ends the process at ``deadline`` if shutdown has
+    not (a close hook or generator that never returns, a stuck event loop)."""
+
+    def watch() -> None:
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            log.warning("shutdown overran its budget; exiting now")
+        finally:
+            _force_exit(ExitCode.OK)
+
+    threading.Thread(target=watch, name="snakepit-shutdown-watchdog", daemon=True).start()
 
 
 async def _set_health(servicer: Any, status: int) -> None:
@@ -197,3 +282,35 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, request_stop: Any):
     os.set_blocking(fd, False)
     loop.add_reader(fd, readable)
     return lambda: loop.remove_reader(fd)
+
+
+def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, request_stop: Any, log: Any):
+    """Stop when the parent process dies. Two lines: Linux's parent-death
+    signal (immediate) and a poll of ``os.getppid()`` every PARENT_POLL seconds
+    (portable). Linux sends the signal when the parent *thread* that started us
+    exits, so the handler acts only if our parent pid actually changed.
+    Returns an unwatch function."""
+
+    def check(source: str) -> None:
+        if os.getppid() != parent:
+            request_stop(f"parent died ({source})")
+        elif source == "signal":
+            log.debug("parent-death signal but the parent lives (its thread ended); ignored")
+
+    if set_parent_death_signal(PARENT_DEATH_SIGNAL):
+        loop.add_signal_handler(PARENT_DEATH_SIGNAL, check, "signal")
+    # Re-check after arming the signal: the parent may have died before it was.
+    check("startup")
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(PARENT_POLL)
+            check("poll")
+
+    task = loop.create_task(poll())
+
+    def unwatch() -> None:
+        task.cancel()
+        loop.remove_signal_handler(PARENT_DEATH_SIGNAL)
+
+    return unwatch

@@ -1,0 +1,122 @@
+"""Misbehaving and probing handlers for the operations tests, loaded with
+``--adapter tests.handlers_ops``.
+
+They block forever, swallow cancellation, spawn child processes, log a lot and
+report the process's own view (environment, imported modules), so the fault
+tests can drive the real process into each corner.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from snakepit_bridge import command
+
+_forever = threading.Event()  # never set
+
+
+@command("ops_block_forever")
+def block_forever(args: dict[str, Any]) -> dict[str, Any]:
+    """A sync handler that never returns and ignores its context."""
+    _forever.wait()
+    return {}
+
+
+@command("ops_swallow_cancel")
+async def swallow_cancel(args: dict[str, Any]) -> dict[str, Any]:
+    """A coroutine that catches every cancellation and keeps going (forever)."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue
+
+
+@command("ops_stream_block")
+def stream_block(args: dict[str, Any]):
+    """A sync generator: one chunk, then blocks forever."""
+    yield {"started": True}
+    _forever.wait()
+
+
+@command("ops_stream_swallow")
+async def stream_swallow(args: dict[str, Any]):
+    """An async generator: one chunk, then swallows cancellation forever."""
+    yield {"started": True}
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except (asyncio.CancelledError, GeneratorExit):
+            continue
+
+
+@command("ops_sleep")
+async def sleep(args: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps ``seconds`` (default 0.5), then answers."""
+    await asyncio.sleep(float(args.get("seconds", 0.5)))
+    return {"slept": float(args.get("seconds", 0.5))}
+
+
+@command("ops_ticks")
+async def ticks(args: dict[str, Any]):
+    """``count`` chunks, ``interval`` seconds apart (async generator)."""
+    for i in range(int(args.get("count", 10))):
+        yield {"i": i}
+        await asyncio.sleep(float(args.get("interval", 0.01)))
+
+
+@command("ops_ticks_sync")
+def ticks_sync(args: dict[str, Any], ctx):
+    """``count`` chunks, ``interval`` seconds apart (sync generator in a thread)."""
+    for i in range(int(args.get("count", 10))):
+        yield {"i": i}
+        ctx.wait(float(args.get("interval", 0.01)))
+
+
+@command("ops_spawn_child")
+def spawn_child(args: dict[str, Any]) -> dict[str, Any]:
+    """Starts ``sleep 600`` (a grandchild of whoever started the bridge) and
+    returns its pid; nobody ever waits for it."""
+    child = subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {"pid": child.pid}
+
+
+@command("ops_session_hook")
+def session_hook(args: dict[str, Any], ctx) -> dict[str, Any]:
+    """Registers a close hook on the call's session that writes ``marker``."""
+    marker = Path(args["marker"])
+    ctx.require_session().on_close(lambda: marker.write_text("closed"))
+    return {"hooked": str(marker)}
+
+
+@command("ops_env")
+def env(args: dict[str, Any]) -> dict[str, Any]:
+    """The environment variables named in ``names``."""
+    return {name: os.environ.get(name) for name in args.get("names", [])}
+
+
+@command("ops_modules")
+def modules(args: dict[str, Any]) -> dict[str, Any]:
+    """Whether each module in ``names`` is imported in this process."""
+    return {name: name in sys.modules for name in args.get("names", [])}
+
+
+@command("ops_print")
+def print_and_log(args: dict[str, Any], ctx) -> dict[str, Any]:
+    """print()s and logs ``count`` lines: none of it may reach stdout."""
+    for i in range(int(args.get("count", 10))):
+        print(f"handler print {i}")
+        ctx.log.info("handler log", i=i)
+    return {"printed": int(args.get("count", 10))}
+
+
+@command("ops_pid")
+def pid(args: dict[str, Any]) -> dict[str, Any]:
+    return {"pid": os.getpid(), "ppid": os.getppid(), "time": time.time()}
