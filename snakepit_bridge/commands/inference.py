@@ -1,6 +1,112 @@
-"""Built-in inference commands (placeholder, filled in by its issue)."""
+"""batch_inference: run a real (small, linear) model over a list of items.
+
+Contract
+--------
+Arguments: ``batch_items`` (list, required): strings (or ``{"text": str}``)
+for a text model, numeric vectors for a ``linear_v1`` model; ``model_path``
+(optional): a ``.npz`` weights file in the format documented in
+:mod:`snakepit_bridge.models.linear`; without it, the shipped sentiment model
+(labels negative / neutral / positive). ``probabilities`` (bool, default
+true): include every label's probability in the item chunks.
+
+Streams one chunk per item, in order: ``{"index", "item", "prediction",
+"confidence", "probabilities"}``; an item the model cannot take becomes a
+per-item error chunk (``error`` set, data ``{"index", "item"}``) and the stream
+goes on. The final chunk is the summary: ``{"count", "predicted", "errors",
+"class_counts" (every label), "mean_confidence" (null when nothing was
+predicted), "elapsed_ms", "items_per_second", "model"}``.
+
+A missing model file is NOT_FOUND; a malformed one (not an npz, missing keys,
+wrong shapes or dtypes, an object array that would need pickle) is
+INVALID_ARGUMENT naming the problem. numpy is imported on the first call, not
+at start-up. Loaded models are cached (keyed by path, size and mtime, so an
+edited file is reloaded).
+"""
 from __future__ import annotations
 
+import functools
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..context import Context
+from ..errors import FailedPrecondition, InvalidArgument
 from ..registry import Registry
 
+if TYPE_CHECKING:
+    from ..models.linear import LinearModel
+
 registry = Registry()
+
+_MAX_ITEMS = 1_000_000
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, size: int, mtime_ns: int) -> LinearModel:
+    """Keyed by size and mtime too, so a rewritten file is loaded afresh."""
+    from ..models.linear import load_model
+
+    return load_model(path)
+
+
+def get_model(model_path: str | None) -> LinearModel:
+    """The model for ``model_path`` (the shipped default when None), cached."""
+    try:
+        import numpy  # noqa: F401 - only to give a clear error when it is missing
+    except ImportError:
+        raise FailedPrecondition("batch_inference needs numpy: pip install 'snakepit-bridge[numpy]'") from None
+    from ..models import DEFAULT_MODEL_PATH
+    from ..models.linear import load_model
+
+    if model_path is None:
+        path = str(DEFAULT_MODEL_PATH)
+    elif isinstance(model_path, str) and model_path:
+        path = os.path.abspath(model_path)
+    else:
+        raise InvalidArgument(f"batch_inference 'model_path' must be a non-empty string, got {model_path!r}")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return load_model(path)  # raises the NotFound (or other) error with the argument's name
+    return _load_cached(path, st.st_size, st.st_mtime_ns)
+
+
+@registry.command("batch_inference")
+def batch_inference(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
+    """One prediction chunk per item, then a summary; see the module docstring."""
+    started = time.monotonic()
+    items = args.get("batch_items")
+    if not isinstance(items, list):
+        raise InvalidArgument(f"batch_inference 'batch_items' must be a list of items, got {items!r:.80}")
+    if len(items) > _MAX_ITEMS:
+        raise InvalidArgument(f"batch_inference 'batch_items' holds {len(items)} items, more than {_MAX_ITEMS}")
+    with_probs = bool(args.get("probabilities", True))
+    model = get_model(args.get("model_path"))
+    ctx.log.debug("batch_inference model", **model.describe(), items=len(items))
+    counts = dict.fromkeys(model.labels, 0)
+    confidence_sum, errors = 0.0, 0
+    for index, item in enumerate(items):
+        if ctx.cancelled:
+            return
+        try:
+            label, confidence, probs = model.predict(item)
+        except ValueError as exc:
+            errors += 1
+            yield ctx.error(f"batch_inference item {index}: {exc}", index=index, item=item)
+            continue
+        counts[label] += 1
+        confidence_sum += confidence
+        chunk = {"index": index, "item": item, "prediction": label, "confidence": confidence}
+        if with_probs:
+            chunk["probabilities"] = probs
+        yield chunk
+    predicted = len(items) - errors
+    elapsed = time.monotonic() - started
+    yield ctx.final({
+        "count": len(items), "predicted": predicted, "errors": errors, "class_counts": counts,
+        "mean_confidence": confidence_sum / predicted if predicted else None,
+        "elapsed_ms": round(elapsed * 1000, 3),
+        "items_per_second": round(len(items) / elapsed, 1) if elapsed > 0 else None,
+        "model": model.describe(),
+    })
