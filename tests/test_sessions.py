@@ -1,0 +1,258 @@
+"""Sessions against the real bridge process: routes, isolation, expiry,
+eviction, close hooks (also at SIGTERM), the size cap and concurrency."""
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from snakepit_bridge.client import Client
+from tests.bridge_process import Bridge
+
+ADAPTER = ("--adapter", "tests.handlers_sessions")
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``condition()`` until it is truthy (returned) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def records(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def active(client: Client) -> int:
+    return client.info(capabilities=False).stats.active_sessions
+
+
+@pytest.fixture(scope="module")
+def sbridge():
+    with Bridge(*ADAPTER) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def sc(sbridge):
+    with Client(sbridge.target) as c:
+        c.wait_ready()
+        yield c
+
+
+def sid() -> str:
+    return f"s-{uuid.uuid4().hex[:8]}"
+
+
+# -- routes and isolation ----------------------------------------------------------------
+
+
+def test_both_routes_reach_one_session(sc):
+    s = sid()
+    assert sc.execute_in_session(s, "store", {"key": "a", "value": 1}).success
+    r = sc.execute("retrieve", {"key": "a", "session_id": s})  # how a 0.3 GRPCWorker calls
+    assert r.success and r.result["value"] == 1 and r.result["session_id"] == s
+    assert sc.execute("store", {"key": "b", "value": [1, 2], "session_id": s}).success
+    assert sc.execute_in_session(s, "retrieve", {"key": "b"}).result["value"] == [1, 2]
+    chunks = list(sc.stream("retrieve", {"key": "b"}, session_id=s))  # ExecuteInSessionStream
+    assert chunks[-1].is_final and chunks[-1].data["value"] == [1, 2]
+    streamed = list(sc.stream("session_counter_stream", {"count": 3}, session_id=s))
+    assert [c.data.get("streamed") for c in streamed[:3]] == [1, 2, 3]
+    assert sc.execute("retrieve", {"key": "streamed", "session_id": s}).result["value"] == 3
+    info = sc.execute_in_session(s, "session_info").result
+    assert info["keys"] == ["a", "b", "streamed"] and info["session_id"] == s
+
+
+def test_elixir_style_args_session_id_reaches_the_session(sbridge):
+    s = sid()
+    with Client(sbridge.target, elixir_style=True) as ex, Client(sbridge.target) as c:
+        assert ex.execute("store", {"key": "k", "value": "v", "session_id": s}).success
+        assert c.execute_in_session(s, "retrieve", {"key": "k"}).result["value"] == "v"
+
+
+def test_sessions_are_isolated(sc):
+    a, b = sid(), sid()
+    sc.execute_in_session(a, "store", {"key": "x", "value": "from a"})
+    sc.execute_in_session(b, "store", {"key": "x", "value": "from b"})
+    sc.execute_in_session(b, "store", {"key": "only_b", "value": 1})
+    assert sc.execute_in_session(a, "retrieve", {"key": "x"}).result["value"] == "from a"
+    assert sc.execute_in_session(b, "retrieve", {"key": "x"}).result["value"] == "from b"
+    missing = sc.execute_in_session(a, "retrieve", {"key": "only_b"})
+    assert not missing.success and "'only_b'" in missing.error and a in missing.error
+    # The worker-global store (no session) is a third, separate place.
+    assert not sc.execute("retrieve", {"key": "x"}).success
+    assert sc.execute("store", {"key": "x", "value": "global"}).success
+    assert sc.execute("retrieve", {"key": "x"}).result["value"] == "global"
+    assert sc.execute_in_session(a, "retrieve", {"key": "x"}).result["value"] == "from a"
+
+
+def test_missing_key_and_missing_session_are_clear_errors(sc):
+    r = sc.execute_in_session(sid(), "retrieve", {"key": "nope"})
+    assert not r.success and "key 'nope' not found" in r.error
+    for cmd in ("session_info", "end_session"):
+        r = sc.execute(cmd)
+        assert not r.success and "needs a session" in r.error and cmd in r.error
+    r = sc.execute_in_session(sid(), "store", {"value": 1})
+    assert not r.success and "'key'" in r.error
+    assert sc.execute("ping").success  # and the worker keeps serving
+
+
+def test_delete_and_end_session(sc, tmp_path):
+    s, record = sid(), tmp_path / "hooks.txt"
+    sc.execute_in_session(s, "store", {"key": "k", "value": 1})
+    assert sc.execute_in_session(s, "delete", {"key": "k"}).result["deleted"] is True
+    assert sc.execute_in_session(s, "delete", {"key": "k"}).result["deleted"] is False
+    sc.execute_in_session(s, "open_resource", {"name": "model", "record": str(record)})
+    assert sc.execute_in_session(s, "session_info").result["resources"] == ["model"]
+    r = sc.execute_in_session(s, "end_session")
+    assert r.success and r.result["existed"] is True
+    assert records(record) == [f"{s} model"]  # end_session waits for its hooks
+    assert sc.execute_in_session(sid(), "end_session").result["existed"] is False
+
+
+def test_get_info_counts_real_sessions(tmp_path):
+    with Bridge(*ADAPTER) as b, Client(b.target) as c:
+        c.wait_ready()
+        assert active(c) == 0
+        c.execute("store", {"key": "g", "value": 1})  # worker-global: not a session
+        assert active(c) == 0
+        for s in ("i1", "i2", "i3"):
+            c.execute_in_session(s, "ping")
+        c.execute("ping", {"session_id": "i4"})
+        assert active(c) == 4
+        assert c.execute("info").result["active_sessions"] == 4
+        c.execute_in_session("i1", "end_session")
+        assert active(c) == 3
+        assert c.execute("list_sessions").result["count"] == 3
+
+
+# -- expiry, eviction, hooks -------------------------------------------------------------------
+
+
+def test_ttl_expiry_runs_hooks_once_and_spares_busy_sessions(tmp_path):
+    record = tmp_path / "hooks.txt"
+    with Bridge(*ADAPTER, "--session-ttl", "0.5") as b, Client(b.target) as c:
+        c.wait_ready()
+        c.execute_in_session("busy", "open_resource", {"name": "r", "record": str(record)})
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(c.execute_in_session, "busy", "hold", {"gate": "g1", "timeout": 20})
+            wait_until(lambda: c.execute("held", {"gate": "g1"}).result["held"], what="hold to start")
+            c.execute_in_session("idle", "open_resource", {"name": "r", "record": str(record)})
+            c.execute_in_session("idle", "store", {"key": "k", "value": 1})
+            wait_until(lambda: "idle r" in records(record), what="idle session to expire")
+            # "busy" has been idle-by-clock for longer than its ttl, but its call is in flight.
+            ids = [s["session_id"] for s in c.execute("list_sessions").result["sessions"]]
+            assert ids == ["busy"]
+            c.execute("release", {"gate": "g1"})
+            assert held.result(10).success
+        wait_until(lambda: "busy r" in records(record), what="busy session to expire after its call")
+        wait_until(lambda: active(c) == 0, what="no sessions left")
+        # A new call with the old id starts an empty session.
+        assert not c.execute_in_session("idle", "retrieve", {"key": "k"}).success
+        assert b.stop() == 0
+    assert sorted(records(record)) == ["busy r", "idle r"]
+
+
+def test_lru_eviction_and_sigterm_run_each_hook_exactly_once(tmp_path):
+    record = tmp_path / "hooks.txt"
+    with Bridge(*ADAPTER, "--max-sessions", "3") as b, Client(b.target) as c:
+        c.wait_ready()
+        for s in ("s1", "s2", "s3"):
+            assert c.execute_in_session(s, "open_resource", {"name": "r", "record": str(record)}).success
+        c.execute_in_session("s1", "ping")  # s1 used again: s2 is now least recently used
+        c.execute("open_resource", {"name": "r", "record": str(record), "session_id": "s4"})
+        wait_until(lambda: records(record) == ["s2 r"], what="s2 to be evicted")
+        assert active(c) == 3
+        ids = {s["session_id"] for s in c.execute("list_sessions").result["sessions"]}
+        assert ids == {"s1", "s3", "s4"}
+        # Explicit end, with a failing hook between two good ones: all three run.
+        for name, fail in (("good1", False), ("bad", True), ("good2", False)):
+            c.execute_in_session("s3", "open_resource", {"name": name, "record": str(record), "fail": fail})
+        assert c.execute_in_session("s3", "end_session").success
+        assert records(record)[1:] == ["s3 good2", "s3 bad", "s3 good1", "s3 r"]  # newest first
+        assert b.stop() == 0  # SIGTERM, as the pool does
+    lines = records(record)
+    assert sorted(lines) == sorted(["s2 r", "s3 good2", "s3 bad", "s3 good1", "s3 r", "s1 r", "s4 r"])
+    assert "session close hook failed" in b.stderr_text() and "failed on purpose" in b.stderr_text()
+
+
+# -- size cap -----------------------------------------------------------------------------------
+
+
+def test_memory_cap_rejects_the_store_that_would_exceed_it():
+    with Bridge(*ADAPTER, "--max-session-mb", "1") as b, Client(b.target) as c:
+        c.wait_ready()
+        s = sid()
+        assert c.execute_in_session(s, "store", {"key": "big", "value": np.zeros(100_000)}).success  # 800 KB
+        size = c.execute_in_session(s, "session_info").result["size_bytes"]
+        assert 800_000 <= size < 1_048_576
+        r = c.execute_in_session(s, "store", {"key": "more", "value": np.zeros(50_000)})  # +400 KB
+        assert not r.success and "cap" in r.error and "'more'" in r.error
+        assert not c.execute_in_session(s, "retrieve", {"key": "more"}).success  # nothing half-stored
+        assert c.execute_in_session(s, "session_info").result["size_bytes"] == size
+        assert c.execute_in_session(s, "delete", {"key": "big"}).success
+        assert c.execute_in_session(s, "store", {"key": "more", "value": np.zeros(50_000)}).success
+        got = c.execute_in_session(s, "retrieve", {"key": "more"}).result["value"]
+        assert isinstance(got, np.ndarray) and got.shape == (50_000,)
+        # Other sessions have their own budget.
+        assert c.execute_in_session(sid(), "store", {"key": "big", "value": np.zeros(100_000)}).success
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+def test_many_sessions_many_calls_lose_no_updates(sc):
+    sessions = [sid() for _ in range(20)]
+    calls = 50
+
+    def bump(i: int):
+        s = sessions[i % len(sessions)]
+        if i % 2:  # both routes, interleaved
+            return sc.execute_in_session(s, "incr")
+        return sc.execute("incr", {"session_id": s})
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(bump, range(len(sessions) * calls)))
+    assert all(r.success for r in results)
+    for s in sessions:
+        assert sc.execute_in_session(s, "retrieve", {"key": "n"}).result["value"] == calls
+
+
+def test_without_the_session_lock_updates_are_lost():
+    """The control for the test above: the same load without the lock loses
+    updates, so the test above would catch a missing lock."""
+    with Bridge(*ADAPTER, "--no-session-lock") as b, Client(b.target) as c:
+        c.wait_ready()
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda _: c.execute_in_session("one", "incr", {"pause": 0.005}), range(200)))
+        assert all(r.success for r in results)
+        assert c.execute_in_session("one", "retrieve", {"key": "n"}).result["value"] < 200
+
+
+def test_a_slow_call_blocks_its_own_session_only(sc):
+    a, b = sid(), sid()
+    gate = uuid.uuid4().hex
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(sc.execute_in_session, a, "hold", {"gate": gate, "timeout": 20})
+        wait_until(lambda: sc.execute("held", {"gate": gate}).result["held"], what="hold to start")
+        started = time.monotonic()
+        assert sc.execute_in_session(b, "store", {"key": "k", "value": 1}, timeout=5).success
+        assert sc.execute_in_session(b, "retrieve", {"key": "k"}, timeout=5).result["value"] == 1
+        assert time.monotonic() - started < 5
+        with pytest.raises(grpc.RpcError) as err:  # session a is serialized behind the hold
+            sc.execute_in_session(a, "ping", timeout=0.5)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert not slow.done()
+        sc.execute("release", {"gate": gate})
+        assert slow.result(10).result["released"] == gate
+    assert sc.execute_in_session(a, "ping", timeout=5).success  # the lock was released
