@@ -120,3 +120,27 @@ def print_and_log(args: dict[str, Any], ctx) -> dict[str, Any]:
 @command("ops_pid")
 def pid(args: dict[str, Any]) -> dict[str, Any]:
     return {"pid": os.getpid(), "ppid": os.getppid(), "time": time.time()}
+
+
+# -- test-side helpers (used by tests/test_ops_*.py, not by the bridge) ------------------
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited process whose
+    parent has not reaped it yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:].split()[0] != b"Z"
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.02) -> float | None:
+    """Poll ``predicate`` until true; seconds it took, or None on timeout."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(interval)

@@ -1,0 +1,106 @@
+"""No orphans: the bridge dies with its parent and takes its children along.
+
+Each test starts a small intermediate Python process that spawns the real
+bridge (as a pool would), then SIGKILLs that parent and watches the bridge and
+a grandchild a handler spawned disappear.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from snakepit_bridge.client import Client
+from tests.bridge_process import ROOT, SCRIPT, Bridge
+from tests.handlers_ops import alive, wait_until
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and prctl")
+
+# The parent: spawn the bridge with stdin a pipe it holds (or /dev/null), pass
+# on the ready line with the bridge's pid, then wait to be killed.
+PARENT = textwrap.dedent("""
+    import json, subprocess, sys, time
+    stdin = subprocess.PIPE if sys.argv[1] == "pipe" else subprocess.DEVNULL
+    bridge = subprocess.Popen([sys.executable, sys.argv[2], "--port", "0", "--adapter", "tests.handlers_ops"],
+                              stdin=stdin, stdout=subprocess.PIPE, stderr=open(sys.argv[3], "wb"))
+    line = bridge.stdout.readline().decode()
+    print(json.dumps({"pid": bridge.pid, "line": line.strip()}), flush=True)
+    time.sleep(600)
+""")
+
+
+def _start_parent(stdin_kind: str, tmp_path) -> tuple[subprocess.Popen, int, int]:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, stdin_kind, str(SCRIPT), str(tmp_path / "bridge.err")],
+                              cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    info = json.loads(parent.stdout.readline())
+    assert info["line"].startswith("GRPC_SERVER_READY_ON_PORT="), info
+    return parent, info["pid"], int(info["line"].split("=")[1])
+
+
+@pytest.mark.parametrize("stdin_kind", ["pipe", "devnull"])
+def test_parent_sigkill_takes_bridge_and_its_children(stdin_kind, tmp_path):
+    """pipe: EOF on stdin is the signal. devnull: stdin is not watched, so the
+    parent-death signal / parent-pid poll must do it."""
+    parent, bridge_pid, port = _start_parent(stdin_kind, tmp_path)
+    try:
+        with Client(f"127.0.0.1:{port}") as c:
+            c.wait_ready()
+            grandchild = c.execute("ops_spawn_child").result["pid"]
+        assert alive(bridge_pid) and alive(grandchild)
+        parent.kill()
+        parent.wait(5)
+        gone = wait_until(lambda: not alive(bridge_pid) and not alive(grandchild), timeout=3.0)
+        log = (tmp_path / "bridge.err").read_text()
+        assert gone is not None, f"bridge alive={alive(bridge_pid)} grandchild alive={alive(grandchild)}\n{log}"
+        assert gone < 2.0, f"took {gone:.2f}s"
+        assert "parent died" in log or "stdin closed" in log
+    finally:
+        for pid in (bridge_pid, locals().get("grandchild")):
+            if pid and alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_parent_thread_ending_is_not_parent_death():
+    """Linux sends the parent-death signal when the *thread* that forked us
+    ends; the bridge must notice its parent process lives and keep serving."""
+    box: dict[str, Bridge] = {}
+    t = threading.Thread(target=lambda: box.setdefault("b", Bridge("--adapter", "tests.handlers_ops")))
+    t.start()
+    t.join(15)
+    with box["b"] as b, Client(b.target) as c:
+        c.wait_ready()
+        # The parent-pid poll runs every 0.25 s; several rounds pass meanwhile.
+        assert wait_until(lambda: b.proc.poll() is not None, timeout=1.0) is None
+        assert c.execute("ops_pid").result["ppid"] == os.getpid()
+        assert "parent died" not in b.stderr_text()
+
+
+def test_devnull_stdin_is_not_eof(tmp_path):
+    """stdin = /dev/null (CI, `nohup`) reads EOF at once; it must not stop the bridge."""
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--port", "0"], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        port = int(proc.stdout.readline().decode().split("=")[1])
+        with Client(f"127.0.0.1:{port}") as c:
+            c.wait_ready()
+            assert wait_until(lambda: proc.poll() is not None, timeout=0.8) is None
+            assert c.execute("ping").success
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0
+
+
+def test_sigterm_terminates_children_a_handler_spawned(spawn_bridge):
+    b = spawn_bridge("--adapter", "tests.handlers_ops")
+    with Client(b.target) as c:
+        kids = [c.execute("ops_spawn_child").result["pid"] for _ in range(3)]
+    assert all(alive(k) for k in kids)
+    assert b.stop() == 0
+    assert wait_until(lambda: not any(alive(k) for k in kids), timeout=2.0) is not None
+    assert "children_terminated=3" in b.stderr_text()
