@@ -116,6 +116,8 @@ class SessionState(dict):
     def __init__(self, session_id: str, max_bytes: int = 0) -> None:
         super().__init__()
         self.session_id = session_id
+        #: How errors name this state.
+        self.label = f"session {session_id!r}" if session_id else "the worker-global store"
         self.max_bytes = max_bytes
         #: Estimated bytes of keys and values, plus sizes resources declared.
         self.nbytes = 0
@@ -125,7 +127,7 @@ class SessionState(dict):
 
     def _writable(self) -> None:
         if self.closed:
-            raise FailedPrecondition(f"session {self.session_id!r} has ended; its state can no longer change")
+            raise FailedPrecondition(f"{self.label} has ended; its state can no longer change")
 
     def _commit(self, sizes: Mapping[Any, int], extra: int = 0) -> int:
         """New total after replacing the sizes of ``sizes``' keys; raises if the
@@ -137,7 +139,7 @@ class SessionState(dict):
         if self.max_bytes and new > old and total > self.max_bytes:
             what = ", ".join(repr(k) for k in sizes) or "a resource"
             raise ResourceExhausted(
-                f"storing {what} would grow session {self.session_id!r} to ~{total} bytes, over its cap of "
+                f"storing {what} would grow {self.label} to ~{total} bytes, over its cap of "
                 f"{self.max_bytes} bytes (--max-session-mb); delete keys or end the session",
                 details={"session_bytes": self.nbytes, "needed_bytes": total, "max_bytes": self.max_bytes},
             )
@@ -214,7 +216,7 @@ class SessionState(dict):
             self._sizes.update(sizes)
         if self.max_bytes and total > self.max_bytes:
             raise ResourceExhausted(
-                f"session {self.session_id!r} holds ~{total} bytes, over its cap of {self.max_bytes} bytes "
+                f"{self.label} holds ~{total} bytes, over its cap of {self.max_bytes} bytes "
                 "(--max-session-mb)")
         return total
 
