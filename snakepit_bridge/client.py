@@ -10,12 +10,20 @@ From a shell::
     python -m snakepit_bridge.client --port 50051 call ping '{"a": 1}'
     python -m snakepit_bridge.client --port 50051 stream ping_stream '{"count": 3}'
 
-Arguments are sent unambiguously (strings as ``utf8``, bytes as ``raw``,
-numpy arrays as ``npy``, everything else JSON) unless ``elixir_style=True``,
-which encodes them as Snakepit 0.3's Elixir client does (strings raw, the rest
-JSON, no ``arg_encodings``). Results are decoded with the response's
-``encodings`` map, and values without an entry as the Elixir client does
-(JSON, else the raw bytes).
+Arguments are sent unambiguously: strings as ``utf8``, bytes as ``raw``,
+everything else by the bridge's own rules (:func:`~snakepit_bridge.codecs.encode_value`:
+JSON up to the 10 KB threshold, then npy / MessagePack), each named in
+``arg_encodings``. Results are decoded with the response's ``encodings`` map,
+and values without an entry as the Elixir client does (JSON, else the raw
+bytes). Decoded npy arrays are read-only views over the received bytes.
+
+``elixir_style=True`` behaves as Snakepit 0.3's Elixir client: arguments go
+as it sends them (strings and bytes raw, the rest JSON, no ``arg_encodings``)
+and results are decoded ignoring ``encodings`` (JSON, else the raw bytes), so
+binary values arrive as ``bytes``. ``Response.encodings`` still shows the map.
+
+The default message limit (``max_message_mb=100``) matches the bridge's
+``--max-message-mb`` default, both ways.
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ import orjson
 from ._proto import snakepit_pb2 as pb
 from ._proto import snakepit_pb2_grpc as pb_grpc
 from .codecs import decode_value, encode_value
+from .codecs.values import loads_json
 
 __all__ = ["Client", "Response", "StreamChunk", "encode_args", "decode_values"]
 
@@ -79,7 +88,10 @@ def encode_args(args: Mapping[str, Any] | None, *, elixir_style: bool = False,
 
 
 def decode_values(raw: Mapping[str, bytes], encodings: Mapping[str, str]) -> dict[str, Any]:
-    """Decode a result or chunk map as a client should."""
+    """Decode a result or chunk map as a client should: a value named in
+    ``encodings`` by that encoding, any other as the Elixir client does (JSON,
+    else the raw bytes). Pass ``{}`` as ``encodings`` to decode exactly as
+    Snakepit 0.3 does."""
     out: dict[str, Any] = {}
     for key, data in raw.items():
         encoding = encodings.get(key)
@@ -87,8 +99,8 @@ def decode_values(raw: Mapping[str, bytes], encodings: Mapping[str, str]) -> dic
             out[key] = decode_value(data, encoding)
         else:
             try:
-                out[key] = orjson.loads(data)
-            except orjson.JSONDecodeError:
+                out[key] = loads_json(data)
+            except ValueError:
                 out[key] = bytes(data)  # what the Elixir client does: keep the binary
     return out
 
@@ -129,7 +141,7 @@ class Client:
         raw, enc = self._args(args)
         request = pb.ExecuteRequest(command=command, args=raw, arg_encodings=enc, timeout_ms=timeout_ms,
                                     request_id=request_id or uuid.uuid4().hex)
-        return _response(self.stub.Execute(request, timeout=timeout, metadata=self.metadata))
+        return _response(self.stub.Execute(request, timeout=timeout, metadata=self.metadata), self.elixir_style)
 
     def execute_in_session(self, session_id: str, command: str, args: Mapping[str, Any] | None = None, *,
                            timeout_ms: int = 0, request_id: str | None = None,
@@ -137,7 +149,7 @@ class Client:
         raw, enc = self._args(args)
         request = pb.SessionRequest(session_id=session_id, command=command, args=raw, arg_encodings=enc,
                                     timeout_ms=timeout_ms, request_id=request_id or uuid.uuid4().hex)
-        return _response(self.stub.ExecuteInSession(request, timeout=timeout, metadata=self.metadata))
+        return _response(self.stub.ExecuteInSession(request, timeout=timeout, metadata=self.metadata), self.elixir_style)
 
     def stream(self, command: str, args: Mapping[str, Any] | None = None, *, timeout_ms: int = 0,
                request_id: str | None = None, timeout: float | None = None,
@@ -155,7 +167,7 @@ class Client:
                 pb.SessionRequest(session_id=session_id, command=command, args=raw, arg_encodings=enc,
                                   timeout_ms=timeout_ms, request_id=rid),
                 timeout=timeout, metadata=self.metadata)
-        return _Stream(call)
+        return _Stream(call, self.elixir_style)
 
     def health(self, worker_id: str = "", timeout: float | None = None) -> pb.HealthResponse:
         return self.stub.Health(pb.HealthRequest(worker_id=worker_id), timeout=timeout, metadata=self.metadata)
@@ -176,7 +188,7 @@ class Client:
     def next_batch(self, generator_id: str, batch_size: int = 10) -> tuple[list[StreamChunk], bool, str]:
         r = self.stub.GetNextBatch(pb.GetNextBatchRequest(generator_id=generator_id, batch_size=batch_size),
                                    metadata=self.metadata)
-        return [_chunk(c) for c in r.chunks], r.has_more, r.error
+        return [_chunk(c, self.elixir_style) for c in r.chunks], r.has_more, r.error
 
     def close_generator(self, generator_id: str) -> str:
         return self.stub.CloseGenerator(pb.CloseGeneratorRequest(generator_id=generator_id),
@@ -186,14 +198,15 @@ class Client:
 class _Stream:
     """Iterator over a server stream that cancels the call when closed."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, elixir_style: bool = False) -> None:
         self.call = call
+        self.elixir_style = elixir_style
 
     def __iter__(self) -> _Stream:
         return self
 
     def __next__(self) -> StreamChunk:
-        return _chunk(next(self.call))
+        return _chunk(next(self.call), self.elixir_style)
 
     def cancel(self) -> None:
         self.call.cancel()
@@ -210,14 +223,19 @@ class _Stream:
         self.call.cancel()
 
 
-def _response(r: pb.ExecuteResponse) -> Response:
-    return Response(r.success, decode_values(r.result, r.encodings), r.error, r.request_id, r.timestamp,
-                    dict(r.encodings), dict(r.result))
+# Each read of a protobuf bytes field copies it out of the message: read the
+# map once into a dict and decode from that (npy values then view those bytes).
+
+def _response(r: pb.ExecuteResponse, elixir_style: bool = False) -> Response:
+    raw, encodings = dict(r.result), dict(r.encodings)
+    return Response(r.success, decode_values(raw, {} if elixir_style else encodings), r.error, r.request_id,
+                    r.timestamp, encodings, raw)
 
 
-def _chunk(c: pb.StreamResponse) -> StreamChunk:
-    return StreamChunk(decode_values(c.chunk, c.encodings), c.is_final, c.error, c.chunk_index, c.request_id,
-                       c.timestamp, dict(c.encodings), dict(c.chunk))
+def _chunk(c: pb.StreamResponse, elixir_style: bool = False) -> StreamChunk:
+    raw, encodings = dict(c.chunk), dict(c.encodings)
+    return StreamChunk(decode_values(raw, {} if elixir_style else encodings), c.is_final, c.error, c.chunk_index,
+                       c.request_id, c.timestamp, encodings, raw)
 
 
 def _show(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""ping, echo, compute, info: the commands every Snakepit 0.3 pool expects."""
+"""ping, echo, compute, info: the commands every Snakepit 0.3 pool expects;
+echo_payload and make_payload: large values for tests and benchmarks."""
 from __future__ import annotations
 
 import operator
@@ -36,6 +37,44 @@ def ping(args: dict[str, Any]) -> dict[str, Any]:
 def echo(args: dict[str, Any]) -> dict[str, Any]:
     """Returns its arguments under ``echoed``."""
     return {"echoed": args, "timestamp": time.time()}
+
+
+@registry.command("echo_payload")
+def echo_payload(args: dict[str, Any]) -> dict[str, Any]:
+    """Returns its arguments as the result map itself, so each value is
+    encoded on its own (a 50 MB array comes back as npy). ``echo`` nests the
+    arguments under ``echoed``, which makes them one structure (MessagePack,
+    arrays as lists) once they pass the binary threshold."""
+    return dict(args)
+
+
+_PAYLOAD_KINDS = ("bytes", "str", "array", "list", "dict")
+
+
+@registry.command("make_payload")
+def make_payload(args: dict[str, Any]) -> dict[str, Any]:
+    """``{"value": v}`` where ``v`` is about ``size`` bytes of ``kind``:
+    bytes, str (ASCII), array (float64 numpy), list (of floats), dict (of
+    short strings). Deterministic content; for tests and benchmarks."""
+    kind = args.get("kind", "bytes")
+    size = args.get("size", 1024)
+    if kind not in _PAYLOAD_KINDS:
+        raise InvalidArgument(f"unknown kind {kind!r}; expected one of {', '.join(_PAYLOAD_KINDS)}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 2**31:
+        raise InvalidArgument(f"size must be an int in 0..2**31, got {size!r}")
+    if kind == "bytes":
+        value: Any = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    elif kind == "str":
+        value = ("0123456789abcdef" * (size // 16 + 1))[:size]
+    elif kind == "array":
+        import numpy as np
+
+        value = np.arange(size // 8, dtype=np.float64) * 0.5
+    elif kind == "list":
+        value = [i * 0.5 for i in range(size // 8)]
+    else:
+        value = {f"k{i}": "v" for i in range(size // 16)}
+    return {"value": value, "kind": kind}
 
 
 def _number(args: dict[str, Any], key: str) -> float | int:

@@ -13,7 +13,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -24,11 +24,32 @@ from .._proto import snakepit_pb2 as pb
 from .._proto import snakepit_pb2_grpc as pb_grpc
 from ..codecs import decode_map, encode_map
 from ..dispatch import Dispatcher, Request, Result
+from ..errors import ResourceExhausted
 
-__all__ = ["BridgeServicer", "SERVICE_NAME"]
+__all__ = ["BridgeServicer", "SERVICE_NAME", "message_size"]
 
 SERVICE_NAME = "snakepit.SnakepitBridge"
 WORKER_TYPE = "python-snakepit-bridge"
+
+
+# Bytes a response needs beyond its map entries and request id: the other
+# fields (success, timestamp, chunk_index, a short error). Generous on purpose.
+_FIXED_OVERHEAD = 1024
+# Per map entry: entry tag and length, key tag and length, value tag and
+# length (varints of at most 5 bytes each), rounded up.
+_ENTRY_OVERHEAD = 16
+
+
+def message_size(values: Mapping[str, bytes], encodings: Mapping[str, str]) -> int:
+    """An upper bound on the serialized size of a response holding ``values``
+    and ``encodings``, from lengths alone (``ByteSize()`` on upb serializes the
+    whole message to count it: a full copy of a 100 MB result)."""
+    size = _FIXED_OVERHEAD
+    for key, data in values.items():
+        size += len(key) + len(data) + _ENTRY_OVERHEAD
+    for key, name in encodings.items():
+        size += len(key) + len(name) + _ENTRY_OVERHEAD
+    return size
 
 
 class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
@@ -38,6 +59,7 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         self.dispatcher = dispatcher
         self.generators = generators
         self.threshold = dispatcher.config.binary_threshold
+        self.max_message_bytes = dispatcher.config.max_message_bytes
         self._cpu = CpuMeter()
 
     # -- the wire <-> Request ---------------------------------------------------------
@@ -61,11 +83,32 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
             session_id=session_id,
             deadline=None if remaining is None else time.monotonic() + remaining,
             decode=lambda: decode_map(args, arg_encodings),
-            encode=self._encode,
+            encode=self._encoder(request_id),
         )
 
-    def _encode(self, values: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, str]]:
-        return encode_map(values, self.threshold)
+    def _encoder(self, request_id: str) -> Callable[[dict[str, Any]], tuple[dict[str, bytes], dict[str, str]]]:
+        """Encodes a result or chunk map and refuses one whose message would
+        pass ``--max-message-mb``: gRPC would fail that send with an opaque
+        status; this way the caller gets success=false (or a final error
+        chunk) naming the limit, and dispatch counts and logs it."""
+
+        def encode(values: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, str]]:
+            out, encodings = encode_map(values, self.threshold)
+            size = message_size(out, encodings) + len(request_id)
+            if size > self.max_message_bytes:
+                raise ResourceExhausted(self._too_large(size, out))
+            return out, encodings
+
+        return encode
+
+    def _too_large(self, size: int, out: Mapping[str, bytes]) -> str:
+        biggest = max(out, key=lambda k: len(out[k]))
+        mb = self.dispatcher.config.max_message_mb
+        return (
+            f"result too large: {size} bytes encoded (value {biggest!r} is {len(out[biggest])} bytes) "
+            f"exceeds the message limit of {self.max_message_bytes} bytes ({mb} MB); "
+            f"start the bridge with a larger --max-message-mb, or stream the value in parts"
+        )
 
     @staticmethod
     def _response(result: Result, request_id: str) -> pb.ExecuteResponse:
@@ -188,6 +231,12 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         if self.generators is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "generators are not enabled")
         chunks, has_more, error = await self.generators.next_batch(request.generator_id, request.batch_size)
+        size = sum(message_size(*chunk.payload) + len(request.generator_id) for chunk in chunks)
+        if size > self.max_message_bytes:
+            # Each chunk fit on its own (the encoder checked); the batch does not.
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"batch of {len(chunks)} chunks is {size} bytes, over the message limit of "
+                f"{self.max_message_bytes} bytes (--max-message-mb); ask for a smaller batch_size"))
         response = pb.GetNextBatchResponse(has_more=has_more, error=error)
         for chunk in chunks:
             values, encodings = chunk.payload
