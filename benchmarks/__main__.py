@@ -1,0 +1,167 @@
+"""``make bench``: run every benchmark once, print the table, write JSON and the docs.
+
+    .venv/bin/python -m benchmarks                # everything (< 5 min on 2 cores)
+    .venv/bin/python -m benchmarks --quick        # fewer repetitions, for a smoke run
+    .venv/bin/python -m benchmarks --only unary,stdio --no-docs
+
+Writes ``benchmarks/results/latest.json`` (and a timestamped copy), and unless
+``--no-docs`` the generated block of ``docs/performance.md`` and
+``docs/payload_rtt.png``. A section that cannot run (say the stdio transport is
+missing) is reported as unavailable; the others still run.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import bench_grpc, bench_payload, bench_stdio
+from .procs import ROOT, Server, bare_grpc_cmd, bridge_cmd
+from .report import Results, Row
+
+SECTIONS = ("startup", "unary", "streams", "first", "cancel", "lead", "payload", "stdio")
+BRIDGE_ARGS = ["--adapter", "benchmarks.handlers"]
+
+
+def _find(results: Results, section_prefix: str, name_prefix: str) -> Row | None:
+    for row in results.rows:
+        if row.section.startswith(section_prefix) and row.name.startswith(name_prefix):
+            return row
+    return None
+
+
+def goals(results: Results, baseline: dict) -> list[str]:
+    """The issue goals, each with the figure that meets or misses it."""
+    out = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    row = _find(results, "Startup", "spawn to ready vs")
+    if row and row.ratio:
+        out.append(f"Startup within 2.5× of `python -c \"import grpc\"`: {row.ratio:.2f}× ({verdict(row.ratio <= 2.5)})")
+    for p in results.payload:
+        if p.size == 10_000_000 and ("npy" in p.encoding or "raw" in p.encoding):
+            out.append(f"10 MB echo within 2× of the bare servicer, {p.encoding}: {p.ratio:.2f}× ({verdict(p.ratio <= 2)})")
+    if baseline.get("json") and baseline.get("npy"):
+        speed = baseline["json"] / baseline["npy"]
+        out.append(f"1 MiB of floats at least 5× faster than JSON everything (end to end, npy): {speed:.1f}× "
+                   f"({verdict(speed >= 5)})")
+        if baseline.get("msgpack"):
+            out.append(f"… the same list sent as MessagePack: {baseline['json'] / baseline['msgpack']:.1f}× faster")
+    for row in results.rows:
+        if row.section.startswith("stdio") and row.name != "spawn to init ping answered" and row.ratio:
+            out.append(f"{row.section.split(' (')[0]} {row.name} within 10% of the bare loop: "
+                       f"{(row.ratio - 1) * 100:+.0f}% ({verdict(row.ratio <= 1.10)})")
+    row = _find(results, "First chunk", "async generator: p50")
+    if row and row.bridge is not None:
+        out.append(f"First chunk of a 1,000,000-item stream in a few ms: {row.bridge:.2f} ms p50")
+    for kind in ("async generator", "sync generator"):
+        row = _find(results, "Cancel to finalizer", f"{kind}: max")
+        if row and row.bridge is not None:
+            out.append(f"Cancel to finalizer within 10 ms, {kind}: worst {row.bridge:.2f} ms "
+                       f"({verdict(row.bridge <= 10)})")
+    return out
+
+
+def run(only: set[str], quick: bool) -> tuple[Results, dict]:
+    results = Results()
+    baseline: dict = {}
+    reps = 2 if quick else 5
+
+    def section(name: str, label: str, func) -> None:
+        if name not in only:
+            return
+        t0 = time.perf_counter()
+        print(f"[bench] {label} ...", file=sys.stderr, flush=True)
+        try:
+            func()
+        except Exception as exc:  # noqa: BLE001 - one broken section must not sink the run
+            results.unavailable[label] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            traceback.print_exc()
+        print(f"[bench] {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+    section("startup", "Startup", lambda: results.add(*bench_grpc.startup(reps, BRIDGE_ARGS)))
+
+    with Server(bridge_cmd("--port", "0", *BRIDGE_ARGS)) as bridge, \
+            Server(bare_grpc_cmd("--port", "0")) as bare:
+        section("unary", "Unary ping",
+                lambda: results.add(*asyncio.run(bench_grpc.unary(bridge, bare, 2000 if quick else 6000))))
+        section("streams", "Streams",
+                lambda: results.add(*asyncio.run(bench_grpc.streams(bridge, bare, 8000 if quick else 40000))))
+        section("first", "First chunk",
+                lambda: results.add(*asyncio.run(bench_grpc.first_chunk(bridge, bare, 5 if quick else 20))))
+        section("cancel", "Cancel to finalizer",
+                lambda: results.add(*asyncio.run(bench_grpc.cancellation(bridge, bare, 10 if quick else 40))))
+        section("lead", "Producer lead", lambda: results.add(*asyncio.run(bench_grpc.producer_lead(bridge, bare))))
+
+        if "payload" in only:
+            with Server(bridge_cmd("--port", "0", *BRIDGE_ARGS, "--binary-threshold",
+                                   str(bench_payload.JSON_EVERYTHING))) as json_bridge:
+                def payload() -> None:
+                    rows, figures = bench_payload.json_baseline(bridge, json_bridge, bare, quick)
+                    results.add(*rows)
+                    baseline.update(figures)
+                    results.payload.extend(bench_payload.payload(bridge, json_bridge, bare, quick))
+
+                section("payload", "Payload echo", payload)
+
+    section("stdio", "stdio", lambda: results.add(*bench_stdio.stdio(500 if quick else 3000, 5 if quick else 20)))
+    return results, baseline
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description="Run the benchmark suite.")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run; figures are noisier)")
+    p.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md and the plot (never rewritten with --only)")
+    ns = p.parse_args(argv)
+    only = set(ns.only.split(",")) if ns.only else set(SECTIONS)
+    unknown = only - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    os.chdir(ROOT)
+
+    import grpc
+    import numpy
+
+    started = time.perf_counter()
+    now = datetime.now(timezone.utc)
+    load_before = os.getloadavg()
+    results, baseline = run(only, ns.quick)
+    load_after = os.getloadavg()
+    results.meta = {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "host_cpus": os.cpu_count(),
+        "loadavg": f"{load_before[0]:.1f} before, {load_after[0]:.1f} after",
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "numpy": numpy.__version__,
+        "duration_s": round(time.perf_counter() - started, 1),
+        "quick": ns.quick,
+        "sections": sorted(only),
+    }
+    results.meta["goals"] = goals(results, baseline)
+
+    print(results.text())
+    print()
+    for line in results.meta["goals"]:
+        print(f"- {line}")
+    path = results.write_json(ROOT / "benchmarks" / "results", now.strftime("%Y%m%dT%H%M%SZ"))
+    print(f"\nJSON: {path.relative_to(ROOT)}")
+    if not ns.no_docs and not ns.only:  # a partial run must not overwrite the committed table
+        plotted = results.plot(ROOT / "docs" / "payload_rtt.png")
+        results.update_doc(ROOT / "docs" / "performance.md", "payload_rtt.png" if plotted else None)
+        print("docs: docs/performance.md" + (", docs/payload_rtt.png" if plotted else ""))
+    print(f"total {results.meta['duration_s']} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""A bare grpcio servicer of ``snakepit.SnakepitBridge``: the baseline.
+
+Same service, same server (grpc.aio, same message limits, SO_REUSEPORT off,
+same ready line), no logic: no registry, no dispatch, no codecs, no logging.
+
+* ``Execute`` hands the request's ``args`` back untouched as ``result``.
+* ``ExecuteStream`` yields ``count`` empty chunks, then an empty final chunk.
+
+Two probes mirror the bridge-side handlers in :mod:`benchmarks.handlers`, so
+that cancellation and backpressure are measured the same way on both:
+
+* stream ``cancel_probe`` (arg ``tag``) yields empty chunks until cancelled and
+  records ``time.monotonic_ns()`` in its ``finally``;
+* stream ``lead_probe`` (args ``tag``, ``size``) yields chunks of ``size`` bytes
+  forever and records how many it produced;
+* unary ``probe`` (arg ``tag``) returns both records.
+
+Run: ``python -m benchmarks.bare_grpc [--port 0]``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+import grpc
+
+from snakepit_bridge._proto import snakepit_pb2 as pb
+from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
+
+LIMIT = 100 * 1024 * 1024
+FINALIZED: dict[str, int] = {}
+PRODUCED: dict[str, int] = {}
+
+
+def _int(args, key: str, default: int = 0) -> int:
+    raw = args.get(key)
+    return int(raw) if raw else default
+
+
+class BareServicer(pb_grpc.SnakepitBridgeServicer):
+    async def Execute(self, request, context):
+        if request.command == "probe":
+            tag = request.args["tag"].decode()
+            return pb.ExecuteResponse(success=True, result={
+                "finalized": str(FINALIZED.get(tag, 0)).encode(),
+                "produced": str(PRODUCED.get(tag, 0)).encode(),
+            })
+        return pb.ExecuteResponse(success=True, result=request.args, timestamp=time.time_ns(),
+                                  request_id=request.request_id)
+
+    async def ExecuteStream(self, request, context):
+        if request.command == "cancel_probe":
+            tag = request.args["tag"].decode()
+            try:
+                while True:
+                    yield pb.StreamResponse()
+            finally:
+                FINALIZED[tag] = time.monotonic_ns()
+        if request.command == "lead_probe":
+            tag = request.args["tag"].decode()
+            payload = b"x" * _int(request.args, "size")
+            i = 0
+            while True:
+                i += 1
+                PRODUCED[tag] = i
+                yield pb.StreamResponse(chunk={"payload": payload}, chunk_index=i - 1)
+        count = _int(request.args, "count")
+        for i in range(count):
+            yield pb.StreamResponse(chunk_index=i)
+        yield pb.StreamResponse(is_final=True, chunk_index=count)
+
+    async def Health(self, request, context):
+        return pb.HealthResponse(healthy=True, worker_id=request.worker_id)
+
+    async def GetInfo(self, request, context):
+        return pb.InfoResponse(worker_type="bare")
+
+
+async def serve(port: int) -> None:
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", LIMIT),
+        ("grpc.max_send_message_length", LIMIT),
+        ("grpc.so_reuseport", 0),
+    ])
+    pb_grpc.add_SnakepitBridgeServicer_to_server(BareServicer(), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sys.stdout.write(f"GRPC_SERVER_READY_ON_PORT={bound}\n")
+    sys.stdout.flush()
+    await stop.wait()
+    await server.stop(0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=0)
+    asyncio.run(serve(p.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()

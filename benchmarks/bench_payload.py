@@ -1,0 +1,170 @@
+"""Payload echo from 1 KB to 100 MB per encoding, against a bare servicer.
+
+For each kind of value and size:
+
+* ``codec ms``: the bridge's own encode + decode of the value, in-process
+  (``snakepit_bridge.codecs``), i.e. the least the server must do per call;
+* ``bridge ms``: ``bench_echo`` round trip with the request encoded beforehand
+  and the response not decoded, so client codec time stays out;
+* ``bare ms``: the very same request on the bare servicer, which hands the
+  bytes back untouched;
+* ``e2e ms``: what a Python caller sees: encode, round trip, decode.
+
+JSON values go to a second bridge started with a threshold above every size
+(JSON everything, Snakepit 0.3 style); every other kind goes to the default
+bridge, whose answers follow the 10 KB rule (the ``wire`` column).
+"""
+from __future__ import annotations
+
+import gc
+import io
+import time
+
+import grpc
+import msgpack
+import numpy as np
+import orjson
+
+from snakepit_bridge._proto import snakepit_pb2 as pb
+from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
+from snakepit_bridge.client import decode_values
+from snakepit_bridge.codecs import decode_value, encode_value
+
+from .procs import Server
+from .report import PayloadRow, Row, median
+
+LIMIT = 100 * 1024 * 1024
+OPTIONS = [("grpc.max_receive_message_length", LIMIT), ("grpc.max_send_message_length", LIMIT)]
+SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
+KINDS = ("json", "npy", "raw", "msgpack", "utf8")
+JSON_EVERYTHING = 2_000_000_000  # --binary-threshold for the JSON-everything bridge
+KIND_LABEL = {"json": "JSON list of floats", "npy": "numpy float64 (npy)", "raw": "bytes (raw)",
+              "msgpack": "list of floats (msgpack)", "utf8": "str (utf8)"}
+
+
+def reps_for(size: int, quick: bool) -> int:
+    reps = {1_000: 300, 10_000: 300, 100_000: 100, 1_000_000: 20, 10_000_000: 5, 100_000_000: 2}[size]
+    return max(1, reps // 4) if quick else reps
+
+
+def make_value(kind: str, size: int):
+    rng = np.random.default_rng(size)
+    if kind == "npy":
+        return rng.random(size // 8)
+    if kind == "raw":
+        return b"x" * size
+    if kind == "utf8":
+        return "x" * size
+    if kind == "msgpack":
+        return rng.random(size // 9).tolist()  # 9 bytes per float64 in MessagePack
+    return rng.random(max(1, size // 20)).tolist()  # ~20 JSON characters per random float
+
+
+def encode_arg(kind: str, value) -> tuple[bytes, str | None]:
+    """How a client sends the value: explicit encodings, except JSON as Snakepit 0.3 sends it."""
+    if kind == "npy":
+        buf = io.BytesIO()
+        np.save(buf, value, allow_pickle=False)
+        return buf.getvalue(), "npy"
+    if kind == "raw":
+        return value, "raw"
+    if kind == "utf8":
+        return value.encode(), "utf8"
+    if kind == "msgpack":
+        return msgpack.packb(value, use_bin_type=True), "msgpack"
+    return orjson.dumps(value), None
+
+
+def request(kind: str, value) -> pb.ExecuteRequest:
+    data, enc = encode_arg(kind, value)
+    return pb.ExecuteRequest(command="bench_echo", args={"data": data},
+                             arg_encodings={"data": enc} if enc else {}, request_id="bench")
+
+
+def _time_calls(stub, req, reps: int, server: Server) -> tuple[float, float, pb.ExecuteResponse]:
+    times = []
+    response = None
+    cpu = server.cpu()
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        response = stub.Execute(req, timeout=120)
+        times.append((time.perf_counter() - t0) * 1000)
+        if not response.success:
+            raise RuntimeError(f"echo failed: {response.error[:300]}")
+    return median(times), (server.cpu() - cpu) / reps * 1000, response
+
+
+def _e2e(stub, kind: str, value, reps: int, bare: bool = False) -> float:
+    """Encode, call, decode. The bare servicer names no encodings: decode its answer as what was sent."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        req = request(kind, value)
+        response = stub.Execute(req, timeout=120)
+        decode_values(response.result, req.arg_encodings if bare else response.encodings)
+        times.append((time.perf_counter() - t0) * 1000)
+    return median(times)
+
+
+def _codec(kind: str, value, reps: int) -> float:
+    threshold = JSON_EVERYTHING if kind == "json" else 10_240
+    times = []
+    for _ in range(max(1, min(reps, 20))):
+        t0 = time.perf_counter()
+        data, enc = encode_value(value, threshold)
+        decode_value(data, enc)
+        times.append((time.perf_counter() - t0) * 1000)
+    return median(times)
+
+
+def payload(bridge: Server, json_bridge: Server, bare: Server, quick: bool,
+            sizes: tuple[int, ...] = SIZES) -> list[PayloadRow]:
+    rows = []
+    with grpc.insecure_channel(bridge.target, OPTIONS) as cb, \
+            grpc.insecure_channel(json_bridge.target, OPTIONS) as cj, \
+            grpc.insecure_channel(bare.target, OPTIONS) as c0:
+        stubs = {"bridge": pb_grpc.SnakepitBridgeStub(cb), "json": pb_grpc.SnakepitBridgeStub(cj),
+                 "bare": pb_grpc.SnakepitBridgeStub(c0)}
+        for size in sizes:
+            reps = reps_for(size, quick)
+            for kind in KINDS:
+                server, stub = (json_bridge, stubs["json"]) if kind == "json" else (bridge, stubs["bridge"])
+                value = make_value(kind, size)
+                req = request(kind, value)
+                if size <= 10_000_000:  # warm up (connection windows, allocator)
+                    stub.Execute(req, timeout=120)
+                    stubs["bare"].Execute(req, timeout=120)
+                bridge_ms, bridge_cpu, response = _time_calls(stub, req, reps, server)
+                wire = response.encodings.get("data", "json")
+                del response
+                bare_ms, bare_cpu, _ = _time_calls(stubs["bare"], req, reps, bare)
+                e2e_ms = _e2e(stub, kind, value, reps)
+                codec_ms = _codec(kind, value, reps)
+                rows.append(PayloadRow(KIND_LABEL[kind], size, len(req.args["data"]), wire, codec_ms, bridge_ms,
+                                       bare_ms, e2e_ms, bridge_cpu, bare_cpu, reps))
+                del req, value
+                gc.collect()
+    return rows
+
+
+def json_baseline(bridge: Server, json_bridge: Server, bare: Server, quick: bool) -> tuple[list[Row], dict]:
+    """The same 1 MiB of floats (131,072 float64 values) end to end three ways."""
+    values = np.random.default_rng(7).random(131_072)
+    reps = 5 if quick else 20
+    figures = {}
+    rows = []
+    section = "Same 1 MiB of floats (131,072 values), client encode + echo + client decode"
+    with grpc.insecure_channel(bridge.target, OPTIONS) as cb, \
+            grpc.insecure_channel(json_bridge.target, OPTIONS) as cj, \
+            grpc.insecure_channel(bare.target, OPTIONS) as c0:
+        sb, sj, s0 = (pb_grpc.SnakepitBridgeStub(c) for c in (cb, cj, c0))
+        cases = (("JSON everything (Snakepit 0.3 style)", "json", sj, values.tolist()),
+                 ("list as MessagePack", "msgpack", sb, values.tolist()),
+                 ("numpy array as npy", "npy", sb, values))
+        for label, kind, stub, value in cases:
+            _e2e(stub, kind, value, 2)
+            ms = _e2e(stub, kind, value, reps)
+            bare_ms = _e2e(s0, kind, value, reps, bare=True)
+            figures[kind] = ms
+            rows.append(Row(section, label, "ms", ms, bare_ms, note="bare: same bytes handed back"))
+    return rows, figures
