@@ -1,6 +1,329 @@
-"""Built-in logs commands (placeholder, filled in by its issue)."""
+"""tail_and_analyze: follow a growing log file and stream the lines that match.
+
+Contract
+--------
+Arguments:
+
+* ``log_path`` (str, required): the file. Missing -> NOT_FOUND.
+* ``patterns``: regexes (Python ``re`` syntax), as strings or as
+  ``{"pattern": str, "severity": str}``; default ``["CRITICAL", "FATAL",
+  "ERROR", "WARN"]``. An invalid regex -> INVALID_ARGUMENT. A line is reported
+  once, for the first pattern that matches (``re.search``).
+* ``context_lines`` (int 0..100, default 2): lines of context before and after
+  each match (like ``grep -C``).
+* ``from_beginning`` (bool, default false): false starts at the end of the file
+  (``tail -f``: only lines appended after the start are read; a trailing
+  partial line is read once completed); true reads the existing lines first.
+* ``max_matches`` (int >= 1, optional): stop after that many matches.
+* ``poll_interval`` (seconds, 0.005..5, default 0.1): how often a quiet file is
+  checked for new data, rotation and truncation.
+
+The stream: first ``{"event": "started", "log_path", "line_number",
+"from_beginning"}`` once the file is open (``line_number``: lines before the
+starting point), so a caller knows that lines it appends from now on will be
+seen. Then one chunk per match: ``{"event": "match", "log_line",
+"line_number" (1-based, within the current file), "pattern_matched" (the
+pattern's text), "severity", "timestamp", "timestamp_source" ("line" or
+"seen"), "context_lines": {"before": [...], "after": [...]}}``.
+
+* ``severity``: the pattern's explicit severity, else the first level word in
+  the line (upper case, whole word), else a level word in the pattern, else
+  ``"UNKNOWN"``; normalised: FATAL/EMERG/ALERT/CRITICAL -> CRITICAL, ERR/ERROR
+  -> ERROR, WARN/WARNING -> WARNING, NOTICE/INFO -> INFO, DEBUG/TRACE -> DEBUG.
+* ``timestamp``: ISO 8601, parsed from the line when it holds an ISO 8601
+  (``2026-11-22 19:35:48,123``), Apache (``[22/Nov/2026:19:35:48 +0000]``) or
+  syslog (``Nov 22 19:35:48``, current year) time; else the UTC time the line
+  was read.
+* After-context: a match is sent as soon as ``context_lines`` further lines
+  have been read, or when the file goes quiet (the next poll finds nothing
+  new), or when the stream ends; so it is never held back by more than about
+  one ``poll_interval`` of silence.
+
+Rotation: when the path names a new file (renamed and recreated), the rest of
+the old file is read first, then ``{"event": "rotated"}`` is sent and the new
+file is read from its start (line numbers restart at 1). When the file shrinks
+(truncated), ``{"event": "truncated"}`` and reading restarts at offset 0.
+
+The stream ends when cancelled (the file is closed at once; polling uses a
+cancellation-aware wait), shortly before the call's deadline, or after
+``max_matches``; the last two end with a final chunk ``{"stopped": "deadline"
+| "max_matches", "matches", "lines_read", "rotations"}``. The file is read in
+blocks; only the current partial line (at most 1 MiB, longer lines are cut)
+and the context window are held in memory.
+"""
 from __future__ import annotations
 
+import collections
+import os
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from ..context import Context
+from ..errors import InvalidArgument, NotFound
 from ..registry import Registry
 
 registry = Registry()
+
+DEFAULT_PATTERNS = ["CRITICAL", "FATAL", "ERROR", "WARN"]
+_BLOCK = 1 << 16
+_READ_BUDGET = 1 << 20  # bytes read per loop turn before checking cancellation and yielding
+_MAX_LINE = 1 << 20
+_DEADLINE_MARGIN = 0.1  # end our own stream this long before the call's deadline
+
+_LEVELS = {"FATAL": "CRITICAL", "EMERG": "CRITICAL", "EMERGENCY": "CRITICAL", "ALERT": "CRITICAL",
+           "CRITICAL": "CRITICAL", "ERR": "ERROR", "ERROR": "ERROR", "WARN": "WARNING", "WARNING": "WARNING",
+           "NOTICE": "INFO", "INFO": "INFO", "DEBUG": "DEBUG", "TRACE": "DEBUG"}
+_LEVEL_RE = re.compile(r"\b(" + "|".join(sorted(_LEVELS, key=len, reverse=True)) + r")\b")
+_LEVEL_RE_I = re.compile(_LEVEL_RE.pattern, re.IGNORECASE)
+_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?\s?(Z|[+-]\d{2}:?\d{2})?")
+_APACHE = re.compile(r"\[(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-]\d{4})\]")
+_SYSLOG = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2})\b")
+_MONTHS = {m: i + 1 for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())}
+
+
+def parse_timestamp(line: str) -> str | None:
+    """The line's own time as ISO 8601, or None when it has no recognisable one."""
+    try:
+        if m := _ISO.search(line):
+            y, mo, d, h, mi, s, frac, tz = m.groups()
+            micro = int((frac or "0")[:6].ljust(6, "0"))
+            tzinfo = None
+            if tz:
+                tzinfo = timezone.utc if tz == "Z" else datetime.strptime(tz.replace(":", ""), "%z").tzinfo
+            return datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), micro, tzinfo).isoformat()
+        if m := _APACHE.search(line):
+            d, mon, y, h, mi, s, tz = m.groups()
+            tzinfo = datetime.strptime(tz, "%z").tzinfo
+            return datetime(int(y), _MONTHS[mon], int(d), int(h), int(mi), int(s), tzinfo=tzinfo).isoformat()
+        if (m := _SYSLOG.search(line)) and m.group(1) in _MONTHS:
+            mon, d, h, mi, s = m.groups()
+            year = datetime.now(timezone.utc).year
+            return datetime(year, _MONTHS[mon], int(d), int(h), int(mi), int(s)).isoformat()
+    except (ValueError, KeyError):
+        return None  # looked like a time but is not a valid one
+    return None
+
+
+def severity_of(line: str, pattern: str, explicit: str | None) -> str:
+    """See the module docstring for the order of precedence."""
+    if explicit:
+        return explicit
+    if m := _LEVEL_RE.search(line):
+        return _LEVELS[m.group(1)]
+    if m := _LEVEL_RE_I.search(pattern):
+        return _LEVELS[m.group(1).upper()]
+    return "UNKNOWN"
+
+
+def _patterns(raw: Any) -> list[tuple[re.Pattern[str], str, str | None]]:
+    if raw is None:
+        raw = DEFAULT_PATTERNS
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise InvalidArgument(f"tail_and_analyze 'patterns' must be a non-empty list of regexes, got {raw!r}")
+    out = []
+    for p in raw:
+        severity = None
+        if isinstance(p, dict):
+            severity = p.get("severity")
+            if severity is not None and not isinstance(severity, str):
+                raise InvalidArgument(f"tail_and_analyze pattern 'severity' must be a string, got {severity!r}")
+            p = p.get("pattern")
+        if not isinstance(p, str) or not p:
+            raise InvalidArgument(f"tail_and_analyze 'patterns': each must be a non-empty string, got {p!r}")
+        try:
+            out.append((re.compile(p), p, severity.upper() if severity else None))
+        except re.error as exc:
+            raise InvalidArgument(f"tail_and_analyze 'patterns': invalid regex {p!r}: {exc}") from None
+    return out
+
+
+def _number(args: dict[str, Any], name: str, default: Any, lo: float, hi: float, integer: bool) -> Any:
+    v = args.get(name, default)
+    if v is None:
+        return None
+    types = (int,) if integer else (int, float)
+    if isinstance(v, bool) or not isinstance(v, types) or not lo <= v <= hi:
+        kind = "an integer" if integer else "a number"
+        raise InvalidArgument(f"tail_and_analyze {name!r} must be {kind} in {lo}..{hi}, got {v!r}")
+    return v
+
+
+class _Follower:
+    """An open log file read in blocks into complete lines; notices rotation
+    (the path names another file) and truncation (the file got shorter)."""
+
+    def __init__(self, path: str, from_beginning: bool, ctx: Context) -> None:
+        self.path = path
+        try:
+            self.f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        except FileNotFoundError:
+            raise NotFound(f"tail_and_analyze 'log_path': no such file {path!r}") from None
+        except IsADirectoryError:
+            raise InvalidArgument(f"tail_and_analyze 'log_path' is a directory: {path!r}") from None
+        st = os.fstat(self.f.fileno())
+        self.ident = (st.st_dev, st.st_ino)
+        self.buf = b""
+        self.line_number = 0
+        if not from_beginning:
+            self._skip_existing(ctx)
+
+    def _skip_existing(self, ctx: Context) -> None:
+        """Count the complete lines already there (so line numbers stay true) and
+        start after the last one; a partial last line is kept to be completed."""
+        last_nl, pos = -1, 0
+        while not ctx.cancelled:
+            block = self.f.read(_BLOCK * 16)
+            if not block:
+                break
+            self.line_number += block.count(b"\n")
+            i = block.rfind(b"\n")
+            if i >= 0:
+                last_nl = pos + i
+            pos += len(block)
+        self.f.seek(last_nl + 1)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def read_lines(self, budget: int = _READ_BUDGET) -> list[tuple[int, str]]:
+        """Complete lines available now (up to about ``budget`` bytes)."""
+        lines: list[tuple[int, str]] = []
+        read = 0
+        while read < budget:
+            block = self.f.read(_BLOCK)
+            if not block:
+                break
+            read += len(block)
+            parts = (self.buf + block).split(b"\n")
+            self.buf = parts.pop()
+            if len(self.buf) > _MAX_LINE:  # a runaway line: cut it rather than grow without bound
+                parts.append(self.buf[:_MAX_LINE])
+                self.buf = b""
+            for raw in parts:
+                self.line_number += 1
+                lines.append((self.line_number, raw.rstrip(b"\r").decode("utf-8", "replace")))
+        return lines
+
+    def check_rotation(self) -> tuple[str | None, list[tuple[int, str]]]:
+        """Call when ``read_lines`` found nothing. (None, lines): the old file still
+        had lines, analyse them and call again; ("rotated", []) once the old
+        file is finished and the new one open; ("truncated", []); (None, []):
+        nothing changed. A missing path (renamed, not yet recreated) keeps the
+        old file."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None, []
+        if (st.st_dev, st.st_ino) != self.ident:
+            # Finish the old file first (a writer may have appended after our
+            # last read), a budget at a time, before switching to the new one.
+            rest = self.read_lines()
+            if not rest and self.buf:
+                self.line_number += 1
+                rest = [(self.line_number, self.buf.rstrip(b"\r").decode("utf-8", "replace"))]
+                self.buf = b""
+            if rest:
+                return None, rest
+            try:
+                new = open(self.path, "rb", buffering=0)  # noqa: SIM115
+            except FileNotFoundError:
+                return None, []
+            self.f.close()
+            self.f, self.buf, self.line_number = new, b"", 0
+            nst = os.fstat(new.fileno())
+            self.ident = (nst.st_dev, nst.st_ino)
+            return "rotated", rest
+        if os.fstat(self.f.fileno()).st_size < self.f.tell():
+            self.f.seek(0)
+            self.buf, self.line_number = b"", 0
+            return "truncated", []
+        return None, []
+
+
+@registry.command("tail_and_analyze")
+def tail_and_analyze(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
+    """Follow ``log_path`` and stream matches; see the module docstring."""
+    path = args.get("log_path")
+    if not isinstance(path, str) or not path:
+        raise InvalidArgument(f"tail_and_analyze 'log_path' must be a non-empty string, got {path!r}")
+    patterns = _patterns(args.get("patterns"))
+    n_context = _number(args, "context_lines", 2, 0, 100, True)
+    max_matches = _number(args, "max_matches", None, 1, 10**12, True)
+    poll = float(_number(args, "poll_interval", 0.1, 0.005, 5, False))
+    from_beginning = bool(args.get("from_beginning", False))
+    started = time.monotonic()
+    follower = _Follower(path, from_beginning, ctx)
+    try:
+        yield {"event": "started", "log_path": path, "line_number": follower.line_number,
+               "from_beginning": from_beginning}
+        before: collections.deque[str] = collections.deque(maxlen=n_context)
+        pending: collections.deque[tuple[dict[str, Any], list[str]]] = collections.deque()
+        matches = lines_read = rotations = 0
+        stopped = None
+
+        def flush(all_: bool) -> Iterator[dict[str, Any]]:
+            while pending and (all_ or len(pending[0][1]) >= n_context):
+                yield pending.popleft()[0]
+
+        def analyze(batch: list[tuple[int, str]]) -> Iterator[dict[str, Any]]:
+            nonlocal matches, lines_read
+            for number, line in batch:
+                lines_read += 1
+                for _, after in pending:
+                    if len(after) < n_context:
+                        after.append(line)
+                yield from flush(False)
+                if max_matches is None or matches < max_matches:
+                    for rx, text, sev in patterns:
+                        if rx.search(line):
+                            matches += 1
+                            ts = parse_timestamp(line)
+                            chunk = {
+                                "event": "match", "log_line": line, "line_number": number,
+                                "pattern_matched": text, "severity": severity_of(line, text, sev),
+                                "timestamp": ts or datetime.now(timezone.utc).isoformat(),
+                                "timestamp_source": "line" if ts else "seen",
+                                "context_lines": {"before": list(before), "after": []},
+                            }
+                            pending.append((chunk, chunk["context_lines"]["after"]))
+                            yield from flush(False)
+                            break
+                before.append(line)
+
+        while not ctx.cancelled:
+            if max_matches is not None and matches >= max_matches and not pending:
+                stopped = "max_matches"
+                break
+            remaining = ctx.time_remaining()
+            if remaining is not None and remaining <= _DEADLINE_MARGIN:
+                stopped = "deadline"
+                break
+            batch = follower.read_lines()
+            if batch:
+                yield from analyze(batch)
+                continue
+            yield from flush(True)  # the file is quiet: send what we have
+            event, rest = follower.check_rotation()
+            if rest:
+                yield from analyze(rest)
+                continue
+            if event:
+                rotations += 1
+                before.clear()
+                yield {"event": event, "log_path": path, "line_number": follower.line_number}
+                continue
+            wait = poll if remaining is None else max(0.0, min(poll, remaining - _DEADLINE_MARGIN))
+            if ctx.wait(wait):
+                break
+        if ctx.cancelled:
+            return
+        yield from flush(True)
+        yield ctx.final({"stopped": stopped, "matches": matches, "lines_read": lines_read, "rotations": rotations,
+                         "elapsed_ms": round((time.monotonic() - started) * 1000, 3)})
+    finally:
+        follower.close()
