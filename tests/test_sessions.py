@@ -2,6 +2,12 @@
 eviction, close hooks (also at SIGTERM), the size cap and concurrency."""
 from __future__ import annotations
 
+import json
+import os
+import selectors
+import struct
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +18,7 @@ import numpy as np
 import pytest
 
 from snakepit_bridge.client import Client
-from tests.bridge_process import Bridge
+from tests.bridge_process import ROOT, SCRIPT, Bridge
 
 ADAPTER = ("--adapter", "tests.handlers_sessions")
 
@@ -256,3 +262,54 @@ def test_a_slow_call_blocks_its_own_session_only(sc):
         sc.execute("release", {"gate": gate})
         assert slow.result(10).result["released"] == gate
     assert sc.execute_in_session(a, "ping", timeout=5).success  # the lock was released
+
+
+# -- stdio (pool-worker mode) ---------------------------------------------------------------------
+
+
+def test_stdio_requests_with_session_id_share_sessions_with_nothing_else():
+    """GenericPythonV2/Msgpack pools send ``session_id`` in args over stdio;
+    the same session store serves them."""
+    pytest.importorskip("snakepit_bridge.transports.stdio")
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--mode", "pool-worker", "--protocol", "json", *ADAPTER], cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+
+    def read_exactly(n: int) -> bytes:
+        data = b""
+        deadline = time.monotonic() + 10
+        while len(data) < n:
+            assert time.monotonic() < deadline and sel.select(timeout=max(0.0, deadline - time.monotonic())), \
+                "no answer from the stdio worker"
+            chunk = os.read(proc.stdout.fileno(), n - len(data))
+            assert chunk, "stdio worker closed stdout"
+            data += chunk
+        return data
+
+    def call(i: int, command: str, args: dict) -> dict:
+        body = json.dumps({"id": i, "command": command, "args": args, "timestamp": "2026-01-01T00:00:00Z"}).encode()
+        proc.stdin.write(struct.pack(">I", len(body)) + body)
+        proc.stdin.flush()
+        (length,) = struct.unpack(">I", read_exactly(4))
+        reply = json.loads(read_exactly(length))
+        assert reply["id"] == i
+        return reply
+
+    try:
+        assert call(1, "ping", {"worker_id": "w1", "initialization": True})["success"]
+        assert call(2, "store", {"key": "k", "value": "in s", "session_id": "stdio-s"})["success"]
+        assert call(3, "store", {"key": "k", "value": "global"})["success"]
+        assert call(4, "retrieve", {"key": "k", "session_id": "stdio-s"})["result"]["value"] == "in s"
+        assert call(5, "retrieve", {"key": "k"})["result"]["value"] == "global"
+        info = call(6, "session_info", {"session_id": "stdio-s"})["result"]
+        assert info["keys"] == ["k"] and info["calls"] == 3
+        missing = call(7, "retrieve", {"key": "nope", "session_id": "stdio-s"})
+        assert missing["success"] is False and "'nope'" in missing["error"]
+    finally:
+        proc.stdin.close()  # EOF: the pool is gone
+        proc.wait(10)
+        sel.close()
+        proc.stdout.close()
