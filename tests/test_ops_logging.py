@@ -1,0 +1,112 @@
+"""Observable, and quiet where it matters: structlog lines on stderr (one per
+call), nothing but the ready line on stdout, lean startup, thread hygiene."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from snakepit_bridge.client import Client
+from tests.bridge_process import Bridge
+from tests.handlers_ops import wait_until
+
+OPS = ("--adapter", "tests.handlers_ops")
+THREAD_VARS = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS"]
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def json_run():
+    """A bridge with JSON logs that served a few calls and was stopped: its stderr lines."""
+    with Bridge(*OPS, "--log-format", "json") as b, Client(b.target) as c:
+        c.wait_ready()
+        assert c.execute("ping", request_id="req-ok").success
+        assert not c.execute("no_such_command", request_id="req-bad").success
+        chunks = list(c.stream("ping_stream", {"count": 20}, request_id="req-stream"))
+        assert len(chunks) == 21
+        assert b.stop() == 0
+        return _json_lines(b.stderr_text())
+
+
+def test_every_stderr_line_is_json(json_run):
+    assert json_run and all("event" in line and "level" in line and "timestamp" in line for line in json_run)
+
+
+@pytest.mark.parametrize("rid,command,outcome", [("req-ok", "ping", "ok"), ("req-bad", "no_such_command", "error"),
+                                                 ("req-stream", "ping_stream", "ok")])
+def test_one_line_per_call_with_id_command_duration_outcome(json_run, rid, command, outcome):
+    lines = [line for line in json_run if line.get("request_id") == rid]
+    assert len(lines) == 1, lines  # also for the 21-chunk stream: no per-chunk lines at info
+    line = lines[0]
+    assert line["event"] == "call" and line["command"] == command and line["outcome"] == outcome
+    assert isinstance(line["duration_ms"], (int, float)) and line["duration_ms"] >= 0
+    if outcome == "error":
+        assert line["level"] == "warning" and "no_such_command" in line["error"]
+
+
+def test_lifecycle_lines(json_run):
+    events = [line["event"] for line in json_run]
+    assert events[0] == "ready" and "shutting down" in events and events[-1] == "stopped"
+
+
+def test_log_level_warning_drops_call_lines(spawn_bridge):
+    b = spawn_bridge("--log-format", "json", "--log-level", "warning")
+    with Client(b.target) as c:
+        assert c.execute("ping", request_id="quiet").success
+        assert not c.execute("no_such_command", request_id="loud").success
+    assert b.stop() == 0
+    lines = _json_lines(b.stderr_text())
+    assert [line["request_id"] for line in lines if line.get("event") == "call"] == ["loud"]
+    assert all(line["level"] in ("warning", "error") for line in lines)
+
+
+def test_stdout_of_a_busy_run_is_exactly_the_ready_line():
+    """Handler print()s, handler logs, debug logging and gRPC's own C-core
+    tracing all run; stdout still carries only the ready line."""
+    env = {"GRPC_VERBOSITY": "debug", "GRPC_TRACE": "api,http"}
+    with Bridge(*OPS, "--log-level", "debug", env=env) as b, Client(b.target) as c:
+        c.wait_ready()
+        assert c.execute("ops_print", {"count": 50}).success
+        for _ in range(20):
+            list(c.stream("ping_stream", {"count": 5}))
+        assert b.stop() == 0
+        rest = b.proc.stdout.read().decode()
+    assert b.stdout_lines == [f"GRPC_SERVER_READY_ON_PORT={b.port}"]
+    assert rest == ""
+    stderr = b.stderr_text()
+    assert "handler print 49" in stderr and "handler log" in stderr
+    assert "grpc_call_start_batch" in stderr or "chttp2" in stderr  # the C-core trace really ran
+
+
+# -- thread hygiene and lean startup ----------------------------------------------------
+
+def test_blas_threads_default_to_one(spawn_bridge, monkeypatch):
+    for name in THREAD_VARS:
+        monkeypatch.delenv(name, raising=False)
+    b = spawn_bridge(*OPS)
+    with Client(b.target) as c:
+        got = c.execute("ops_env", {"names": THREAD_VARS}).result
+    assert got == {name: "1" for name in THREAD_VARS}
+
+
+def test_user_set_thread_count_is_kept(spawn_bridge, monkeypatch):
+    for name in THREAD_VARS:
+        monkeypatch.delenv(name, raising=False)
+    b = spawn_bridge(*OPS, env={"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "2"})
+    with Client(b.target) as c:
+        got = c.execute("ops_env", {"names": THREAD_VARS}).result
+    assert got["OMP_NUM_THREADS"] == "4" and got["MKL_NUM_THREADS"] == "2"
+    assert got["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def test_heavy_modules_are_not_imported_at_startup(spawn_bridge):
+    heavy = ["numpy", "pandas", "torch", "matplotlib", "scipy"]
+    b = spawn_bridge(*OPS)
+    with Client(b.target) as c:
+        # The first call after startup: nothing has touched numpy yet.
+        got = c.execute("ops_modules", {"names": heavy}).result
+    assert got == {name: False for name in heavy}
