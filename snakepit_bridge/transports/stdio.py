@@ -1,0 +1,516 @@
+"""Snakepit's stdin/stdout protocol (GenericPythonV2 / GenericPythonMsgpack) over dispatch.
+
+Started as ``grpc_bridge.py --mode pool-worker [--protocol json|msgpack] [--quiet]``
+(CONTRACT.md §4). Frames are 4-byte big-endian lengths plus payload both ways
+(see :mod:`._framing`); stdout carries nothing else.
+
+Negotiation. Without ``--protocol`` the first frame is JSON
+``{"type": "protocol_negotiation", "supported": [...], "preferred": ...}``;
+the answer is JSON ``{"type": "protocol_selected", "protocol": P, "timestamp": T}``
+where P is ``preferred`` if both sides support it, else the first entry of
+``supported`` that this side supports (json, msgpack). With no common protocol
+the answer is ``{"type": "protocol_error", "error": ..., "supported": [...]}``
+and the worker exits with ExitCode.PROTOCOL. A negotiation frame is also
+answered when ``--protocol`` is given (with that protocol, if offered). If the
+first frame is a request instead, ``--protocol`` (or else the frame's own
+look: JSON if it parses as a JSON object, MessagePack otherwise) decides.
+
+Requests: ``{"id": int, "command": str, "args": map, "timestamp": iso8601}``.
+Responses: ``{"id", "success": true, "result": map, "timestamp"}`` or
+``{"id", "success": false, "error": str, "timestamp"}``; ``id`` is echoed as
+sent. ``result`` is what dispatch makes of the handler's return value (a map;
+a non-map value comes as ``{"value": v}``); a streaming command called this
+way answers ``{"chunks": [...], "chunk_count": n}``. Timestamps are UTC ISO
+8601 with microseconds and a ``Z`` (``2026-01-02T03:04:05.123456Z``), the form
+Elixir's ``DateTime.to_iso8601(DateTime.utc_now())`` sends.
+
+Optional request fields (extensions; a Snakepit 0.3 pool sends none of them):
+
+* ``"stream": true``: the answer is chunk frames ``{"id", "chunk": map,
+  "chunk_index": n, "is_final": bool, "error": str | null, "timestamp"}``,
+  indices from 0, exactly one ``is_final`` and it is the last; a failure ends
+  the stream with a final chunk carrying ``error``.
+* ``"pipeline": true``: the request runs concurrently with other pipelined
+  requests and is answered when it finishes, so answers may come out of
+  order (match them by ``id``). At most MAX_IN_FLIGHT run at once; beyond that
+  stdin is not read until one finishes. A request without the flag waits for
+  everything in flight and runs alone, so without the flag requests are
+  served strictly in order, one at a time, as Snakepit 0.3 expects.
+* ``"timeout_ms": int`` and ``"session_id": str``: as in gRPC
+  (``args["session_id"]`` works too).
+
+Bad input. A frame that does not decode, or is not a valid request, is
+answered with ``success: false`` when its ``id`` can be recovered (a
+best-effort scan of the broken frame) and only logged otherwise; the worker
+keeps serving. A declared length above ``--max-message-mb`` is logged and
+the worker exits with ExitCode.PROTOCOL (the stream cannot be resynchronized).
+A result that cannot be encoded, or is over the limit, is an error response.
+
+Ending. EOF on stdin (also inside a frame, which is dropped) or SIGTERM/SIGINT:
+stop reading; requests already received get ``--grace-period`` seconds, then
+streams end with "worker is shutting down" and the rest are cancelled and
+answered with that error; sessions are closed (their hooks run); exit 0.
+A second signal exits at once with ExitCode.FORCED.
+
+Nothing but frames reaches stdout: :func:`claim_stdio` keeps private
+descriptors for the protocol and points fd 1 at stderr (and fd 0 at
+/dev/null), so ``print()``, warnings, C extensions and child processes
+cannot corrupt the stream or steal a frame.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .._proc import flush_and_exit, kill_descendants, terminate_descendants
+from ..config import Config
+from ..dispatch import Dispatcher, Request
+from ..errors import BridgeError, ResourceExhausted
+from ..exitcodes import ExitCode
+from ..logging import get_logger
+from ..registry import Registry
+from ._framing import CODECS, Codec, Encoded, FrameReader, FrameTooLarge, FrameWriter, PayloadError, TruncatedFrame
+
+__all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_protocol", "claim_stdio",
+           "parse_request", "run"]
+
+#: Pipelined requests that may run at once; beyond it stdin is not read.
+MAX_IN_FLIGHT = 64
+#: Our protocols, in our order of preference.
+SUPPORTED = ("msgpack", "json")
+#: After the grace period: how long cancelled work gets, then cleanup, then a
+#: watchdog ends the process whatever still runs (a thread stuck in a handler).
+CANCEL_WAIT = 0.5
+CLEANUP_BUDGET = 1.5
+#: Room for the response envelope around an encoded result, within the frame limit.
+ENVELOPE_ROOM = 1024
+
+_EOF = object()
+_claimed: tuple[int, int] | None = None
+
+
+def now_iso(ns: int | None = None) -> str:
+    """UTC ISO 8601 with microseconds and ``Z``."""
+    seconds = time.time() if ns is None else ns / 1e9
+    stamp = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return stamp.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def claim_stdio() -> tuple[int, int]:
+    """Take private descriptors for frames: ``(read_fd, write_fd)``.
+
+    Then fd 0 reads /dev/null (a handler calling ``input()`` cannot steal a
+    frame), fd 1 and ``sys.stdout`` write to stderr (stray ``print()`` and
+    C-level writes cannot corrupt the stream). Idempotent: a second call
+    returns the same pair, so a caller may claim early (before importing user
+    code that prints at import time).
+    """
+    global _claimed
+    if _claimed is not None:
+        return _claimed
+    for stream in (sys.stdout, sys.__stdout__):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    read_fd, write_fd = os.dup(0), os.dup(1)  # non-inheritable: child processes do not get them
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, 0)
+        try:
+            os.dup2(2, 1)
+        except OSError:
+            os.dup2(null, 1)
+    finally:
+        os.close(null)
+    sys.stdout = sys.stderr
+    _claimed = (read_fd, write_fd)
+    return _claimed
+
+
+def choose_protocol(supported: Any, preferred: Any, fixed: str | None = None) -> str | None:
+    """The protocol to answer a negotiation with, or None if there is no common one."""
+    offered = [p for p in supported if isinstance(p, str)] if isinstance(supported, list) else ["json"]
+    if fixed is not None:
+        return fixed if fixed in offered else None
+    if preferred in offered and preferred in SUPPORTED:
+        return preferred
+    return next((p for p in offered if p in SUPPORTED), None)
+
+
+@dataclass(slots=True)
+class WireRequest:
+    id: int | str
+    command: str
+    args: dict[str, Any]
+    stream: bool = False
+    pipeline: bool = False
+    timeout_ms: int = 0
+    session_id: str = ""
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, request_id: int | str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+
+
+def _flag(obj: dict[str, Any], key: str, rid: int | str) -> bool:
+    value = obj.get(key)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise BadRequest(f"request field {key!r} must be true or false, got {type(value).__name__}", rid)
+
+
+def parse_request(obj: Any) -> WireRequest:
+    """A decoded frame -> :class:`WireRequest`; raises :class:`BadRequest`
+    (with the id when there is a usable one)."""
+    if not isinstance(obj, dict):
+        raise BadRequest(f"a request must be a map, got {type(obj).__name__}")
+    rid = obj.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, (int, str)):
+        if obj.get("type") == "protocol_negotiation":
+            raise BadRequest("protocol negotiation after the protocol was settled; ignored")
+        raise BadRequest("request has no usable 'id' (an integer)")
+    command = obj.get("command")
+    if not isinstance(command, str) or not command:
+        raise BadRequest("request field 'command' must be a non-empty string", rid)
+    args = obj.get("args")
+    if args is None:
+        args = {}
+    elif not isinstance(args, dict):
+        raise BadRequest(f"request field 'args' must be a map, got {type(args).__name__}", rid)
+    timeout_ms = obj.get("timeout_ms") or 0
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 0:
+        raise BadRequest("request field 'timeout_ms' must be a non-negative integer", rid)
+    session_id = obj.get("session_id") or ""
+    if not isinstance(session_id, str):
+        raise BadRequest("request field 'session_id' must be a string", rid)
+    return WireRequest(rid, command, args, _flag(obj, "stream", rid), _flag(obj, "pipeline", rid),
+                       timeout_ms, session_id)
+
+
+class StdioServer:
+    """Serves frames from ``reader`` through ``dispatcher`` to ``writer``."""
+
+    def __init__(self, dispatcher: Dispatcher, reader: FrameReader, writer: FrameWriter, *,
+                 protocol: str | None = None, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        self.dispatcher = dispatcher
+        self.config: Config = dispatcher.config
+        self.reader = reader
+        self.writer = writer
+        self.fixed = protocol
+        self.codec: Codec | None = CODECS[protocol]() if protocol else None
+        self.settled = False  # the first frame has been seen (negotiation is over)
+        self.limit = self.config.max_message_bytes
+        self.log = get_logger("snakepit_bridge.stdio")
+        self.exit_code = ExitCode.OK
+        self.stop_reason = ""
+        self._stop = asyncio.Event()
+        self._signalled = False
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def serve(self) -> ExitCode:
+        """Serve until EOF, a signal or a fatal framing error; returns the exit code."""
+        self._reader_task = asyncio.create_task(self._read_frames(), name="stdio-reader")
+        processor = asyncio.create_task(self._process(), name="stdio-processor")
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({processor, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not processor.done():
+            done, _ = await asyncio.wait({processor}, timeout=self.config.grace_period)
+            if not done:
+                self.log.warning("requests still running after the grace period; cancelling them",
+                                 in_flight=len(self._tasks) or 1, grace_s=self.config.grace_period)
+                self.dispatcher.interrupt_streams()
+                processor.cancel()
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.wait({processor, *self._tasks}, timeout=CANCEL_WAIT)
+        stopping.cancel()
+        self._reader_task.cancel()
+        if processor.done() and not processor.cancelled() and processor.exception() is not None:
+            exc = processor.exception()
+            self.log.error("stdio loop failed", error=f"{type(exc).__name__}: {exc}")
+            self.exit_code = ExitCode.ERROR
+        return self.exit_code
+
+    def halt(self, reason: str, code: ExitCode | None = None) -> None:
+        """Stop reading: what is queued or running finishes (within the grace
+        period), nothing new is read. ``code`` overrides the exit code."""
+        if code is not None:
+            self.exit_code = code
+        self._begin_stop(reason)
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(_EOF)
+
+    def on_signal(self, name: str) -> None:
+        if self._signalled:
+            self.log.warning("second signal during shutdown; exiting now", signal=name)
+            kill_descendants()
+            flush_and_exit(ExitCode.FORCED)
+        self._signalled = True
+        self.halt(f"signal {name}")
+
+    def _begin_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self.log.info("stopping", reason=reason)
+            self._stop.set()
+
+    # -- reading --------------------------------------------------------------------
+
+    async def _read_frames(self) -> None:
+        reason = "stdin closed"
+        try:
+            while True:
+                payload = await self.reader.read()
+                if payload is None:
+                    break
+                await self._queue.put(payload)
+        except TruncatedFrame as exc:
+            self.log.warning("stdin closed inside a frame; the partial frame is dropped", detail=str(exc))
+        except FrameTooLarge as exc:
+            self.log.error(
+                "frame larger than the message limit; the stream cannot be resynchronized, exiting",
+                declared_bytes=exc.declared, limit_bytes=exc.limit, hint="raise --max-message-mb",
+            )
+            self.exit_code = ExitCode.PROTOCOL
+            reason = "frame too large"
+        except OSError as exc:
+            self.log.error("reading stdin failed", error=str(exc))
+            reason = "stdin failed"
+        self._begin_stop(reason)
+        await self._queue.put(_EOF)
+
+    async def _process(self) -> None:
+        while True:
+            payload = await self._queue.get()
+            if payload is _EOF:
+                break
+            if not self.settled:
+                self.settled = True
+                if await self._negotiate(payload):
+                    continue
+            req = await self._parse(payload)
+            if req is None:
+                continue
+            if req.pipeline:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._serve(req))
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+            else:
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks))
+                await self._serve(req)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log.error("request task failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _negotiate(self, payload: bytes) -> bool:
+        """Settle the codec from the first frame; True if it was a negotiation."""
+        msg = None
+        if payload[:1] == b"{":
+            with contextlib.suppress(orjson.JSONDecodeError):
+                msg = orjson.loads(payload)
+        if isinstance(msg, dict) and msg.get("type") == "protocol_negotiation":
+            selected = choose_protocol(msg.get("supported"), msg.get("preferred"), self.fixed)
+            if selected is None:
+                ours = [self.fixed] if self.fixed else list(SUPPORTED)
+                error = f"no common protocol: offered {msg.get('supported')!r}, this worker speaks {ours}"
+                self.log.error("protocol negotiation failed", error=error)
+                await self._write(orjson.dumps({"type": "protocol_error", "error": error, "supported": ours,
+                                                "timestamp": now_iso()}))
+                self.halt("no common protocol", ExitCode.PROTOCOL)
+                return True
+            self.codec = CODECS[selected]()
+            await self._write(orjson.dumps({"type": "protocol_selected", "protocol": selected, "timestamp": now_iso()}))
+            self.log.info("protocol negotiated", protocol=selected, offered=msg.get("supported"))
+            return True
+        if self.codec is None:
+            guess = "json" if isinstance(msg, dict) else "msgpack"
+            self.log.warning("first frame is not a protocol negotiation; guessing the protocol", protocol=guess)
+            self.codec = CODECS[guess]()
+        return False
+
+    async def _parse(self, payload: bytes) -> WireRequest | None:
+        try:
+            return parse_request(self.codec.decode(payload))
+        except PayloadError as exc:
+            rid = self.codec.recover_id(payload)
+            await self._reject(rid, f"bad frame ({len(payload)} bytes): {exc}")
+        except BadRequest as exc:
+            await self._reject(exc.request_id, f"bad request: {exc.message}")
+        return None
+
+    async def _reject(self, rid: int | str | None, error: str) -> None:
+        if rid is None:
+            self.log.warning("frame ignored: no request id to answer", error=error)
+            return
+        self.log.warning("bad request answered with an error", request_id=rid, error=error)
+        with contextlib.suppress(BrokenPipeError):
+            await self._write(self._error_frame(rid, error))
+
+    # -- serving --------------------------------------------------------------------
+
+    def _request(self, w: WireRequest) -> Request:
+        return Request(command=w.command, args=w.args, request_id=str(w.id), timeout_ms=w.timeout_ms,
+                       session_id=w.session_id, encode=self._encode)
+
+    def _encode(self, values: dict[str, Any]) -> bytes:
+        """Dispatch's encoder: a failure here becomes the request's error."""
+        codec = self.codec
+        try:
+            data = codec.encode_value(values)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise BridgeError(f"result cannot be sent as {codec.name}: {exc}") from None
+        if len(data) > self.limit - ENVELOPE_ROOM:
+            raise ResourceExhausted(
+                f"result is {len(data)} bytes as {codec.name}; the message limit is {self.limit} bytes (--max-message-mb)"
+            )
+        return data
+
+    async def _serve(self, w: WireRequest) -> None:
+        try:
+            if w.stream:
+                await self._serve_stream(w)
+            else:
+                await self._serve_call(w)
+        except BrokenPipeError:
+            if not self._stop.is_set():
+                self.log.warning("stdout is closed; stopping")
+            self.halt("stdout closed")
+
+    async def _serve_call(self, w: WireRequest) -> None:
+        req = self._request(w)
+        try:
+            result = await self.dispatcher.call(req)
+        except asyncio.CancelledError:
+            self.writer.write_nowait(self._error_frame(w.id, "worker is shutting down"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the error details themselves did not encode
+            _, message, _ = self.dispatcher.failure(exc, req)
+            await self._write(self._error_frame(w.id, message))
+            return
+        if result.success:
+            payload = self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
+                                   ("timestamp", now_iso())], w.id)
+        else:
+            payload = self._error_frame(w.id, result.error)
+        await self._write(payload)
+
+    async def _serve_stream(self, w: WireRequest) -> None:
+        req = self._request(w)
+        index, final = 0, False
+        try:
+            async with contextlib.aclosing(self.dispatcher.stream(req)) as chunks:
+                async for chunk in chunks:
+                    final = chunk.is_final
+                    index = chunk.index + 1
+                    await self._write(self._chunk_frame(w.id, Encoded(chunk.payload), chunk.index, chunk.is_final,
+                                                        chunk.error or None, chunk.timestamp_ns))
+        except asyncio.CancelledError:
+            if not final:
+                self.writer.write_nowait(self._chunk_frame(w.id, {}, index, True, "worker is shutting down"))
+            raise
+        except BrokenPipeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a chunk that did not encode after a failure
+            if not final:
+                _, message, _ = self.dispatcher.failure(exc, req)
+                await self._write(self._chunk_frame(w.id, {}, index, True, message))
+
+    # -- frames ---------------------------------------------------------------------
+
+    async def _write(self, payload: bytes) -> None:
+        await self.writer.write(payload)
+
+    def _frame(self, fields: list[tuple[str, Any]], rid: int | str) -> bytes:
+        try:
+            return self.codec.envelope(fields)
+        except Exception as exc:  # noqa: BLE001 - e.g. an error text with lone surrogates
+            self.log.error("response could not be encoded", request_id=rid, error=f"{type(exc).__name__}: {exc}")
+            error = f"response could not be encoded: {type(exc).__name__}"
+            kept = [(k, v) for k, v in fields if k in ("id", "chunk_index")]
+            if any(k == "chunk_index" for k, _ in fields):
+                return self.codec.envelope([kept[0], ("chunk", {}), kept[1], ("is_final", True), ("error", error),
+                                            ("timestamp", now_iso())])
+            return self.codec.envelope([kept[0], ("success", False), ("error", error), ("timestamp", now_iso())])
+
+    def _error_frame(self, rid: int | str, error: str) -> bytes:
+        return self._frame([("id", rid), ("success", False), ("error", error), ("timestamp", now_iso())], rid)
+
+    def _chunk_frame(self, rid: int | str, chunk: Any, index: int, is_final: bool, error: str | None,
+                     timestamp_ns: int | None = None) -> bytes:
+        return self._frame([("id", rid), ("chunk", chunk), ("chunk_index", index), ("is_final", is_final),
+                            ("error", error), ("timestamp", now_iso(timestamp_ns))], rid)
+
+
+async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
+              write_fd: int | None = None) -> ExitCode:
+    """Serve the stdio protocol until EOF, a signal or a fatal framing error.
+
+    Without ``read_fd``/``write_fd`` the process's own stdin/stdout are
+    claimed (:func:`claim_stdio`). Returns the exit code; if cleanup overruns
+    its budget (a handler thread that never returns), a watchdog exits the
+    process with that code.
+    """
+    if read_fd is None or write_fd is None:
+        read_fd, write_fd = claim_stdio()
+    log = get_logger("snakepit_bridge.stdio")
+    loop = asyncio.get_running_loop()
+    reader = await FrameReader.open(read_fd, config.max_message_bytes)
+    writer = await FrameWriter.open(write_fd)
+    dispatcher = Dispatcher(registry, config)
+    server = StdioServer(dispatcher, reader, writer, protocol=config.protocol)
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, server.on_signal, sig.name)
+    log.info("pool worker ready", pid=os.getpid(), protocol=config.protocol or "negotiate", commands=len(registry))
+    code = ExitCode.ERROR
+    try:
+        code = await server.serve()
+    finally:
+        _arm_watchdog(CLEANUP_BUDGET, code if code is not None else ExitCode.ERROR)
+        await dispatcher.aclose()
+        reader.close()
+        await writer.aclose(timeout=CLEANUP_BUDGET / 3)
+        await asyncio.to_thread(terminate_descendants, 0.2)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    log.info("stopped", reason=server.stop_reason, exit_code=int(code))
+    return code
+
+
+def _arm_watchdog(seconds: float, code: int) -> None:
+    """End the process ``seconds`` from now if it has not ended by itself
+    (interpreter exit joins handler threads, which may never return)."""
+
+    def watch() -> None:
+        time.sleep(seconds)
+        flush_and_exit(code)
+
+    threading.Thread(target=watch, name="snakepit-stdio-watchdog", daemon=True).start()
