@@ -2,15 +2,21 @@
 
 A generator handler runs as a producer (an asyncio task for an async
 generator, a worker thread for a sync one) that may run at most ``maxsize``
-items ahead of its consumer. Closing a pump closes the generator in its own
-producer, so ``finally`` blocks and context managers run there, promptly for a
-generator that is yielding; a producer that ignores the close is abandoned
-after a short wait (and logged by the caller), never awaited forever.
+items ahead of its consumer: when the buffer is full the producer waits, and
+it is woken again once the consumer has drained the buffer to half (so a
+steady stream costs one producer wake-up per ``maxsize // 2`` items, not one
+per item). The consumer is woken only when it is actually waiting.
+
+Closing a pump closes the generator in its own producer, so ``finally``
+blocks and context managers run there, promptly for a generator that is
+yielding; a producer that ignores the close is abandoned after a short wait
+(the caller logs it), never awaited forever.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import AsyncGenerator, Generator
 from concurrent.futures import Executor
 from typing import Any
@@ -21,126 +27,190 @@ END = object()  # sentinel returned by get() once the generator is exhausted
 _ITEM, _END, _ERROR = 0, 1, 2
 
 
-class AsyncPump:
-    """Runs an async generator in its own task behind an ``asyncio.Queue``."""
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Pump:
+    """The consumer side both pumps share: a deque, a waiter, an interrupt."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._items: deque[tuple[int, Any]] = deque()
+        self._maxsize = maxsize
+        self._low = maxsize // 2  # refill mark: wake the producer at or below this
+        self._waiter: asyncio.Future[None] | None = None  # the consumer, waiting for an item
+        self._interrupt: BaseException | None = None
+        #: What closing the generator raised (e.g. it ignored GeneratorExit), if anything.
+        self.close_error: BaseException | None = None
+        #: Items produced so far (for tests and logs).
+        self.produced = 0
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Make the consumer's next ``get()`` raise ``exc`` (shutdown, deadline).
+        Call on the event loop thread."""
+        self._interrupt = exc
+        if self._waiter is not None:
+            _wake(self._waiter)
+
+    def _pop(self) -> tuple[int, Any] | None:
+        """The oldest entry; or None, having installed ``self._waiter`` (atomically
+        with finding the buffer empty, so a producer cannot slip past it)."""
+        raise NotImplementedError
+
+    async def get(self) -> Any:
+        """The next item, :data:`END`, or the generator's exception raised."""
+        while True:
+            if self._interrupt is not None:
+                raise self._interrupt
+            entry = self._pop()
+            if entry is None:
+                try:
+                    await self._waiter  # type: ignore[misc]
+                finally:
+                    self._waiter = None
+                continue
+            kind, value = entry
+            if kind == _ITEM:
+                return value
+            if kind == _END:
+                return END
+            raise value
+
+
+class AsyncPump(_Pump):
+    """Runs an async generator in its own task."""
 
     def __init__(self, agen: AsyncGenerator[Any, None], maxsize: int) -> None:
+        super().__init__(maxsize)
         self._agen = agen
-        self._queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize)
         self._closing = False
-        self.close_error: BaseException | None = None
-        self._interrupt: BaseException | None = None
-        self.task = asyncio.get_running_loop().create_task(self._run(), name="snakepit-producer")
+        self._space: asyncio.Future[None] | None = None  # the producer, waiting for room
+        self.task = self._loop.create_task(self._run(), name="snakepit-producer")
+
+    def _push(self, kind: int, value: Any) -> None:
+        self._items.append((kind, value))
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     async def _run(self) -> None:
-        agen = self._agen
+        agen, items, maxsize = self._agen, self._items, self._maxsize
         try:
             while not self._closing:
                 try:
                     item = await agen.__anext__()
                 except StopAsyncIteration:
-                    await self._queue.put((_END, None))
+                    self._push(_END, None)
                     return
                 if self._closing:
                     return
-                await self._queue.put((_ITEM, item))
+                self.produced += 1
+                self._push(_ITEM, item)
+                if len(items) >= maxsize:
+                    self._space = self._loop.create_future()
+                    await self._space
         except asyncio.CancelledError:
             if not self._closing:
                 raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             if not self._closing:
-                await self._queue.put((_ERROR, exc))
+                self._push(_ERROR, exc)
         finally:
             try:
                 await agen.aclose()
             except BaseException as exc:  # noqa: BLE001 - e.g. a generator that ignores GeneratorExit
                 self.close_error = exc
 
-    def interrupt(self, exc: BaseException) -> None:
-        """Make the consumer's next ``get()`` raise ``exc`` (e.g. shutdown)."""
-        self._interrupt = exc
-        if self._queue.empty():
-            self._queue.put_nowait((_ERROR, exc))
-
-    async def get(self) -> Any:
-        """The next item, :data:`END`, or the generator's exception raised."""
-        if self._interrupt is not None:
-            raise self._interrupt
-        kind, value = await self._queue.get()
-        if kind == _ITEM:
-            return value
-        if kind == _END:
-            return END
-        raise value
+    def _pop(self) -> tuple[int, Any] | None:
+        if not self._items:
+            self._waiter = self._loop.create_future()
+            return None
+        entry = self._items.popleft()
+        if self._space is not None and len(self._items) <= self._low:
+            _wake(self._space)
+            self._space = None
+        return entry
 
     async def close(self, wait: float) -> bool:
         """Stop the producer and close the generator; True if it finished within ``wait`` s."""
         self._closing = True
+        self._items.clear()
         if not self.task.done():
             self.task.cancel()
-            while not self._queue.empty():  # unblock a producer stuck on a full queue
-                self._queue.get_nowait()
             await asyncio.wait({self.task}, timeout=wait)
         return self.task.done()
 
 
-class ThreadPump:
-    """Runs a sync generator in a worker thread; a semaphore bounds its lead."""
+class ThreadPump(_Pump):
+    """Runs a sync generator in a worker thread.
+
+    The deque is shared with the thread under a plain lock that either side
+    holds only to append or pop (never while running the generator), so the
+    event loop never waits on it for long.
+    """
 
     def __init__(self, gen: Generator[Any, None, None], maxsize: int, executor: Executor) -> None:
+        super().__init__(maxsize)
         self._gen = gen
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()  # bounded by _space
-        self._space = threading.Semaphore(maxsize)
-        self._closing = threading.Event()
-        self._interrupt: BaseException | None = None
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)  # the producer waits here for room
+        self._closing = False
         self.task = self._loop.run_in_executor(executor, self._run)
 
     def _run(self) -> None:
-        gen = self._gen
+        gen, items, maxsize, space = self._gen, self._items, self._maxsize, self._space
         try:
             while True:
-                self._space.acquire()
-                if self._closing.is_set():
-                    return
+                with space:
+                    while len(items) >= maxsize and not self._closing:
+                        space.wait()
+                    if self._closing:
+                        return
                 try:
                     item = next(gen)
                 except StopIteration:
-                    self._put(_END, None)
+                    self._push(_END, None)
                     return
-                if self._closing.is_set():
+                if self._closing:
                     return
-                self._put(_ITEM, item)
+                self.produced += 1
+                self._push(_ITEM, item)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._put(_ERROR, exc)
+            if not self._closing:
+                self._push(_ERROR, exc)
         finally:
-            gen.close()  # in this thread: the generator's finalizers run here
+            try:
+                gen.close()  # in this thread: the generator's finalizers run here
+            except BaseException as exc:  # noqa: BLE001 - e.g. it ignored GeneratorExit
+                self.close_error = exc
 
-    def _put(self, kind: int, value: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
+    def _push(self, kind: int, value: Any) -> None:
+        with self._lock:
+            self._items.append((kind, value))
+            waiter = self._waiter
+        if waiter is not None:
+            try:
+                self._loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                pass
 
-    def interrupt(self, exc: BaseException) -> None:
-        """Make the consumer's next ``get()`` raise ``exc`` (e.g. shutdown)."""
-        self._interrupt = exc
-        self._queue.put_nowait((_ERROR, exc))
-
-    async def get(self) -> Any:
-        if self._interrupt is not None:
-            raise self._interrupt
-        kind, value = await self._queue.get()
-        if kind == _ITEM:
-            self._space.release()
-            return value
-        if kind == _END:
-            return END
-        raise value
+    def _pop(self) -> tuple[int, Any] | None:
+        with self._lock:
+            if not self._items:
+                self._waiter = self._loop.create_future()
+                return None
+            entry = self._items.popleft()
+            if len(self._items) <= self._low:
+                self._space.notify()
+            return entry
 
     async def close(self, wait: float) -> bool:
-        self._closing.set()
-        self._space.release()  # wake a producer waiting for room
+        """Stop the producer and close the generator; True if it finished within ``wait`` s."""
+        with self._lock:
+            self._closing = True
+            self._items.clear()
+            self._space.notify_all()  # wake a producer waiting for room
         if not self.task.done():
             await asyncio.wait({self.task}, timeout=wait)
         return self.task.done()

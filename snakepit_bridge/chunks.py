@@ -24,6 +24,10 @@ class Chunk:
     timestamp_ns: int = field(default_factory=time.time_ns)
     #: The transport's encoding of ``data`` (set by dispatch when the request has an encoder).
     payload: Any = None
+    #: For a final error chunk: the status name of the failure (e.g.
+    #: ``DEADLINE_EXCEEDED``), so a transport that collects a stream into one
+    #: answer can report it. Empty otherwise (per-item errors have none).
+    code: str = ""
 
 
 @dataclass(slots=True)

@@ -22,7 +22,8 @@ __all__ = ["Context"]
 class Context:
     """Request id, deadline, cancellation, logger and session of one call."""
 
-    __slots__ = ("request_id", "command", "deadline", "session", "log", "_cancelled", "dispatcher")
+    __slots__ = ("request_id", "command", "deadline", "session", "log", "_cancelled", "dispatcher",
+                 "started", "_last_report")
 
     def __init__(
         self,
@@ -45,6 +46,9 @@ class Context:
         self._cancelled = threading.Event()
         #: The dispatcher running this call (worker-level facts: stats, registry, config).
         self.dispatcher = dispatcher
+        #: ``time.monotonic()`` when the call started (progress reports elapsed time from it).
+        self.started = time.monotonic()
+        self._last_report: float | None = None
 
     # -- cancellation and deadline ------------------------------------------
 
@@ -76,18 +80,51 @@ class Context:
 
     # -- chunk helpers ----------------------------------------------------------
 
-    @staticmethod
-    def progress(done: float, total: float | None = None, message: str | None = None, **fields: Any) -> dict[str, Any]:
-        """A progress chunk to yield: ``{"progress": done, "total": total,
-        "progress_percent": ..., "message": ...}`` plus ``fields``."""
+    def progress(self, done: float, total: float | None = None, message: str | None = None,
+                 **fields: Any) -> dict[str, Any]:
+        """A progress chunk to yield, so handlers need not build the dict by hand::
+
+            yield ctx.progress(i, n, "parsing", rows=i)
+
+        gives ``{"progress": done, "total": total, "progress_percent": 0..100,
+        "elapsed_s": s, "eta_s": s, "message": message, **fields}``.
+        ``total``, ``progress_percent`` and ``eta_s`` appear only when ``total``
+        is given (``total == 0`` counts as complete); ``eta_s`` only once
+        ``done > 0``, extrapolated linearly from the elapsed time. ``fields``
+        override the computed keys. Pair it with :meth:`every` to report at a
+        steady pace rather than per item.
+        """
+        elapsed = time.monotonic() - self.started
         chunk: dict[str, Any] = {"progress": done}
         if total is not None:
             chunk["total"] = total
-            chunk["progress_percent"] = round(100.0 * done / total, 2) if total else 100.0
+            if total:
+                chunk["progress_percent"] = round(100.0 * min(max(done / total, 0.0), 1.0), 2)
+                if done > 0:
+                    chunk["eta_s"] = round(max(elapsed * (total - done) / done, 0.0), 3)
+            else:
+                chunk["progress_percent"] = 100.0
+                chunk["eta_s"] = 0.0
+        chunk["elapsed_s"] = round(elapsed, 3)
         if message is not None:
             chunk["message"] = message
         chunk.update(fields)
         return chunk
+
+    def every(self, seconds: float) -> bool:
+        """True on the first call and then at most once per ``seconds``: a cheap
+        throttle for progress reports in a tight loop::
+
+            for i, row in enumerate(rows):
+                ...
+                if ctx.every(0.5):
+                    yield ctx.progress(i + 1, len(rows))
+        """
+        now = time.monotonic()
+        if self._last_report is None or now - self._last_report >= seconds:
+            self._last_report = now
+            return True
+        return False
 
     @staticmethod
     def error(message: str, **data: Any) -> ChunkError:

@@ -241,17 +241,16 @@ class Dispatcher:
         self.stats.active_streams += 1
         return pump
 
-    async def _next(self, pump: AsyncPump | ThreadPump, ctx: Context) -> Any:
+    def _arm_deadline(self, pump: AsyncPump | ThreadPump, ctx: Context) -> asyncio.TimerHandle | None:
+        """One timer per stream (not one per chunk): at the deadline the handler's
+        context is cancelled and the consumer's next ``get()`` raises."""
         if ctx.deadline is None:
-            return await pump.get()
-        remaining = ctx.deadline - time.monotonic()
-        if remaining <= 0:
-            raise _deadline(ctx)
-        try:
-            async with asyncio.timeout(remaining):
-                return await pump.get()
-        except TimeoutError:
-            raise _deadline(ctx) from None
+            return None
+
+        def expire() -> None:
+            pump.interrupt(_deadline(ctx))
+
+        return asyncio.get_running_loop().call_later(max(0.0, ctx.deadline - time.monotonic()), expire)
 
     async def _stop(self, pump: AsyncPump | ThreadPump, ctx: Context | None) -> None:
         try:
@@ -259,15 +258,19 @@ class Dispatcher:
         finally:
             self._pumps.discard(pump)
             self.stats.active_streams -= 1
+        where = dict(command=ctx.command if ctx else "", request_id=ctx.request_id if ctx else "")
         if not finished:
-            self.log.warning(
-                "generator did not stop when closed; abandoned",
-                command=ctx.command if ctx else "", request_id=ctx.request_id if ctx else "",
-            )
+            # Python cannot stop a thread or a task that ignores its cancellation:
+            # the stream ends now, the producer is left to finish on its own.
+            self.log.warning("generator did not stop within %s s of being closed; abandoned" % CLOSE_WAIT, **where)
+        elif pump.close_error is not None:
+            self.log.warning("generator misbehaved when closed", error=f"{type(pump.close_error).__name__}: "
+                             f"{pump.close_error}", **where)
 
     async def _produce(self, req: Request, obs: _Call) -> AsyncIterator[Chunk]:
         index = 0
         pump: AsyncPump | ThreadPump | None = None
+        timer: asyncio.TimerHandle | None = None
         ctx: Context | None = None
         try:
             handler = self._admit(req)
@@ -278,8 +281,9 @@ class Dispatcher:
                 yield _encoded_chunk(Chunk(as_chunk_data(value), is_final=True), req)
                 return
             pump = self._start(handler, req.args, ctx)
+            timer = self._arm_deadline(pump, ctx)
             while True:
-                item = await self._next(pump, ctx)
+                item = await pump.get()
                 if item is END:
                     break
                 chunk = _encoded_chunk(_to_chunk(item), req)
@@ -299,8 +303,10 @@ class Dispatcher:
         except Exception as exc:
             code, message, details = self.failure(exc, req)
             obs.outcome, obs.error, obs.chunks = "error", message, index + 1
-            yield _encoded_chunk(Chunk(details, is_final=True, error=message, index=index), req)
+            yield _encoded_chunk(Chunk(details, is_final=True, error=message, index=index, code=code), req)
         finally:
+            if timer is not None:
+                timer.cancel()
             if ctx is not None:
                 ctx.cancel()
             if pump is not None:
@@ -309,12 +315,14 @@ class Dispatcher:
     async def _collect(self, req: Request, obs: _Call) -> Result:
         chunks: list[dict[str, Any]] = []
         errors: list[str] = []
+        code = "UNKNOWN"
         limit = self.config.max_execute_chunks
         inner = Request(req.command, req.args, req.request_id, req.timeout_ms, req.session_id, req.deadline, req.decode)
         async with contextlib.aclosing(self._produce(inner, obs)) as stream:
             async for chunk in stream:
                 if chunk.error:
                     errors.append(chunk.error)
+                    code = chunk.code or code
                 if chunk.is_final and not chunk.data and not chunk.error:
                     break  # the empty closing chunk carries nothing
                 if len(chunks) == limit:
@@ -326,7 +334,7 @@ class Dispatcher:
         body = {"chunks": chunks, "chunk_count": len(chunks)}
         if errors:
             obs.outcome, obs.error = "error", errors[-1]
-            return Result(False, body, errors[-1], "UNKNOWN")
+            return Result(False, body, errors[-1], code)
         obs.outcome = "ok"
         return Result(True, body)
 

@@ -91,22 +91,19 @@ async def t_count_async(args: dict[str, Any]):
 
 @command("t_swallow_async")
 async def t_swallow_async(args: dict[str, Any]):
-    """Ignores cancellation and GeneratorExit, keeps going for ``linger`` s more, then stops."""
+    """Swallows its cancellation and keeps working ``linger`` s before it yields again."""
     tag, linger = args.get("tag", ""), float(args.get("linger", 1.0))
     _start(tag)
-    stop_at = None
-    i = 0
     try:
-        while stop_at is None or time.monotonic() < stop_at:
+        i = 0
+        while True:
             try:
                 await asyncio.sleep(0.005)
-                _made(tag)
-                i += 1
-                yield {"i": i}
-            except (asyncio.CancelledError, GeneratorExit):
-                if stop_at is None:
-                    stop_at = time.monotonic() + linger
-                # swallowed on purpose: the bridge must cope with handlers like this
+            except asyncio.CancelledError:
+                await asyncio.sleep(linger)  # swallowed on purpose: the bridge must cope
+            _made(tag)
+            i += 1
+            yield {"i": i}
     finally:
         _finalized(tag)
 
