@@ -45,8 +45,9 @@ def dumps_json(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj, default=_frame_default, option=values._JSON_OPTS)
     except TypeError as exc:
-        if "64-bit" not in str(exc):
-            raise TypeError(str(exc)) from None
+        reason = str(exc.__cause__ or exc)  # orjson wraps our default's error; its message says why
+        if "64-bit" not in reason:
+            raise TypeError(reason) from None
     # An int beyond 64 bits: orjson refuses, the stdlib writes it.
     return values.json.dumps(json_safe(obj), separators=(",", ":"), ensure_ascii=False,
                              allow_nan=False).encode()

@@ -79,9 +79,9 @@ _BYTES_TYPES = (bytes, bytearray, memoryview)
 _SCALARS = (type(None), bool, int, float)
 
 # orjson decodes ints beyond 64 bits as floats; the stdlib keeps them exact.
-# Looking for 20-digit runs costs ~25 ns/byte, so only texts up to this size get it.
+# Looking for 19-digit runs costs ~25 ns/byte, so only texts up to this size get it.
 _BIG_INT_SCAN_LIMIT = 16_384
-_DIGITS_20 = re.compile(rb"[0-9]{20}")
+_DIGITS_19 = re.compile(rb"[0-9]{19}")  # -2**63 - 1 has 19 digits
 
 
 class _NotJSON(Exception):
@@ -103,6 +103,8 @@ def _json_default(obj: Any) -> Any:
 def _msgpack_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return list(obj)
+    if isinstance(obj, int):
+        raise TypeError(f"MessagePack cannot carry ints beyond 64 bits ({str(obj)[:24]}...)")
     if npy.is_ndarray(obj) or _is_numpy_scalar(obj):
         _npy_check(obj)
         return obj.tolist()
@@ -245,7 +247,7 @@ def loads_json(data: bytes) -> Any:
     """JSON text to Python; ``ValueError`` if it is not JSON. Ints beyond 64
     bits come back exact in texts up to 16 KiB, as floats (orjson) above."""
     value = orjson.loads(data)
-    if len(data) <= _BIG_INT_SCAN_LIMIT and _DIGITS_20.search(data):
+    if len(data) <= _BIG_INT_SCAN_LIMIT and _DIGITS_19.search(data):
         return json.loads(data)
     return value
 
