@@ -96,6 +96,13 @@ def session_hook(args: dict[str, Any], ctx) -> dict[str, Any]:
     return {"hooked": str(marker)}
 
 
+@command("ops_session_hook_block")
+def session_hook_block(args: dict[str, Any], ctx) -> dict[str, Any]:
+    """Registers a close hook that never returns (only the watchdog ends that)."""
+    ctx.require_session().on_close(_forever.wait)
+    return {"hooked": True}
+
+
 @command("ops_env")
 def env(args: dict[str, Any]) -> dict[str, Any]:
     """The environment variables named in ``names``."""

@@ -103,6 +103,18 @@ def test_exit_0_within_2s_despite_a_stuck_handler(spawn_bridge, command):
     assert took < POOL_KILL_AFTER, f"exit took {took:.2f}s"
 
 
+def test_watchdog_ends_a_shutdown_stuck_in_a_close_hook(spawn_bridge):
+    """A session close hook that never returns would hold the exit forever;
+    the shutdown watchdog ends the process inside the pool's 2 s."""
+    b = spawn_bridge(*OPS)
+    with Client(b.target) as c:
+        assert c.execute_in_session("stuck", "ops_session_hook_block").success
+    code, took = _term_and_time(b)
+    assert code == ExitCode.OK
+    assert took < POOL_KILL_AFTER, f"exit took {took:.2f}s"
+    assert "shutdown overran" in b.stderr_text()
+
+
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
 def test_second_signal_exits_at_once(spawn_bridge, second):
     b = spawn_bridge(*OPS)

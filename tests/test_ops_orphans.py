@@ -70,11 +70,14 @@ def test_parent_thread_ending_is_not_parent_death():
     """Linux sends the parent-death signal when the *thread* that forked us
     ends; the bridge must notice its parent process lives and keep serving."""
     box: dict[str, Bridge] = {}
-    t = threading.Thread(target=lambda: box.setdefault("b", Bridge("--adapter", "tests.handlers_ops")))
+    t = threading.Thread(target=lambda: box.setdefault("b", Bridge("--adapter", "tests.handlers_ops",
+                                                                   "--log-level", "debug")))
     t.start()
     t.join(15)
     with box["b"] as b, Client(b.target) as c:
         c.wait_ready()
+        # The signal did arrive (so the scenario is real) and was recognised as a thread ending.
+        assert wait_until(lambda: "its thread ended" in b.stderr_text(), timeout=3.0) is not None
         # The parent-pid poll runs every 0.25 s; several rounds pass meanwhile.
         assert wait_until(lambda: b.proc.poll() is not None, timeout=1.0) is None
         assert c.execute("ops_pid").result["ppid"] == os.getpid()
