@@ -1,0 +1,279 @@
+"""In-process unit tests of the dispatch core: no socket, no process."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from snakepit_bridge.config import Config
+from snakepit_bridge.dispatch import Dispatcher, Request
+from snakepit_bridge.errors import InvalidArgument
+from snakepit_bridge.registry import Kind, Registry
+
+reg = Registry()
+produced: dict[str, int] = {}
+finalized: set[str] = set()
+
+
+@reg.command("f")
+def f(args):
+    return {"kind": "function", **args}
+
+
+@reg.command("co")
+async def co(args):
+    await asyncio.sleep(0)
+    return 42  # not a dict: sent as {"value": 42}
+
+
+@reg.command("gen")
+def gen(args, ctx):
+    tag = args.get("tag", "")
+    produced[tag] = 0
+    try:
+        for i in range(args.get("n", 3)):
+            produced[tag] += 1
+            yield {"i": i}
+    finally:
+        finalized.add(tag)
+
+
+@reg.command("agen")
+async def agen(args, ctx):
+    tag = args.get("tag", "")
+    produced[tag] = 0
+    try:
+        for i in range(args.get("n", 3)):
+            produced[tag] += 1
+            yield i  # sent as {"value": i}
+    finally:
+        finalized.add(tag)
+
+
+@reg.command("mixed")
+def mixed(args, ctx):
+    yield {"a": 1}
+    yield ctx.error("bad item", item=2)
+    if args.get("raise"):
+        raise args["raise"]
+    yield ctx.final(summary=True)
+
+
+@reg.command("empty")
+async def empty():
+    return
+    yield
+
+
+@reg.command("invalid")
+def invalid(args):
+    raise InvalidArgument("x must be positive", details={"field": "x"})
+
+
+@reg.command("slow")
+def slow(args, ctx):
+    ctx.wait(10)
+    return {"cancelled": ctx.cancelled}
+
+
+@reg.command("aslow")
+async def aslow(args):
+    await asyncio.sleep(10)
+
+
+@reg.command("sleepy")
+async def sleepy(args):
+    yield {"i": 0}
+    await asyncio.sleep(10)
+    yield {"i": 1}
+
+
+def test_kinds_are_decided_at_registration():
+    assert [reg.get(n).kind for n in ("f", "co", "gen", "agen")] == [
+        Kind.FUNCTION, Kind.COROUTINE, Kind.GENERATOR, Kind.ASYNC_GENERATOR]
+
+
+@pytest.fixture
+async def d():
+    dispatcher = Dispatcher(reg, Config(stream_buffer=4, max_execute_chunks=5))
+    yield dispatcher
+    await dispatcher.aclose()
+
+
+async def chunks_of(d: Dispatcher, command: str, args: dict[str, Any] | None = None, **kw):
+    return [c async for c in d.stream(Request(command, args or {}, **kw))]
+
+
+async def test_unary_kinds_call_and_stream(d):
+    r = await d.call(Request("f", {"x": 1}))
+    assert r.success and r.result == {"kind": "function", "x": 1} and r.code == "OK"
+    r = await d.call(Request("co", {}))
+    assert r.success and r.result == {"value": 42}
+    chunks = await chunks_of(d, "co")
+    assert [(c.data, c.is_final, c.index) for c in chunks] == [({"value": 42}, True, 0)]
+
+
+@pytest.mark.parametrize("command", ["gen", "agen"])
+async def test_generators_end_with_exactly_one_empty_final(d, command):
+    chunks = await chunks_of(d, command, {"n": 3})
+    assert [c.index for c in chunks] == [0, 1, 2, 3]
+    assert [c.is_final for c in chunks] == [False, False, False, True]
+    assert chunks[-1].data == {} and chunks[-1].error == ""
+    assert chunks[1].data in ({"i": 1}, {"value": 1})
+
+
+async def test_empty_generator_is_one_final_chunk(d):
+    chunks = await chunks_of(d, "empty")
+    assert len(chunks) == 1 and chunks[0].is_final and chunks[0].index == 0
+
+
+async def test_per_item_error_then_final_marker(d):
+    chunks = await chunks_of(d, "mixed")
+    assert [(c.data, c.error, c.is_final) for c in chunks] == [
+        ({"a": 1}, "", False), ({"item": 2}, "bad item", False), ({"summary": True}, "", True)]
+
+
+async def test_exception_ends_the_stream_with_a_final_error_chunk(d):
+    chunks = await chunks_of(d, "mixed", {"raise": KeyError("k")})
+    assert [c.is_final for c in chunks] == [False, False, True]
+    assert chunks[-1].error == "KeyError: 'k'" and "traceback" in chunks[-1].data
+    assert chunks[-1].code == "UNKNOWN"
+
+
+async def test_expected_errors_keep_code_and_message(d):
+    r = await d.call(Request("invalid", {}))
+    assert (r.success, r.code, r.error, r.result) == (False, "INVALID_ARGUMENT", "x must be positive", {"field": "x"})
+    r = await d.call(Request("missing", {}))
+    assert (r.code, r.error) == ("UNIMPLEMENTED", "unknown command 'missing'")
+    chunks = await chunks_of(d, "missing")
+    assert len(chunks) == 1 and chunks[0].is_final and chunks[0].code == "UNIMPLEMENTED"
+
+
+async def test_decode_and_encode_go_through_dispatch(d):
+    def bad_decode() -> dict[str, Any]:
+        raise InvalidArgument("cannot decode 'x'")
+
+    r = await d.call(Request("f", {}, decode=bad_decode))
+    assert (r.success, r.code, r.error) == (False, "INVALID_ARGUMENT", "cannot decode 'x'")
+    r = await d.call(Request("f", {}, decode=lambda: {"y": 2}, encode=lambda m: ("enc", m)))
+    assert r.result["y"] == 2 and r.payload == ("enc", r.result)
+    chunks = await chunks_of(d, "gen", {"n": 2}, encode=lambda m: sorted(m))
+    assert [c.payload for c in chunks] == [["i"], ["i"], []]
+
+
+@pytest.mark.parametrize("command", ["slow", "aslow"])
+async def test_unary_deadline(d, command):
+    started = time.monotonic()
+    r = await d.call(Request(command, {}, timeout_ms=100))
+    assert time.monotonic() - started < 2
+    assert (r.success, r.code) == (False, "DEADLINE_EXCEEDED") and "deadline exceeded" in r.error
+
+
+async def test_transport_deadline_and_timeout_ms_take_the_earlier(d):
+    r = await d.call(Request("aslow", {}, timeout_ms=10_000, deadline=time.monotonic() + 0.05))
+    assert r.code == "DEADLINE_EXCEEDED"
+
+
+async def test_stream_deadline_gives_a_final_deadline_chunk(d):
+    started = time.monotonic()
+    chunks = await chunks_of(d, "sleepy", timeout_ms=100)
+    assert time.monotonic() - started < 2
+    assert [c.is_final for c in chunks] == [False, True]
+    assert chunks[-1].code == "DEADLINE_EXCEEDED" and "deadline exceeded" in chunks[-1].error
+    assert d.stats.active_streams == 0
+
+
+async def test_execute_collects_a_stream(d):
+    r = await d.call(Request("gen", {"n": 3}))
+    assert r.success and r.result == {"chunks": [{"i": 0}, {"i": 1}, {"i": 2}], "chunk_count": 3}
+    r = await d.call(Request("mixed", {}))  # a per-item error fails the call, keeping every chunk
+    assert not r.success and r.error == "bad item"
+    assert r.result["chunks"] == [{"a": 1}, {"item": 2}, {"summary": True}]
+    r = await d.call(Request("sleepy", {}, timeout_ms=100))
+    assert r.code == "DEADLINE_EXCEEDED"
+
+
+async def test_execute_chunk_cap(d):
+    r = await d.call(Request("gen", {"n": 5, "tag": "cap-ok"}))
+    assert r.success and r.result["chunk_count"] == 5
+    r = await d.call(Request("agen", {"n": 1_000_000, "tag": "cap"}))
+    assert (r.success, r.code) == (False, "RESOURCE_EXHAUSTED") and "ExecuteStream" in r.error
+    assert "cap" in finalized and produced["cap"] < 100  # stopped, not run to the end
+
+
+@pytest.mark.parametrize("command", ["gen", "agen"])
+async def test_producer_runs_at_most_the_buffer_ahead(d, command):
+    tag = f"lead-{command}"
+    stream = d.stream(Request(command, {"n": 1_000_000, "tag": tag}))
+    first = await anext(stream)
+    assert first.index == 0
+    for _ in range(50):  # let the producer run as far as it can
+        await asyncio.sleep(0.001)
+    # one chunk taken, at most stream_buffer (4) waiting, one being produced
+    assert produced[tag] <= 1 + 4 + 1
+    await stream.aclose()
+    assert tag in finalized and d.stats.active_streams == 0
+
+
+@pytest.mark.parametrize("command", ["gen", "agen"])
+async def test_closing_the_stream_closes_the_generator(d, command):
+    tag = f"close-{command}"
+    async with contextlib.aclosing(d.stream(Request(command, {"n": 1_000_000, "tag": tag}))) as stream:
+        async for chunk in stream:
+            if chunk.index == 2:
+                break
+    assert tag in finalized
+    assert d.stats.active_streams == 0
+
+
+async def test_cancelling_the_consumer_closes_the_generator(d):
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in d.stream(Request("sleepy", {})):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    assert d.stats.active_streams == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert d.stats.active_streams == 0
+
+
+async def test_interrupt_streams_ends_them_with_shutting_down(d):
+    stream = d.stream(Request("sleepy", {}))
+    assert (await anext(stream)).data == {"i": 0}
+    assert d.interrupt_streams() == 1
+    last = await anext(stream)
+    assert last.is_final and last.error == "worker is shutting down" and last.code == "UNAVAILABLE"
+    r = await d.call(Request("f", {}))
+    assert r.code == "UNAVAILABLE"
+
+
+async def test_sync_handlers_run_off_the_event_loop():
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    r2 = Registry()
+
+    @r2.command("where_gen")
+    def where_gen():
+        seen.append(threading.get_ident())
+        yield {}
+
+    @r2.command("where_fn")
+    def where_fn():
+        seen.append(threading.get_ident())
+
+    d2 = Dispatcher(r2)
+    try:
+        await chunks_of(d2, "where_gen")
+        assert (await d2.call(Request("where_fn", {}))).success
+    finally:
+        await d2.aclose()
+    assert len(seen) == 2 and loop_thread not in seen
