@@ -88,3 +88,16 @@ async def session_counter_stream(args: dict[str, Any], ctx: Context):
     for i in range(int(args.get("count", 3))):
         session.state["streamed"] = session.state.get("streamed", 0) + 1
         yield {"i": i, "session_id": session.id, "streamed": session.state["streamed"]}
+
+
+@command("hold_stream")
+async def hold_stream(args: dict[str, Any], ctx: Context):
+    """Yields one chunk, then stays open until ``release`` opens ``gate``."""
+    gate = args["gate"]
+    _entered.add(gate)
+    try:
+        yield {"started": gate}
+        await asyncio.wait_for(_gates.setdefault(gate, asyncio.Event()).wait(), float(args.get("timeout", 10.0)))
+    finally:
+        _entered.discard(gate)
+    yield {"released": gate}
