@@ -11,7 +11,7 @@ From a shell::
     python -m snakepit_bridge.client --port 50051 stream ping_stream '{"count": 3}'
 
 Arguments are sent unambiguously: strings as ``utf8``, bytes as ``raw``,
-everything else by the bridge's own rules (:func:`~snakepit_bridge.codecs.encode_value`:
+numpy arrays as ``npy``, everything else by the bridge's own rules (:func:`~snakepit_bridge.codecs.encode_value`:
 JSON up to the 10 KB threshold, then npy / MessagePack), each named in
 ``arg_encodings``. Results are decoded with the response's ``encodings`` map,
 and values without an entry as the Elixir client does (JSON, else the raw
@@ -40,6 +40,7 @@ import orjson
 from ._proto import snakepit_pb2 as pb
 from ._proto import snakepit_pb2_grpc as pb_grpc
 from .codecs import decode_value, encode_value
+from .codecs.npy import is_ndarray
 from .codecs.values import loads_json
 
 __all__ = ["Client", "Response", "StreamChunk", "encode_args", "decode_values"]
@@ -81,7 +82,8 @@ def encode_args(args: Mapping[str, Any] | None, *, elixir_style: bool = False,
         if isinstance(value, str):
             out[key], encodings[key] = value.encode(), "utf8"
             continue
-        data, encoding = encode_value(value, threshold)
+        # Arrays always go as npy, so a handler gets an array (with its dtype) at any size.
+        data, encoding = encode_value(value, 0 if is_ndarray(value) else threshold)
         out[key] = data
         encodings[key] = encoding
     return out, encodings
