@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -58,11 +59,14 @@ __all__ = ["Session", "SessionState", "SessionStore", "estimate_size"]
 
 Hook = Callable[[], Any]
 
-# Objects walked per estimate before giving up (the estimate is then a lower
-# bound): a value that reaches half the heap through __dict__ must not stall a call.
-MAX_WALK = 2_000_000
-_LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None), type)
+# Containers and objects walked per estimate before giving up (the estimate is
+# then a lower bound): a value that reaches half the heap through __dict__ must
+# not stall a call.
+MAX_WALK = 1_000_000
+# Counted by getsizeof alone, in bulk, without identity bookkeeping.
+_LEAVES = frozenset((str, bytes, bytearray, int, float, complex, bool, type(None)))
 _SEQUENCES = (list, tuple, set, frozenset, deque)
+_OPAQUE = (type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType)
 
 
 def estimate_size(obj: Any, max_objects: int = MAX_WALK) -> int:
@@ -70,8 +74,10 @@ def estimate_size(obj: Any, max_objects: int = MAX_WALK) -> int:
 
     Containers count their items, plain objects their ``__dict__``; an object
     with an integer ``nbytes`` (numpy array, memoryview) counts its buffer and
-    is not walked further. Shared objects are counted once per call.
+    is not walked further. A container or object reached twice counts once.
     """
+    if type(obj) in _LEAVES:
+        return sys.getsizeof(obj)
     seen: set[int] = set()
     stack = [obj]
     total = 0
@@ -84,8 +90,8 @@ def estimate_size(obj: Any, max_objects: int = MAX_WALK) -> int:
             size = sys.getsizeof(o)
         except TypeError:
             size = 64
-        if isinstance(o, _LEAVES):
-            total += size
+        if isinstance(o, _OPAQUE):
+            total += size  # code and modules are shared, not session data
             continue
         nbytes = getattr(o, "nbytes", None)
         if isinstance(nbytes, int):
@@ -93,14 +99,20 @@ def estimate_size(obj: Any, max_objects: int = MAX_WALK) -> int:
             continue
         total += size
         if isinstance(o, dict):
-            stack.extend(o.keys())
-            stack.extend(o.values())
+            items: Any = [*o.keys(), *o.values()]
         elif isinstance(o, _SEQUENCES):
-            stack.extend(o)
+            items = o
         else:
             attrs = getattr(o, "__dict__", None)
             if isinstance(attrs, dict):
                 stack.append(attrs)
+            continue
+        # Most items of big values are leaves (numbers, strings): sum those in
+        # one pass and only stack the rest.
+        leaves = [x for x in items if type(x) in _LEAVES]
+        total += sum(map(sys.getsizeof, leaves))
+        if len(leaves) != len(items):
+            stack.extend([x for x in items if type(x) not in _LEAVES])
     return total
 
 

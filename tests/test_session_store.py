@@ -57,6 +57,12 @@ def test_estimate_counts_numpy_buffers_nested_values_and_views():
 
     assert estimate_size(Obj()) >= 50_000
 
+    class Model:
+        def __init__(self):
+            self.lib, self.fn, self.weights = np, print, np.ones(1_000)
+
+    assert 8_000 <= estimate_size(Model()) < 20_000  # numpy the module is not session data
+
 
 def test_state_tracks_size_incrementally_and_enforces_the_cap():
     state = SessionState("s", max_bytes=100_000)
