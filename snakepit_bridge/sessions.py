@@ -20,11 +20,22 @@ from exiting), async hooks are awaited. A hook that raises is logged with its
 traceback and the others still run; one that overruns ``hook_timeout`` is
 logged and abandoned.
 
+Locking (``Config.session_lock``, on by default, ``--no-session-lock`` turns
+it off): the dispatcher holds :attr:`Session.lock` for each unary call in a
+session, so calls within one session run one at a time, in arrival order, and
+a handler may read-modify-write ``state`` safely; calls in different sessions
+run concurrently. Streams do not take the lock (one would block its session
+for as long as it is open), so a stream and unary calls in one session may
+interleave.
+
 Busy sessions: a session with a call in flight (:attr:`Session.busy`: its lock
 is held, or a call is counted by :meth:`Session.call_scope`) is neither expired
 nor evicted. At its expiry time it is touched instead (a running call is use);
 eviction takes the least recently used *idle* session, and when every session
-is busy a new one is refused with ResourceExhausted.
+is busy a new one is refused with ResourceExhausted. (A call the dispatcher
+runs outside ``call_scope`` / ``begin_call`` without the lock, such as a
+stream, does not mark its session busy: that session can end under it, and
+its writes then fail with FailedPrecondition.)
 
 Memory estimate: ``state`` re-estimates only the value being stored (a deep
 ``sys.getsizeof`` walk; objects with an integer ``nbytes``, e.g. numpy arrays,
