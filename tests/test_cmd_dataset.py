@@ -252,3 +252,26 @@ def test_big_file_memory_stays_flat_and_cancel_closes_it(spawn_bridge, tmp_path)
             time.sleep(0.02)
         assert str(path) not in {f.path for f in proc.open_files()}, "CSV still open after cancel"
         assert client.execute("ping").success
+
+
+def test_group_counts_are_capped(client):
+    chunks = list(client.stream("process_large_dataset", {
+        "total_rows": 100, "chunk_size": 7, "operations": {"aggregate": {"group_by": "id", "max_groups": 10}},
+    }, timeout_ms=30000))
+    agg = chunks[-1].data["final_stats"]["aggregates"]
+    assert agg["groups_truncated"] is True
+    assert agg["groups"] == {**{str(i): 1 for i in range(10)}, "__other__": 90}
+    assert "id" not in agg["columns"]  # the group column is never numeric
+
+
+def test_headerless_file_with_another_delimiter(client, tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("1;2.5;a\n2;;b\n3;4;a\n")
+    chunks = list(client.stream("process_large_dataset", {
+        "file_path": str(path), "has_header": False, "delimiter": ";", "group_by": "col3",
+    }, timeout_ms=30000))
+    stats = chunks[-1].data["final_stats"]
+    assert stats["columns"] == ["col1", "col2", "col3"]
+    assert (stats["rows_read"], stats["processed"], stats["skipped"]) == (3, 2, 1)
+    assert stats["aggregates"]["columns"]["col2"]["sum"] == 6.5
+    assert stats["aggregates"]["groups"] == {"a": 2}

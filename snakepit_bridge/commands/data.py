@@ -129,6 +129,11 @@ def _parse_operations(raw: Any) -> dict[str, dict[str, Any]]:
     clean = ops.get("clean")
     if clean is not None and clean.get("mode", "drop") not in ("drop", "count"):
         raise InvalidArgument(f"process_large_dataset clean 'mode' must be 'drop' or 'count', got {clean.get('mode')!r}")
+    agg = ops.get("aggregate")
+    if agg is not None:
+        mg = agg.get("max_groups", 10000)
+        if isinstance(mg, bool) or not isinstance(mg, int) or mg < 1:
+            raise InvalidArgument(f"process_large_dataset aggregate 'max_groups' must be a positive integer, got {mg!r}")
     tr = ops.get("transform")
     if tr is not None:
         if tr.get("kind", "signed_log1p") not in _TRANSFORMS:
