@@ -288,6 +288,7 @@ class Session:
         return self.state.nbytes
 
     def touch(self) -> None:
+        """Mark the session used now. Call on the event loop (it reorders the store)."""
         now = time.monotonic()
         self.previous_use, self.last_used = self.last_used, now
         if self._store is not None:
@@ -378,13 +379,14 @@ class Session:
         hooks.reverse()
         return hooks
 
-    def describe(self, now: float | None = None) -> dict[str, Any]:
-        """Facts for ``session_info`` / ``list_sessions``."""
+    def describe(self, now: float | None = None, *, calling: bool = False) -> dict[str, Any]:
+        """Facts for ``session_info`` / ``list_sessions``. ``calling``: the
+        caller is in this session, so idle time runs from the use before its call."""
         now = time.monotonic() if now is None else now
         return {
             "session_id": self.id,
             "age_s": round(now - self.created, 3),
-            "idle_s": round(now - self.previous_use, 3),
+            "idle_s": round(now - (self.previous_use if calling else self.last_used), 3),
             "size_bytes": self.state.nbytes,
             "max_bytes": self.state.max_bytes,
             "key_count": len(self.state),
@@ -479,16 +481,16 @@ class SessionStore:
         store (hooks of all sessions run concurrently), and wait for hook runs
         still in flight. Later ``get`` calls raise ShuttingDown. Idempotent."""
         self.closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reaper
-            self._reaper = None
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None and not reaper.done():
+            reaper.cancel()
+            if reaper.get_loop() is asyncio.get_running_loop():
+                await asyncio.wait({reaper})  # not `await reaper`: our own cancellation must propagate
         sessions = list(self._sessions.values())
         self._sessions.clear()
         closes = [self._close(s, "shutdown") for s in sessions]
         closes.append(self._close(self.default, "shutdown"))
-        await asyncio.gather(*closes, *list(self._closing))
+        await asyncio.gather(*closes, *list(self._closing), return_exceptions=True)
 
     def reap(self, now: float | None = None) -> int:
         """Expire every idle session whose ttl has passed (busy ones are touched
@@ -564,14 +566,14 @@ class SessionStore:
     # -- the reaper ------------------------------------------------------------------------
 
     def _start_reaper(self) -> None:
-        if self._reaper is not None and not self._reaper.done():
-            if self._wake is not None:
-                self._wake.set()  # it may be waiting for a first session
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop: expiry happens when someone calls reap()
+        if self._reaper is not None and not self._reaper.done() and self._reaper.get_loop() is loop:
+            if self._wake is not None:
+                self._wake.set()  # it may be waiting for a first session
+            return
         self._wake = asyncio.Event()
         self._reaper = loop.create_task(self._reap_forever(), name="session-reaper")
         self._reaper.add_done_callback(self._reaper_done)

@@ -89,7 +89,7 @@ async def session_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Keys, age, idle time (since the call before this one), estimated size
     in bytes and resource names of the calling session."""
     session = ctx.require_session()
-    info = session.describe()
+    info = session.describe(calling=True)
     info["keys"] = sorted(map(str, session.state.keys_snapshot()))
     return info
 
