@@ -73,7 +73,8 @@ class StdioBridge:
 
     def __init__(self, *args: str, protocol: str = "json", negotiate: dict | None = None,
                  script: Path = SCRIPT, mode_flag: bool = True, cwd: Path = ROOT,
-                 env: dict[str, str] | None = None, init: bool = True, timeout: float = 10.0) -> None:
+                 env: dict[str, str] | None = None, init: bool = True, timeout: float = 10.0,
+                 read_stdout: bool = True) -> None:
         argv = [sys.executable, str(script)]
         if mode_flag:
             argv += ["--mode", "pool-worker"]
@@ -89,6 +90,10 @@ class StdioBridge:
         self.stray: str | None = None  # set if stdout held something that is not a frame
         self._stderr: list[bytes] = []
         self._next_id = 1
+        #: Cleared, the stdout thread stops reading (to fill the pipe: back-pressure tests).
+        self.reading = threading.Event()
+        if read_stdout:
+            self.reading.set()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         self._stderr_thread = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr_thread.start()
@@ -109,6 +114,7 @@ class StdioBridge:
         fd = self.proc.stdout.fileno()
         buf = bytearray()
         while True:
+            self.reading.wait()
             try:
                 data = os.read(fd, 1 << 20)
             except OSError:
@@ -257,6 +263,8 @@ async def t_sleep(args: dict) -> dict:
     global _running, _peak
     _running += 1
     _peak = max(_peak, _running)
+    if args.get("announce"):
+        print("T_SLEEP-START", file=sys.stderr, flush=True)
     try:
         await asyncio.sleep(float(args.get("seconds", 0.1)))
     finally:
@@ -338,9 +346,9 @@ def t_stream_fail(args: dict):
 
 @command("t_counted_stream")
 def t_counted_stream(args: dict):
-    """``count`` chunks of ``size`` bytes; reports progress on stderr every 1000."""
+    """``count`` chunks of ``size`` bytes; reports progress on stderr every 100."""
     payload = "x" * int(args.get("size", 1000))
     for i in range(int(args["count"])):
-        if i % 1000 == 0:
+        if i % 100 == 0:
             print(f"PRODUCED {i}", file=sys.stderr, flush=True)
         yield {"i": i, "payload": payload}
