@@ -1,7 +1,14 @@
 """Structured logging with structlog, always to stderr.
 
 stdout is the protocol channel in stdio mode and the ready channel in gRPC
-mode, so nothing here may ever touch it.
+mode, so nothing here may ever touch it. Records from the standard library's
+``logging`` (grpc's Python layer, asyncio, third-party libraries a handler
+uses) are rendered by the same renderer, so ``--log-format json`` yields one
+JSON object per stderr line whatever logged it. gRPC's C core logs to stderr
+by itself (``GRPC_VERBOSITY`` / ``GRPC_TRACE`` control it).
+
+Levels: ``info`` gives one line per call (emitted by the dispatcher) plus
+lifecycle lines; per-chunk lines are ``debug`` only.
 """
 from __future__ import annotations
 
@@ -16,28 +23,31 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def configure(level: str = "info", fmt: str = "console") -> None:
-    """Route structlog (and stdlib logging, e.g. grpc's) to stderr at ``level``."""
+    """Route structlog and stdlib logging to stderr at ``level`` in ``fmt``
+    ("console" or "json"). Stdlib loggers stay at WARNING or above unless
+    ``level`` is debug: grpc and asyncio are chatty at info."""
     numeric = _LEVELS[level]
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    exc = structlog.processors.format_exc_info if fmt == "json" else structlog.processors.StackInfoRenderer()
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info if fmt == "json" else structlog.processors.StackInfoRenderer(),
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, stamp, exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, stamp],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc, renderer],
+    ))
     root = logging.getLogger()
-    root.handlers[:] = [logging.StreamHandler(sys.stderr)]
-    root.setLevel(max(numeric, logging.WARNING))
+    root.handlers[:] = [handler]
+    root.setLevel(numeric if numeric == logging.DEBUG else max(numeric, logging.WARNING))
 
 
 def get_logger(name: str = "snakepit_bridge", **bound) -> structlog.typing.FilteringBoundLogger:

@@ -124,6 +124,15 @@ def print_and_log(args: dict[str, Any], ctx) -> dict[str, Any]:
     return {"printed": int(args.get("count", 10))}
 
 
+@command("ops_stdlib_log")
+def stdlib_log(args: dict[str, Any]) -> dict[str, Any]:
+    """Logs through the standard library, as a third-party library would."""
+    import logging
+
+    logging.getLogger("thirdparty.lib").warning("third-party warning %s", args.get("n", 1))
+    return {}
+
+
 @command("ops_pid")
 def pid(args: dict[str, Any]) -> dict[str, Any]:
     return {"pid": os.getpid(), "ppid": os.getppid(), "time": time.time()}

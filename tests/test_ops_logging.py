@@ -28,6 +28,7 @@ def json_run():
         assert not c.execute("no_such_command", request_id="req-bad").success
         chunks = list(c.stream("ping_stream", {"count": 20}, request_id="req-stream"))
         assert len(chunks) == 21
+        assert c.execute("ops_stdlib_log", {"n": 7}).success
         assert b.stop() == 0
         return _json_lines(b.stderr_text())
 
@@ -46,6 +47,12 @@ def test_one_line_per_call_with_id_command_duration_outcome(json_run, rid, comma
     assert isinstance(line["duration_ms"], (int, float)) and line["duration_ms"] >= 0
     if outcome == "error":
         assert line["level"] == "warning" and "no_such_command" in line["error"]
+
+
+def test_stdlib_logging_is_rendered_as_json_too(json_run):
+    lines = [line for line in json_run if line["event"] == "third-party warning 7"]
+    assert len(lines) == 1
+    assert lines[0]["level"] == "warning" and lines[0]["logger"] == "thirdparty.lib"
 
 
 def test_lifecycle_lines(json_run):
