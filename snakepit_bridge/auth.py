@@ -18,9 +18,13 @@ from typing import Any
 
 import grpc
 
+from .logging import get_logger
+
 __all__ = ["EXEMPT_METHODS", "TokenInterceptor"]
 
 EXEMPT_METHODS = frozenset({"/grpc.health.v1.Health/Check"})
+
+_log = get_logger("snakepit_bridge.auth")
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -49,20 +53,21 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if self.authorized(handler_call_details.invocation_metadata):
             return handler
-        return _refusal(handler)
+        return _refusal(handler, handler_call_details.method)
 
 
-async def _abort(request: Any, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+def _refusal(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that logs the refusal and
+    answers UNAUTHENTICATED."""
 
+    async def _abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        _log.warning("unauthenticated call refused", method=method, peer=context.peer())
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
-async def _abort_stream(request: Any, context: grpc.aio.ServicerContext):
-    await _abort(request, context)
-    yield  # pragma: no cover - makes this an async generator; abort raises first
+    async def _abort_stream(request: Any, context: grpc.aio.ServicerContext):
+        await _abort(request, context)
+        yield  # pragma: no cover - makes this an async generator; abort raises first
 
-
-def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
     codec = dict(request_deserializer=handler.request_deserializer,
                  response_serializer=handler.response_serializer)
     if handler.unary_unary:

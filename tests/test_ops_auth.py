@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from snakepit_bridge.client import Client
 from snakepit_bridge.exitcodes import ExitCode
 from tests.bridge_process import ROOT, SCRIPT
+from tests.handlers_ops import wait_until
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -100,6 +101,10 @@ def test_token_refusals_are_logged_and_the_worker_keeps_serving(token_bridge):
         with pytest.raises(grpc.RpcError):
             bad.execute("ping")
         assert good.execute("ping").success
+    assert wait_until(lambda: "unauthenticated call refused" in token_bridge.stderr_text(), 3) is not None
+    text = token_bridge.stderr_text()
+    assert "method=/snakepit.SnakepitBridge/Execute" in text
+    assert TOKEN not in text and "nope" not in text  # tokens never reach the log
 
 
 def test_grpc_health_check_is_exempt_but_watch_is_not(token_bridge):

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 PARENT = textwrap.dedent("""
     import json, subprocess, sys, time
     stdin = subprocess.PIPE if sys.argv[1] == "pipe" else subprocess.DEVNULL
-    bridge = subprocess.Popen([sys.executable, sys.argv[2], "--port", "0", "--adapter", "tests.handlers_ops"],
+    bridge = subprocess.Popen([sys.executable, sys.argv[2], "--port", "0", "--adapter", "tests.handlers_ops", *sys.argv[4:]],
                               stdin=stdin, stdout=subprocess.PIPE, stderr=open(sys.argv[3], "wb"))
     line = bridge.stdout.readline().decode()
     print(json.dumps({"pid": bridge.pid, "line": line.strip()}), flush=True)
@@ -35,8 +35,8 @@ PARENT = textwrap.dedent("""
 """)
 
 
-def _start_parent(stdin_kind: str, tmp_path) -> tuple[subprocess.Popen, int, int]:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, stdin_kind, str(SCRIPT), str(tmp_path / "bridge.err")],
+def _start_parent(stdin_kind: str, tmp_path, *args: str) -> tuple[subprocess.Popen, int, int]:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, stdin_kind, str(SCRIPT), str(tmp_path / "bridge.err"), *args],
                               cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     info = json.loads(parent.stdout.readline())
     assert info["line"].startswith("GRPC_SERVER_READY_ON_PORT="), info
@@ -64,6 +64,20 @@ def test_parent_sigkill_takes_bridge_and_its_children(stdin_kind, tmp_path):
         for pid in (bridge_pid, locals().get("grandchild")):
             if pid and alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_no_parent_watch_outlives_its_parent(tmp_path):
+    """--no-parent-watch is for supervisors other than the pool: the bridge stays."""
+    parent, bridge_pid, port = _start_parent("pipe", tmp_path, "--no-parent-watch")
+    try:
+        parent.kill()
+        parent.wait(5)
+        assert wait_until(lambda: not alive(bridge_pid), timeout=1.0) is None
+        with Client(f"127.0.0.1:{port}") as c:
+            assert c.execute("ping", timeout=5).success
+    finally:
+        os.kill(bridge_pid, signal.SIGTERM)
+    assert wait_until(lambda: not alive(bridge_pid), timeout=3.0) is not None
 
 
 def test_parent_thread_ending_is_not_parent_death():
