@@ -225,10 +225,13 @@ class Dispatcher:
         )
 
     async def _run_unary(self, handler: Handler, args: dict[str, Any], ctx: Context) -> Any:
+        running: Any  # what to watch if the call is abandoned: the task, or the thread's future
         if handler.kind is Kind.COROUTINE:
             work: asyncio.Future[Any] = asyncio.ensure_future(handler.invoke(args, ctx))
+            running = work
         else:
-            work = asyncio.get_running_loop().run_in_executor(self.executor, handler.invoke, args, ctx)
+            running = self.executor.submit(handler.invoke, args, ctx)
+            work = asyncio.wrap_future(running)
         try:
             if ctx.deadline is None:
                 return await asyncio.shield(work)
@@ -246,6 +249,13 @@ class Dispatcher:
                 self._abandoned.add(work)
                 work.add_done_callback(self._abandoned.discard)
                 work.add_done_callback(_consume_exception)
+                asyncio.get_running_loop().call_later(CLOSE_WAIT, self._check_abandoned, running, ctx)
+
+    def _check_abandoned(self, running: Any, ctx: Context) -> None:
+        if not running.done():
+            # A sync handler that never looks at ctx.cancelled keeps its thread.
+            self.log.warning("handler still running %s s after its call ended; left to finish" % CLOSE_WAIT,
+                             command=ctx.command, request_id=ctx.request_id)
 
     def _start(self, handler: Handler, args: dict[str, Any], ctx: Context) -> AsyncPump | ThreadPump:
         gen = handler.invoke(args, ctx)

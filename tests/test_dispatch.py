@@ -277,3 +277,49 @@ async def test_sync_handlers_run_off_the_event_loop():
     finally:
         await d2.aclose()
     assert len(seen) == 2 and loop_thread not in seen
+
+
+async def test_progress_and_every():
+    from snakepit_bridge.context import Context
+
+    ctx = Context(request_id="r", command="c", deadline=None, session=None, log=None)
+    p = ctx.progress(1, 4, "step", rows=10)
+    assert p["progress"] == 1 and p["total"] == 4 and p["progress_percent"] == 25.0
+    assert p["message"] == "step" and p["rows"] == 10 and p["elapsed_s"] >= 0 and p["eta_s"] >= 0
+    assert ctx.progress(0, 0)["progress_percent"] == 100.0  # nothing to do is done
+    assert ctx.progress(7, 5)["progress_percent"] == 100.0  # clamped
+    assert "progress_percent" not in ctx.progress(3) and "eta_s" not in ctx.progress(0, 10)
+    assert ctx.progress(1, 2, progress_percent=1)["progress_percent"] == 1  # fields win
+    assert ctx.every(60) is True and ctx.every(60) is False
+    assert ctx.every(0) is True
+
+
+class RecordingLog:
+    """Stands in for the dispatcher's structlog logger."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict]] = []
+
+    def bind(self, **kw):
+        return self
+
+    def __getattr__(self, level):
+        return lambda event, **kw: self.lines.append((level, event, kw))
+
+
+async def test_abandoned_sync_handler_is_logged():
+    r2 = Registry()
+
+    @r2.command("stubborn")
+    def stubborn():
+        time.sleep(0.6)  # ignores ctx
+
+    d2 = Dispatcher(r2)
+    d2.log = log = RecordingLog()
+    try:
+        r = await d2.call(Request("stubborn", {}, timeout_ms=50))
+        assert r.code == "DEADLINE_EXCEEDED"
+        await asyncio.sleep(0.4)  # past CLOSE_WAIT, the handler still sleeping
+        assert any(level == "warning" and "left to finish" in event for level, event, _ in log.lines), log.lines
+    finally:
+        await d2.aclose()

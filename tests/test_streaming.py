@@ -179,7 +179,8 @@ def test_a_thousand_cancels_leak_no_threads_memory_or_finalizers(sbridge, sc):
     after = wait_for(lambda: (s := state(sc))["finalized"] == s["started"] and s)
     assert after["started"] - before["started"] == 900
     assert after["finalized"] - before["finalized"] == 900  # every finalizer ran
-    assert proc.num_threads() <= threads + 4, (threads, proc.num_threads())
+    # A leak would add a thread per sync stream (450 here); allow for pool growth under load.
+    assert proc.num_threads() <= threads + 16, (threads, proc.num_threads())
     assert proc.memory_info().rss - rss < 20 * 1024 * 1024
 
 
