@@ -121,3 +121,27 @@ def test_sigterm_terminates_children_a_handler_spawned(spawn_bridge):
     assert b.stop() == 0
     assert wait_until(lambda: not any(alive(k) for k in kids), timeout=2.0) is not None
     assert "children_terminated=3" in b.stderr_text()
+
+
+def test_stdio_mode_takes_its_children_on_eof():
+    """pool-worker mode: EOF on stdin ends the worker and the children it started."""
+    import struct
+
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--mode", "pool-worker", "--protocol", "json",
+                             "--adapter", "tests.handlers_ops"], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    request = json.dumps({"id": 1, "command": "ops_spawn_child", "args": {}}).encode()
+    proc.stdin.write(struct.pack(">I", len(request)) + request)
+    proc.stdin.flush()
+    (size,) = struct.unpack(">I", proc.stdout.read(4))
+    reply = json.loads(proc.stdout.read(size))
+    assert reply["success"], reply
+    grandchild = reply["result"]["pid"]
+    try:
+        assert alive(grandchild)
+        proc.stdin.close()
+        assert proc.wait(5) == 0
+        assert wait_until(lambda: not alive(grandchild), timeout=2.0) is not None
+    finally:
+        if alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
