@@ -41,6 +41,14 @@ def open_resource(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return {"resources": sorted(session.resources)}
 
 
+def _maybe_resource(args: dict[str, Any], ctx: Context) -> None:
+    # In the same call that then stays in flight, so that no idle gap exists
+    # between registering the resource and the session becoming busy.
+    if "record" in args:
+        session = ctx.require_session()
+        session.add_resource("r", _Recorded(args["record"], session.id, "r"))
+
+
 @command("incr")
 async def incr(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     """Read-modify-write of ``state["n"]`` with a yield in between: without
@@ -58,8 +66,10 @@ _entered: set[str] = set()
 
 @command("hold")
 async def hold(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """Stay in flight until ``release`` opens gate ``gate`` (or ``timeout`` s pass)."""
+    """Stay in flight until ``release`` opens gate ``gate`` (or ``timeout`` s
+    pass); with ``record``, first register resource ``r`` like open_resource."""
     gate = args["gate"]
+    _maybe_resource(args, ctx)
     _entered.add(gate)
     event = _gates.setdefault(gate, asyncio.Event())
     try:
@@ -92,8 +102,10 @@ async def session_counter_stream(args: dict[str, Any], ctx: Context):
 
 @command("hold_stream")
 async def hold_stream(args: dict[str, Any], ctx: Context):
-    """Yields one chunk, then stays open until ``release`` opens ``gate``."""
+    """Yields one chunk, then stays open until ``release`` opens ``gate``
+    (with ``record``, registers resource ``r`` first)."""
     gate = args["gate"]
+    _maybe_resource(args, ctx)
     _entered.add(gate)
     try:
         yield {"started": gate}

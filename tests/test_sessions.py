@@ -167,16 +167,16 @@ def test_ttl_expiry_runs_hooks_once_and_spares_busy_sessions(tmp_path):
     record = tmp_path / "hooks.txt"
     with Bridge(*ADAPTER, "--session-ttl", "0.5") as b, Client(b.target) as c:
         c.wait_ready()
-        c.execute_in_session("busy", "open_resource", {"name": "r", "record": str(record)})
         with ThreadPoolExecutor(1) as pool:
-            held = pool.submit(c.execute_in_session, "busy", "hold", {"gate": "g1", "timeout": 20})
+            held = pool.submit(c.execute_in_session, "busy", "hold",
+                               {"gate": "g1", "timeout": 20, "record": str(record)})
             wait_until(lambda: c.execute("held", {"gate": "g1"}).result["held"], what="hold to start")
             c.execute_in_session("idle", "open_resource", {"name": "r", "record": str(record)})
             c.execute_in_session("idle", "store", {"key": "k", "value": 1})
             wait_until(lambda: "idle r" in records(record), what="idle session to expire")
             # "busy" has been idle-by-clock for longer than its ttl, but its call is in flight.
-            ids = [s["session_id"] for s in c.execute("list_sessions").result["sessions"]]
-            assert ids == ["busy"]
+            (busy,) = c.execute("list_sessions").result["sessions"]
+            assert busy["session_id"] == "busy" and busy["resources"] == ["r"] and busy["age_s"] > 0.5
             c.execute("release", {"gate": "g1"})
             assert held.result(10).success
         wait_until(lambda: "busy r" in records(record), what="busy session to expire after its call")
@@ -216,8 +216,8 @@ def test_a_stream_in_flight_keeps_its_session(tmp_path):
     record = tmp_path / "hooks.txt"
     with Bridge(*ADAPTER, "--session-ttl", "0.5") as b, Client(b.target) as c:
         c.wait_ready()
-        c.execute_in_session("streamer", "open_resource", {"name": "r", "record": str(record)})
-        stream = c.stream("hold_stream", {"gate": "g2", "timeout": 20}, session_id="streamer")
+        stream = c.stream("hold_stream", {"gate": "g2", "timeout": 20, "record": str(record)},
+                          session_id="streamer")
         assert next(stream).data == {"started": "g2"}
         c.execute_in_session("idle", "open_resource", {"name": "r", "record": str(record)})
         wait_until(lambda: "idle r" in records(record), what="idle session to expire")
