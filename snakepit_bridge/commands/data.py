@@ -55,6 +55,10 @@ The final chunk: ``final_stats`` = ``{rows_read, processed, skipped, errors,
 dirty_rows, columns, numeric_columns, operations, aggregates}`` plus
 ``chunk_count``, ``elapsed_ms``, ``rows_per_second``.
 
+Measured once by hand (2-core shared machine, load ~8): a 1 GB file of
+25.76 M rows, chunk_size 10000, clean+transform+aggregate with group_by:
+RSS grew by 12 MB; 115 k rows/s under load (~360 k rows/s on a quiet machine).
+
 Sums are ``math.fsum`` per chunk combined with compensated summation, so they
 agree with ``math.fsum`` over all values to a few ulps; counts, min, max and
 group counts are exact.

@@ -15,7 +15,10 @@ registry = Registry()
 
 @registry.command("ping_stream")
 async def ping_stream(args: dict[str, Any], ctx: Context) -> AsyncIterator[dict[str, Any]]:
-    """``count`` pings (default 5), ``interval`` seconds apart (default 0)."""
+    """``count`` pings (default 5), ``interval`` seconds apart (default 0).
+
+    Runs on the event loop; the interval is an ``asyncio.sleep``, so a cancel
+    or the deadline stops the stream at once, even in a long interval."""
     count, interval = args.get("count", 5), args.get("interval", 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise InvalidArgument(f"ping_stream 'count' must be a non-negative integer, got {count!r}")
