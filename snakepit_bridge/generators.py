@@ -57,14 +57,10 @@ REMEMBER_ENDED = 1024
 CLOSE_WAIT = 0.5
 
 
-async def _pull(stream: AsyncGenerator[Chunk, None]) -> Chunk:
-    return await stream.__anext__()
-
-
 class _Generator:
     """One open pull generator and the state a batch may leave behind."""
 
-    __slots__ = ("id", "command", "stream", "deadline", "last_used", "lock", "pending", "pulling", "done", "closed")
+    __slots__ = ("id", "command", "stream", "deadline", "last_used", "lock", "pending", "filling", "done", "closed")
 
     def __init__(self, gid: str, req: Request, stream: AsyncGenerator[Chunk, None]) -> None:
         self.id = gid
@@ -73,52 +69,50 @@ class _Generator:
         self.deadline = req.deadline
         self.last_used = time.monotonic()
         self.lock = asyncio.Lock()  # one batch at a time per generator
-        self.pending: deque[Chunk] = deque()  # taken but not delivered (an interrupted batch)
-        self.pulling: asyncio.Task[Chunk] | None = None  # the pull in flight, if any
+        self.pending: deque[Chunk] = deque()  # pulled, not yet delivered
+        self.filling: asyncio.Task[None] | None = None  # the pull in flight, if any
         self.done = False  # the final chunk has been pulled
         self.closed = False
 
+    async def _fill(self, n: int) -> None:
+        """Pull until ``n`` chunks are pending or the final one is. Runs as its own
+        task (one per batch, not per chunk) so a cancelled batch loses nothing."""
+        while len(self.pending) < n and not self.done:
+            chunk = await self.stream.__anext__()
+            self.pending.append(chunk)
+            if chunk.is_final:
+                self.done = True
+
     async def take(self, n: int) -> list[Chunk]:
         """Up to ``n`` chunks, stopping after the final one."""
-        batch: list[Chunk] = []
-        try:
-            while len(batch) < n:
-                if self.pending:
-                    chunk = self.pending.popleft()
-                elif self.done or self.closed:
-                    break
-                else:
-                    if self.pulling is None:
-                        self.pulling = asyncio.ensure_future(_pull(self.stream))
-                    # Shielded: if this batch is cancelled, the pull goes on and
-                    # its chunk is kept for the next batch.
-                    chunk = await asyncio.shield(self.pulling)
-                    self.pulling = None
-                    if chunk.is_final:
-                        self.done = True
-                batch.append(chunk)
-                if chunk.is_final:
-                    break
-        except StopAsyncIteration:  # cannot happen after a final chunk; defensive
-            self.pulling = None
-            self.done = True
-        except asyncio.CancelledError:
-            if not self.closed:
-                self.pending.extendleft(reversed(batch))
-                raise
-            # closed under us: return what we have
-        return batch
+        while len(self.pending) < n and not self.done and not self.closed:
+            if self.filling is None:
+                self.filling = asyncio.ensure_future(self._fill(n))
+            try:
+                # Shielded: if this batch is cancelled, the pull goes on and its
+                # chunks are there for the next batch.
+                await asyncio.shield(self.filling)
+            except asyncio.CancelledError:
+                if not self.closed:
+                    raise
+                break  # closed under us: return what we have
+            except StopAsyncIteration:  # the stream ended without a final chunk: cannot happen
+                self.done = True
+            finally:
+                if self.filling is not None and self.filling.done():
+                    self.filling = None
+        return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
 
     async def aclose(self) -> None:
         """Stop the handler (its generator is closed in its producer)."""
         self.closed = True
-        pulling, self.pulling = self.pulling, None
-        if pulling is not None and not pulling.done():
-            pulling.cancel()  # the stream's own finally closes the handler's generator
-            await asyncio.wait({pulling}, timeout=CLOSE_WAIT)
-        if pulling is not None and pulling.done() and not pulling.cancelled():
-            pulling.exception()  # retrieved
-        if pulling is None or pulling.done():
+        filling, self.filling = self.filling, None
+        if filling is not None and not filling.done():
+            filling.cancel()  # the stream's own finally closes the handler's generator
+            await asyncio.wait({filling}, timeout=CLOSE_WAIT)
+        if filling is not None and filling.done() and not filling.cancelled():
+            filling.exception()  # retrieved, so asyncio does not log it
+        if filling is None or filling.done():
             with contextlib.suppress(RuntimeError):  # still running if the pull ignored its cancel
                 await self.stream.aclose()
         self.pending.clear()
@@ -205,6 +199,8 @@ class GeneratorStore:
             if gen.closed and not gen.done:
                 return batch, False, self._gone(generator_id)
         if gen.done and not gen.pending:
+            # The final chunk is delivered: close the stream now (it ran its own
+            # cleanup already, or does so here) and forget the id.
             await self._end(generator_id, "finished")
             return batch, False, ""
         return batch, True, ""
