@@ -37,7 +37,7 @@ from snakepit_bridge.errors import InvalidArgument
 
 BIG = 10**9  # a threshold above every generated value: JSON everything
 
-settings.register_profile("bridge", deadline=None, max_examples=150,
+settings.register_profile("bridge", deadline=None, max_examples=100,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("bridge")
 

@@ -77,10 +77,12 @@ DEFAULT_THRESHOLD = 10_240
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _BYTES_TYPES = (bytes, bytearray, memoryview)
 _SCALARS = (type(None), bool, int, float)
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 # orjson decodes ints beyond 64 bits as floats; the stdlib keeps them exact.
 # Looking for 19-digit runs costs ~25 ns/byte, so only texts up to this size get it.
 _BIG_INT_SCAN_LIMIT = 16_384
+_WALK_LIMIT = 65_536  # items json_exceeds looks at before it gives up (~1 ms)
 _DIGITS_19 = re.compile(rb"[0-9]{19}")  # -2**63 - 1 has 19 digits
 
 
@@ -138,7 +140,7 @@ def _dumps_json(value: Any) -> bytes:
     except TypeError as exc:
         first = exc
     try:
-        return json.dumps(_finite(value), default=_json_default, separators=(",", ":"),
+        return json.dumps(_finite(value), default=lambda o: _finite(_json_default(o)), separators=(",", ":"),
                           ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError):
         raise _NotJSON(str(first)) from None
@@ -151,9 +153,12 @@ def _dumps_msgpack(value: Any) -> bytes:
 def json_exceeds(value: Any, budget: int) -> bool:
     """True when the JSON text of ``value`` is surely longer than ``budget``
     bytes, or JSON cannot carry it (it holds bytes). A lower bound: False
-    does not promise it fits. Stops as soon as the bound passes ``budget``,
-    so it never looks at more than about ``budget`` items."""
+    does not promise it fits. Stops as soon as the bound passes ``budget``
+    (every item adds at least a byte, so after about ``budget`` items), and
+    after 65,536 items in any case (undecided: False), so a huge budget costs
+    a bounded walk, not a second pass over the value."""
     total = 1  # every JSON value is at least one byte; each item below adds the rest of its own
+    seen = 0
     stack = [value]
     while stack:
         v = stack.pop()
@@ -166,6 +171,9 @@ def json_exceeds(value: Any, budget: int) -> bool:
             total += 4 * n + (n - 1 if n else 1)  # "{}" plus, per entry, '"":' and a value byte, and commas
             if total > budget:
                 return True
+            seen += n
+            if seen > _WALK_LIMIT:
+                return False  # undecided: let the encoder measure
             for k, item in v.items():
                 if isinstance(k, str):
                     total += len(k)
@@ -175,7 +183,11 @@ def json_exceeds(value: Any, budget: int) -> bool:
             total += 2 * n if n else 1  # "[]" plus n items (1 byte each, counted here) and n-1 commas
             if total > budget:
                 return True
-            stack.extend(item for item in v if not isinstance(item, _SCALARS))
+            seen += n
+            if seen > _WALK_LIMIT:
+                return False
+            if not set(map(type, v)) <= _SCALAR_TYPES:  # C speed for the common all-scalar list
+                stack.extend(item for item in v if not isinstance(item, _SCALARS))
         elif isinstance(v, _BYTES_TYPES):
             return True
         elif npy.is_ndarray(v):
