@@ -7,8 +7,9 @@ Arguments:
 * ``file_path`` (str): a CSV file with a header row (``has_header`` false
   names the columns ``col1..colN``). Read as UTF-8 (a BOM is skipped,
   undecodable bytes become U+FFFD), ``delimiter`` (default ``","``).
-  The file is streamed: one chunk of rows is in memory at a time, so RSS stays
-  flat whatever the file size. Missing file -> NOT_FOUND.
+  The file is streamed: two chunks of rows (the current one and a one-chunk
+  lookahead) are in memory at a time, so RSS depends on ``chunk_size``, never
+  on the file size. Missing file -> NOT_FOUND.
 * ``total_rows`` (int, default 1000): without ``file_path``, the 0.3 synthetic
   mode: row ``i`` (0-based) is ``id=i, value=((i*7919) % 1000) / 10,
   category="c{i % 4}"``; it goes through the same pipeline.
