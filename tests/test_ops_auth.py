@@ -189,3 +189,11 @@ def test_tls_and_token_together(spawn_bridge, certs):
 def test_tls_cert_without_key_is_a_config_error(certs):
     proc = _run("--tls-cert", str(certs / "server.pem"))
     assert proc.returncode == ExitCode.CONFIG and "--tls-key" in proc.stderr.decode()
+
+
+def test_missing_tls_files_are_a_clear_config_error(tmp_path):
+    missing = tmp_path / "nope.pem"
+    proc = _run("--tls-cert", str(missing), "--tls-key", str(missing))
+    assert proc.returncode == ExitCode.CONFIG
+    assert "cannot start" in proc.stderr.decode() and str(missing) in proc.stderr.decode()
+    assert proc.stdout == b""
