@@ -308,9 +308,6 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, request_stop: An
             check("poll")
 
     task = loop.create_task(poll())
-
-    def unwatch() -> None:
-        task.cancel()
-        loop.remove_signal_handler(PARENT_DEATH_SIGNAL)
-
-    return unwatch
+    # The signal handler stays: should the parent die during the last moments
+    # of shutdown, SIGHUP's default action would end us with a non-zero status.
+    return task.cancel
