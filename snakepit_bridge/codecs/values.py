@@ -47,9 +47,46 @@ client that means the string sends ``arg_encodings={"key": "utf8"}`` (our
 cannot decode is an :class:`~snakepit_bridge.errors.InvalidArgument` naming
 the argument.
 
-Speed (this machine, 2 shared cores, encode+decode of one value): see
-``docs`` in the issue report; in short a 100 MB float64 array round-trips
-through npy in ~30-60 ms (one copy out, none in), where JSON takes seconds.
+Speed (quick measurements on the shared 2-core dev box, best of several
+runs; the permanent benchmark lives in ``benchmarks/``), encode + decode of
+one value, list = Python list of floats, arr = float64 numpy array:
+
+=========  ==========  =========  ==========  =========  ========  ==========
+size       JSON list   JSON arr   msgpack     npy        raw       utf8
+=========  ==========  =========  ==========  =========  ========  ==========
+1 KB       0.02 ms     0.03 ms    <0.01 ms    0.03 ms    0         <0.01 ms
+1 MB       3.8 ms      2.7 ms     4.6 ms      0.07 ms    0         0.08 ms
+10 MB      63 ms       75 ms      90 ms       0.75 ms    0         1.5 ms
+100 MB     1.4 s       1.4 s      1.5 s       71 ms      0         0.2-0.5 s
+=========  ==========  =========  ==========  =========  ========  ==========
+
+(npy at 100 MB is page faults on a fresh 100 MB buffer; decode is ~0.2 ms.)
+
+Echo through the bridge (``echo_payload``, request pre-encoded) vs a bare
+grpcio servicer handing ``args`` back: 1 MB 0.9-1.1x, 10 MB 1.0-1.2x,
+100 MB 1.0-1.5x of the bare time (~90 ms at 10 MB, ~1 s at 100 MB: gRPC
+itself dominates). End to end with the Python client, a 1 MB float64 array
+echoes in ~4 ms as npy vs ~31 ms as JSON everything (8x); as a Python list
+of floats, MessagePack is only ~2x faster than JSON (list building dominates).
+
+Copies of a 100 MB numpy array, user space (kernel socket copies aside;
+grpcio 1.85 without its zero-copy experiment, protobuf upb):
+
+* out (handler -> wire): npy bytes 1 (header and ``arr.data`` joined straight
+  into one ``bytes``; ``np.save`` into BytesIO took 2-3), into the protobuf
+  message 1, ``SerializeToString`` 2 (it takes two copies' time: upb encodes
+  into its arena, then into a Python ``bytes``), grpc's send slice 1
+  (``grpc_slice_from_copied_buffer``): 5. A bare servicer returning the
+  request's map makes 4 (no npy step).
+* in (wire -> handler): grpc's received slices to ``bytes`` 2 (one per slice,
+  then ``b"".join``), protobuf parse 1, reading the map entry out of the
+  message 1 (every read copies: read it once), npy decode 0
+  (``np.frombuffer``; ``np.load`` copied once more): 4. The bare servicer
+  makes 3 (it copies the map message to message, not out to Python).
+
+So the bridge adds one copy each way over the bare servicer; the rest is
+grpcio and protobuf, which a custom (de)serializer could cut (server.py
+registers the generated handlers, so that is not done here).
 """
 from __future__ import annotations
 
