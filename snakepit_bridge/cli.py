@@ -49,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["grpc", "pool-worker"], default="grpc",
                    help="grpc (default) or pool-worker: framed JSON/MessagePack on stdin/stdout")
     p.add_argument("--adapter", help="MODULE.CLASS (or MODULE) providing commands, in addition to the built-ins")
-    p.add_argument("--port", type=int, default=50051, help="port to listen on; 0 = any free port (default 50051)")
+    p.add_argument("--port", type=int, default=50051, help="port to listen on (default 50051); if taken, another free port is bound and reported "
+                        "in the ready line; 0 = any free port")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--strict-port", action="store_true", help="exit if --port is taken instead of binding another")
+    p.add_argument("--strict-port", action="store_true", help="exit with code 4 if --port is taken instead of binding another")
     p.add_argument("--protocol", choices=["json", "msgpack"], help="pool-worker: fixed wire protocol (default: negotiate)")
     p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("--worker-id", default="", help="name reported by Health when the caller sends none")
