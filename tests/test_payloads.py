@@ -268,3 +268,25 @@ def test_100mb_default_limit_both_ways(pclient):
         pclient.execute("echo_payload", {"v": b"\x01" * (101 * MB)}, timeout=60)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert str(100 * MB) in info.value.details()
+
+
+def test_generator_batch_over_the_limit_is_a_clear_error(small_bridge):
+    """Each 600 KB chunk fits a 1 MB message; three in one batch do not."""
+    with Client(small_bridge.target) as c:
+        gen = c.init_generator("t_big_stream", {"count": 3, "size": 600 * KB})
+        assert not gen.error
+        with pytest.raises(grpc.RpcError) as info:
+            c.next_batch(gen.generator_id, batch_size=3)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert str(MB) in info.value.details() and "batch_size" in info.value.details()
+        c.close_generator(gen.generator_id)
+        gen = c.init_generator("t_big_stream", {"count": 2, "size": 600 * KB})
+        chunks, _, error = c.next_batch(gen.generator_id, batch_size=1)
+        assert not error and chunks[0].data["array"].nbytes == 600 * KB
+
+
+def test_session_requests_take_arg_encodings(pclient):
+    r = pclient.execute_in_session("payload-session", "echo_payload", {"s": "123", "a": np.arange(3.0)})
+    assert r.success and r.result["s"] == "123" and r.result["a"] == [0.0, 1.0, 2.0]
+    chunks = list(pclient.stream("echo_payload", {"s": "true"}, session_id="payload-session"))
+    assert chunks[-1].is_final and chunks[-1].data["s"] == "true"
