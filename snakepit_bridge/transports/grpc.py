@@ -102,10 +102,11 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         return encode
 
     def _too_large(self, size: int, out: Mapping[str, bytes]) -> str:
-        biggest = max(out, key=lambda k: len(out[k]))
+        biggest = max(out, key=lambda k: len(out[k]), default=None)
         mb = self.dispatcher.config.max_message_mb
+        which = f" (value {biggest!r} is {len(out[biggest])} bytes)" if biggest is not None else ""
         return (
-            f"result too large: {size} bytes encoded (value {biggest!r} is {len(out[biggest])} bytes) "
+            f"result too large: {size} bytes encoded{which} "
             f"exceeds the message limit of {self.max_message_bytes} bytes ({mb} MB); "
             f"start the bridge with a larger --max-message-mb, or stream the value in parts"
         )
