@@ -13,6 +13,8 @@ Outgoing (result and chunk values), each value on its own
   away: a cheap walk bounds the JSON text from below (every item is at least
   one byte, every string its length plus quotes) and stops as soon as that
   bound passes ``T``; only values that might fit are JSON-encoded and measured.
+  (The walk also stops after 65,536 items; only with thresholds far above the
+  default can a big structure then be JSON-encoded once just to be measured.)
   So ``T = 0`` sends every non-scalar binary.
 * a value JSON cannot carry goes binary at any size: complex arrays (npy),
   structures holding bytes (msgpack). A structure MessagePack cannot carry
@@ -27,7 +29,9 @@ threshold above its size, or read the map).
 What each encoding carries:
 
 * JSON has no NaN or infinity: they become ``null``. Ints of any size travel
-  (beyond 64 bits via the stdlib encoder). Tuples and sets become lists; non-
+  (beyond 64 bits via the stdlib encoder); Python decodes them exactly in JSON
+  texts up to 16 KiB and as floats above (orjson; the digit scan that catches
+  them costs too much on big texts). Elixir's Jason decodes them exactly. Tuples and sets become lists; non-
   string dict keys become strings.
 * MessagePack carries NaN/inf, bytes (bin) and int keys; ints beyond the
   64-bit range cannot travel (such a structure falls back to JSON). numpy
@@ -297,7 +301,7 @@ def loads_json(data: bytes) -> Any:
     bits come back exact in texts up to 16 KiB, as floats (orjson) above."""
     value = orjson.loads(data)
     if len(data) <= _BIG_INT_SCAN_LIMIT and _DIGITS_19.search(data):
-        return json.loads(data)
+        return json.loads(bytes(data))
     return value
 
 
