@@ -142,12 +142,7 @@ class Dispatcher:
                 if handler.streaming:
                     return _encoded(await self._collect(req, obs), req)
                 ctx = self._context(req, handler)
-                session = ctx.session
-                if session is not None and self.config.session_lock:
-                    async with session.lock:
-                        value = await self._run_unary(handler, req.args, ctx)
-                else:
-                    value = await self._run_unary(handler, req.args, ctx)
+                value = await self._run_in_session(handler, req.args, ctx)
                 return _encoded(Result(True, as_chunk_data(value)), req)
             except asyncio.CancelledError:
                 obs.outcome = "cancelled"
@@ -217,12 +212,22 @@ class Dispatcher:
             own = time.monotonic() + req.timeout_ms / 1000.0
             deadline = own if deadline is None else min(deadline, own)
         session_id = req.session_id or req.args.get("session_id")
+        if isinstance(session_id, int) and not isinstance(session_id, bool):
+            session_id = str(session_id)  # Elixir sends strings raw: "4242" arrives as JSON 4242
         session = self.sessions.get(session_id) if isinstance(session_id, str) and session_id else None
         log = self.log.bind(request_id=req.request_id, command=req.command)
         return Context(
             request_id=req.request_id, command=req.command, deadline=deadline,
             session=session, log=log, dispatcher=self,
         )
+
+    async def _run_in_session(self, handler: Handler, args: dict[str, Any], ctx: Context) -> Any:
+        """A unary call; in a session it counts as in flight (the session is not
+        expired under it) and holds the session's lock when ``config.session_lock``."""
+        if ctx.session is None:
+            return await self._run_unary(handler, args, ctx)
+        async with ctx.session.call_scope(lock=self.config.session_lock):
+            return await self._run_unary(handler, args, ctx)
 
     async def _run_unary(self, handler: Handler, args: dict[str, Any], ctx: Context) -> Any:
         running: Any  # what to watch if the call is abandoned: the task, or the thread's future
@@ -298,14 +303,20 @@ class Dispatcher:
         pump: AsyncPump | ThreadPump | None = None
         timer: asyncio.TimerHandle | None = None
         ctx: Context | None = None
+        in_session = False
         try:
             handler = self._admit(req)
             ctx = self._context(req, handler)
             if not handler.streaming:
-                value = await self._run_unary(handler, req.args, ctx)
+                value = await self._run_in_session(handler, req.args, ctx)
                 obs.chunks = 1
                 yield _encoded_chunk(Chunk(as_chunk_data(value), is_final=True), req)
                 return
+            if ctx.session is not None:
+                # A stream in flight is use of its session (no lock: it would
+                # block the session for as long as the stream is open).
+                ctx.session.begin_call()
+                in_session = True
             pump = self._start(handler, req.args, ctx)
             timer = self._arm_deadline(pump, ctx)
             while True:
@@ -337,6 +348,8 @@ class Dispatcher:
                 ctx.cancel()
             if pump is not None:
                 await self._stop(pump, ctx)
+            if in_session:
+                ctx.session.end_call()  # type: ignore[union-attr]
 
     async def _collect(self, req: Request, obs: _Call) -> Result:
         chunks: list[dict[str, Any]] = []
