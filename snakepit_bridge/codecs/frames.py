@@ -19,6 +19,7 @@ maps, lists, strings, numbers, bytes. Both raise ``ValueError`` on bad data.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgpack
@@ -49,7 +50,7 @@ def dumps_json(obj: Any) -> bytes:
         if "64-bit" not in reason:
             raise TypeError(reason) from None
     # An int beyond 64 bits: orjson refuses, the stdlib writes it.
-    return values.json.dumps(json_safe(obj), separators=(",", ":"), ensure_ascii=False,
+    return json.dumps(json_safe(obj), separators=(",", ":"), ensure_ascii=False,
                              allow_nan=False).encode()
 
 
