@@ -93,7 +93,9 @@ async def _unary(stub, request, total: int, inflight: int) -> tuple[float, list[
     return time.perf_counter() - t0, latencies
 
 
-async def unary(bridge: Server, bare: Server, total: int) -> list[Row]:
+async def unary(bridge: Server, bare: Server, total: int, rounds: int = 3) -> list[Row]:
+    """Bridge and bare take turns (``rounds`` blocks each), so a change in the
+    machine's load during the run hits both alike."""
     rows = []
     async with channel(bridge) as cb, channel(bare) as c0:
         sb, s0 = pb_grpc.SnakepitBridgeStub(cb), pb_grpc.SnakepitBridgeStub(c0)
@@ -101,16 +103,20 @@ async def unary(bridge: Server, bare: Server, total: int) -> list[Row]:
         await _unary(sb, rb, 200, 8)  # warm up both
         await _unary(s0, r0, 200, 8)
         for inflight in (1, 8, 64):
-            n = total if inflight > 1 else total // 2
-            cpu = bridge.cpu()
-            tb, lb = await _unary(sb, rb, n, inflight)
-            cpu_b = (bridge.cpu() - cpu) / n * 1e6
-            cpu = bare.cpu()
-            t0, l0 = await _unary(s0, r0, n, inflight)
-            cpu_0 = (bare.cpu() - cpu) / n * 1e6
+            n = (total if inflight > 1 else total // 2) // rounds
+            acc = {"bridge": [0.0, 0.0, []], "bare": [0.0, 0.0, []]}  # seconds, cpu seconds, latencies
+            for _ in range(rounds):
+                for key, server, stub, req in (("bridge", bridge, sb, rb), ("bare", bare, s0, r0)):
+                    cpu = server.cpu()
+                    elapsed, latencies = await _unary(stub, req, n, inflight)
+                    acc[key][0] += elapsed
+                    acc[key][1] += server.cpu() - cpu
+                    acc[key][2] += latencies
+            calls = n * rounds
+            (tb, cb_, lb), (t0, c0_, l0) = acc["bridge"], acc["bare"]
             label = "sequential" if inflight == 1 else f"{inflight} in flight"
-            rows.append(Row("Unary ping", f"{label}: throughput", "calls/s", n / tb, n / t0, higher_is_better=True,
-                            bridge_cpu=cpu_b, bare_cpu=cpu_0))
+            rows.append(Row("Unary ping", f"{label}: throughput", "calls/s", calls / tb, calls / t0,
+                            higher_is_better=True, bridge_cpu=cb_ / calls * 1e6, bare_cpu=c0_ / calls * 1e6))
             rows.append(Row("Unary ping", f"{label}: latency p50", "ms", median(lb) * 1e3, median(l0) * 1e3))
             if inflight == 1:
                 rows.append(Row("Unary ping", f"{label}: latency p99", "ms", pct(lb, 99) * 1e3, pct(l0, 99) * 1e3))
@@ -138,22 +144,29 @@ async def _streams(server: Server, stub, request_for, streams: int, per_stream: 
     return chunks / elapsed, (server.cpu() - cpu) / chunks * 1e6
 
 
-async def streams(bridge: Server, bare: Server, total: int) -> list[Row]:
+async def streams(bridge: Server, bare: Server, total: int, rounds: int = 2) -> list[Row]:
     rows = []
     async with channel(bridge) as cb, channel(bare) as c0:
         sb, s0 = pb_grpc.SnakepitBridgeStub(cb), pb_grpc.SnakepitBridgeStub(c0)
         bare_req = lambda n: bare_request("stream", {"count": n})  # noqa: E731
         await _streams(bare, s0, bare_req, 1, 1000)
         for n_streams in (1, 8):
-            per = total // n_streams
-            rate0, cpu0 = await _streams(bare, s0, bare_req, n_streams, per)
+            per = total // n_streams // rounds
             for command, kind in (("bench_stream", "async generator"), ("bench_stream_sync", "sync generator")):
                 req = lambda n, c=command: bridge_request(c, {"count": n})  # noqa: E731
                 await _streams(bridge, sb, req, 1, 500)
-                rate, cpu = await _streams(bridge, sb, req, n_streams, per)
+                b_rates, b_cpus, z_rates, z_cpus = [], [], [], []
+                for _ in range(rounds):  # take turns with the bare servicer
+                    rate, cpu = await _streams(bridge, sb, req, n_streams, per)
+                    b_rates.append(rate)
+                    b_cpus.append(cpu)
+                    rate, cpu = await _streams(bare, s0, bare_req, n_streams, per)
+                    z_rates.append(rate)
+                    z_cpus.append(cpu)
                 label = "1 stream" if n_streams == 1 else f"{n_streams} concurrent streams"
-                rows.append(Row("Streams (empty chunks)", f"{label}, {kind}", "chunks/s", rate, rate0,
-                                higher_is_better=True, bridge_cpu=cpu, bare_cpu=cpu0, cpu_unit="µs/chunk"))
+                rows.append(Row("Streams (empty chunks)", f"{label}, {kind}", "chunks/s", median(b_rates),
+                                median(z_rates), higher_is_better=True, bridge_cpu=median(b_cpus),
+                                bare_cpu=median(z_cpus), cpu_unit="µs/chunk"))
     return rows
 
 
@@ -170,17 +183,22 @@ async def _first_chunk(stub, request, reps: int) -> list[float]:
 
 async def first_chunk(bridge: Server, bare: Server, reps: int) -> list[Row]:
     n = 1_000_000
+    section = "First chunk of a 1,000,000-item stream"
     async with channel(bridge) as cb, channel(bare) as c0:
         sb, s0 = pb_grpc.SnakepitBridgeStub(cb), pb_grpc.SnakepitBridgeStub(c0)
-        await _first_chunk(sb, bridge_request("bench_stream", {"count": n}), 3)
-        await _first_chunk(s0, bare_request("stream", {"count": n}), 3)
-        bare_ms = await _first_chunk(s0, bare_request("stream", {"count": n}), reps)
+        bare_req = bare_request("stream", {"count": n})
+        await _first_chunk(s0, bare_req, 3)
         rows = []
         for command, kind in (("bench_stream", "async generator"), ("bench_stream_sync", "sync generator"),
                               ("ping_stream", "built-in ping_stream")):
-            ms = await _first_chunk(sb, bridge_request(command, {"count": n}), reps)
-            rows.append(Row("First chunk of a 1,000,000-item stream", f"{kind}: p50", "ms", median(ms), median(bare_ms)))
-            rows.append(Row("First chunk of a 1,000,000-item stream", f"{kind}: p95", "ms", pct(ms, 95), pct(bare_ms, 95)))
+            req = bridge_request(command, {"count": n})
+            await _first_chunk(sb, req, 3)
+            ms, bare_ms = [], []
+            for _ in range(reps):  # take turns with the bare servicer
+                ms += await _first_chunk(sb, req, 1)
+                bare_ms += await _first_chunk(s0, bare_req, 1)
+            rows.append(Row(section, f"{kind}: p50", "ms", median(ms), median(bare_ms)))
+            rows.append(Row(section, f"{kind}: p95", "ms", pct(ms, 95), pct(bare_ms, 95)))
     return rows
 
 
@@ -228,6 +246,7 @@ async def cancellation(bridge: Server, bare: Server, reps: int) -> list[Row]:
                 lambda t: bridge_request("bench_probe", {"tag": t}), reps)
             note = f"{missing} of {reps} finalizers not seen within 3 s" if missing else ""
             rows.append(Row("Cancel to finalizer", f"{kind}: p50", "ms", median(ms), median(bare_ms), note=note))
+            rows.append(Row("Cancel to finalizer", f"{kind}: p95", "ms", pct(ms, 95), pct(bare_ms, 95)))
             rows.append(Row("Cancel to finalizer", f"{kind}: max", "ms", max(ms, default=float("nan")),
                             max(bare_ms, default=float("nan"))))
     return rows
