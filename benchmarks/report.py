@@ -178,8 +178,19 @@ class Results:
 
 
 def _meta_line(meta: dict[str, Any]) -> str:
-    keys = ("date", "host_cpus", "loadavg", "python", "grpcio", "numpy", "duration_s", "quick")
-    return "Run: " + ", ".join(f"{k} `{meta[k]}`" for k in keys if k in meta)
+    parts = []
+    if "date" in meta:
+        parts.append(f"Run of {meta['date']}")
+    if "host_cpus" in meta:
+        parts.append(f"{meta['host_cpus']} CPUs")
+    if "loadavg" in meta:
+        parts.append(f"load average {meta['loadavg']}")
+    versions = ", ".join(f"{k} {meta[k]}" for k in ("python", "grpcio", "numpy") if k in meta)
+    if versions:
+        parts.append(versions)
+    if "duration_s" in meta:
+        parts.append(f"{meta['duration_s']:.0f} s" + (" (--quick)" if meta.get("quick") else ""))
+    return " · ".join(parts) + "."
 
 
 def _num(value: float | None, unit: str) -> str:
