@@ -32,10 +32,11 @@ Busy sessions: a session with a call in flight (:attr:`Session.busy`: its lock
 is held, or a call is counted by :meth:`Session.call_scope`) is neither expired
 nor evicted. At its expiry time it is touched instead (a running call is use);
 eviction takes the least recently used *idle* session, and when every session
-is busy a new one is refused with ResourceExhausted. (A call the dispatcher
-runs outside ``call_scope`` / ``begin_call`` without the lock, such as a
-stream, does not mark its session busy: that session can end under it, and
-its writes then fail with FailedPrecondition.)
+is busy a new one is refused with ResourceExhausted. The dispatcher runs
+unary calls in :meth:`Session.call_scope` and brackets streams with
+``begin_call`` / ``end_call``, so idle time counts from the end of the last
+call. Only ``end_session`` ends a session under a call still in flight (for
+example a stream): that call's later writes fail with FailedPrecondition.
 
 Memory estimate: ``state`` re-estimates only the value being stored (a deep
 ``sys.getsizeof`` walk; objects with an integer ``nbytes``, e.g. numpy arrays,

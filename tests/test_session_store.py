@@ -310,3 +310,17 @@ async def test_worker_global_store_is_not_a_session():
     missing = await d.call(Request("retrieve", {"key": "nope"}))
     assert missing.code == "NOT_FOUND" and "worker-global store" in missing.error
     await d.aclose()
+
+
+async def test_worker_global_store_hooks_run_at_shutdown_and_idle_time_is_reported():
+    store = SessionStore()
+    ran = []
+    store.default.add_resource("cache", object(), close=lambda _: ran.append("cache"))
+    s = store.get("a")
+    first_use = s.last_used
+    store.get("a")
+    mine = s.describe(calling=True)  # as session_info sees its own session
+    theirs = s.describe()  # as list_sessions sees another one
+    assert mine["idle_s"] >= theirs["idle_s"] >= 0 and s.previous_use == first_use and mine["calls"] == 2
+    await store.close_all()
+    assert ran == ["cache"] and store.default.closed and store.counts["shutdown"] == 1

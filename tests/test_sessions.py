@@ -2,7 +2,6 @@
 eviction, close hooks (also at SIGTERM), the size cap and concurrency."""
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import selectors
@@ -18,7 +17,6 @@ import grpc
 import numpy as np
 import pytest
 
-from snakepit_bridge import dispatch
 from snakepit_bridge.client import Client
 from tests.bridge_process import ROOT, SCRIPT, Bridge
 
@@ -58,14 +56,6 @@ def sc(sbridge):
         yield c
 
 
-# What dispatch.py does not do yet (see the session issue's report): count a
-# stream in flight as use of its session, and accept a session id that Elixir
-# sent as a raw string that reads as a JSON number.
-_DISPATCH_SOURCE = inspect.getsource(dispatch)
-SCOPED_STREAMS = "begin_call" in _DISPATCH_SOURCE
-NUMERIC_IDS = "isinstance(session_id, int)" in _DISPATCH_SOURCE
-
-
 def sid() -> str:
     return f"s-{uuid.uuid4().hex[:8]}"
 
@@ -96,9 +86,8 @@ def test_elixir_style_args_session_id_reaches_the_session(sbridge):
         assert c.execute_in_session(s, "retrieve", {"key": "k"}).result["value"] == "v"
 
 
-@pytest.mark.xfail(not NUMERIC_IDS, strict=True,
-                   reason="dispatch ignores a session_id that decoded as a number (Elixir sends strings raw)")
 def test_elixir_style_numeric_session_id_reaches_the_session(sbridge):
+    """Elixir sends strings raw, so the id "4242" arrives as the JSON number 4242."""
     with Client(sbridge.target, elixir_style=True) as ex, Client(sbridge.target) as c:
         assert ex.execute("store", {"key": "k", "value": "v", "session_id": "4242"}).success
         assert c.execute_in_session("4242", "retrieve", {"key": "k"}).result.get("value") == "v"
@@ -210,8 +199,6 @@ def test_lru_eviction_and_sigterm_run_each_hook_exactly_once(tmp_path):
     assert "session close hook failed" in b.stderr_text() and "failed on purpose" in b.stderr_text()
 
 
-@pytest.mark.xfail(not SCOPED_STREAMS, strict=True,
-                   reason="dispatch does not count a stream in flight as use of its session")
 def test_a_stream_in_flight_keeps_its_session(tmp_path):
     record = tmp_path / "hooks.txt"
     with Bridge(*ADAPTER, "--session-ttl", "0.5") as b, Client(b.target) as c:
