@@ -116,8 +116,10 @@ def start_worker(protocol: str) -> tuple[FramedProcess, float]:
     return w, (time.perf_counter() - w.started) * 1000
 
 
-def start_bare(protocol: str) -> tuple[FramedProcess, float]:
-    w = FramedProcess([sys.executable, "-m", "benchmarks.bare_stdio"], protocol)
+def start_bare(protocol: str, answer: bool = False) -> tuple[FramedProcess, float]:
+    """The bare loop: echoing frames, or (``answer``) decoding and answering them."""
+    extra = ["--answer", protocol] if answer else []
+    w = FramedProcess([sys.executable, "-m", "benchmarks.bare_stdio", *extra], protocol)
     w.call(w.request("ping", {"worker_id": "bench", "initialization": True}), timeout=20)
     return w, (time.perf_counter() - w.started) * 1000
 
@@ -150,36 +152,43 @@ def _echo(w: FramedProcess, data: str, reps: int, bare: bool) -> tuple[float, fl
 def stdio(pings: int, echo_reps: int) -> list[Row]:
     rows = []
     data = "x" * 1_000_000
+    rounds = 3  # the worker and the bare loops take turns, so load changes hit all alike
     for protocol in ("json", "msgpack"):
         label = "JSON" if protocol == "json" else "MessagePack"
         worker, ready_ms = start_worker(protocol)
-        bare, bare_ready_ms = start_bare(protocol)
+        echo, echo_ready_ms = start_bare(protocol)
+        answer, _ = start_bare(protocol, answer=True)
+        procs = {"bridge": (worker, False), "echo": (echo, True), "answer": (answer, True)}
         try:
-            _pings(worker, 100, False)
-            _pings(bare, 100, True)
-            rounds = 3  # the worker and the bare loop take turns, so load changes hit both alike
-            b, z = [], []
+            for w, bare in procs.values():
+                _pings(w, 100, bare)
+            ping = {k: [] for k in procs}
             for _ in range(rounds):
-                b.append(_pings(worker, pings // rounds, False))
-                z.append(_pings(bare, pings // rounds, True))
-            rate, cpu = median([r for r, _ in b]), median([c for _, c in b])
-            rate0, cpu0 = median([r for r, _ in z]), median([c for _, c in z])
-            _echo(worker, data, 2, False)
-            _echo(bare, data, 2, True)
-            b, z = [], []
+                for key, (w, bare) in procs.items():
+                    ping[key].append(_pings(w, pings // rounds, bare))
+            for w, bare in procs.values():
+                _echo(w, data, 2, bare)
+            big = {k: [] for k in procs}
             for _ in range(echo_reps):
-                b.append(_echo(worker, data, 1, False))
-                z.append(_echo(bare, data, 1, True))
-            ms, cpu_ms = median([m for m, _ in b]), sum(c for _, c in b) / echo_reps
-            ms0, cpu0_ms = median([m for m, _ in z]), sum(c for _, c in z) / echo_reps
+                for key, (w, bare) in procs.items():
+                    big[key].append(_echo(w, data, 1, bare))
         finally:
-            worker.close()
-            bare.close()
-        section = f"stdio, {label} (vs a bare framed loop; goal within 10%)"
+            for w, _ in procs.values():
+                w.close()
+        rate = {k: median([r for r, _ in v]) for k, v in ping.items()}
+        cpu = {k: median([c for _, c in v]) for k, v in ping.items()}
+        ms = {k: median([m for m, _ in v]) for k, v in big.items()}
+        cpu_ms = {k: sum(c for _, c in v) / echo_reps for k, v in big.items()}
+        section = f"stdio, {label} (goal: within 10% of a bare framed loop)"
         rows += [
-            Row(section, "spawn to init ping answered", "ms", ready_ms, bare_ready_ms),
-            Row(section, "ping round trips", "calls/s", rate, rate0, higher_is_better=True,
-                bridge_cpu=cpu, bare_cpu=cpu0),
-            Row(section, "1 MB string echo", "ms", ms, ms0, bridge_cpu=cpu_ms * 1000, bare_cpu=cpu0_ms * 1000),
+            Row(section, "spawn to init ping answered (vs the echo loop)", "ms", ready_ms, echo_ready_ms),
+            Row(section, "ping round trips vs the echo loop", "calls/s", rate["bridge"], rate["echo"],
+                higher_is_better=True, bridge_cpu=cpu["bridge"], bare_cpu=cpu["echo"]),
+            Row(section, "ping round trips vs a decode-and-answer loop", "calls/s", rate["bridge"], rate["answer"],
+                higher_is_better=True, bridge_cpu=cpu["bridge"], bare_cpu=cpu["answer"]),
+            Row(section, "1 MB string echo vs the echo loop", "ms", ms["bridge"], ms["echo"],
+                bridge_cpu=cpu_ms["bridge"] * 1000, bare_cpu=cpu_ms["echo"] * 1000),
+            Row(section, "1 MB string echo vs a decode-and-answer loop", "ms", ms["bridge"], ms["answer"],
+                bridge_cpu=cpu_ms["bridge"] * 1000, bare_cpu=cpu_ms["answer"] * 1000),
         ]
     return rows
