@@ -5,6 +5,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 
 __all__ = ["CpuMeter", "descendants", "flush_and_exit", "kill_descendants", "rss_bytes", "set_parent_death_signal",
@@ -139,14 +140,21 @@ def _signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
-def flush_and_exit(code: int) -> None:
+def flush_and_exit(code: int, timeout: float = 0.2) -> None:
     """Flush stdout/stderr and ``os._exit(code)``. Used at the end of every run:
     a normal interpreter exit joins concurrent.futures worker threads, and a
-    handler blocked forever would hang it."""
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
+    handler blocked forever would hang it. The flush gets ``timeout`` seconds
+    (a full pipe nobody reads must not keep the process alive)."""
+
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    t = threading.Thread(target=flush, daemon=True)
+    t.start()
+    t.join(timeout)
     os._exit(int(code))

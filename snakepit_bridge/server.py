@@ -61,6 +61,8 @@ PARENT_GONE_GRACE = 0.25
 #: Shutdown may take the grace period plus this, then the watchdog exits.
 #: 1.5 s + 0.35 s stays under the pool's 2 s before SIGKILL.
 SHUTDOWN_MARGIN = 0.35
+#: How long a last-words log line may take before exiting without it.
+SAY_TIMEOUT = 0.1
 #: How long a handler's child processes get after SIGTERM before SIGKILL.
 CHILD_GRACE = 0.3
 #: How often the parent pid is re-checked (the portable orphan check).
@@ -181,20 +183,31 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
         generators.start()
 
     stop = asyncio.Event()
-    reason: list[str] = []
+    reason: list[Any] = []  # [why, grace, deadline] once shutdown has begun
     loop = asyncio.get_running_loop()
 
     def request_stop(why: str) -> None:
-        if stop.is_set():
+        """Begin shutdown (once). Safe from a signal handler: a handler that
+        blocks the event loop must not stop SIGTERM from ending the process,
+        so the watchdog is armed here, not by the loop."""
+        if reason:
             if why.startswith("signal"):
-                log.warning("second signal during shutdown; exiting now", reason=why)
+                _say(log, "second signal during shutdown; exiting now", reason=why)
                 _force_exit(ExitCode.FORCED)
             return
-        reason.append(why)
-        stop.set()
+        # The pool is gone when stdin closes or the parent dies: nobody waits for
+        # in-flight answers, so the short grace keeps "exit within a second".
+        grace = config.grace_period if why.startswith("signal") else min(config.grace_period, PARENT_GONE_GRACE)
+        deadline = time.monotonic() + grace + SHUTDOWN_MARGIN
+        reason.extend((why, grace, deadline))
+        _arm_watchdog(deadline, log)
+        _say(log, "shutting down", reason=why, grace_s=grace, level="info")
+        loop.call_soon_threadsafe(stop.set)
 
+    # Plain signal handlers, not loop.add_signal_handler: Python runs them in
+    # the main thread between bytecodes, even while a handler hogs the loop.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, request_stop, f"signal {sig.name}")
+        signal.signal(sig, lambda signum, _frame: request_stop(f"signal {signal.Signals(signum).name}"))
     watchers = []
     if config.watch_stdin:
         watchers.append(_watch_stdin(loop, request_stop))
@@ -206,13 +219,7 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
              auth="token" if config.auth_token else "none", tls=bool(config.tls_cert))
     await stop.wait()
 
-    why = reason[0]
-    # The pool is gone when stdin closes or the parent dies: nobody waits for
-    # in-flight answers, so the short grace keeps "exit within a second".
-    grace = config.grace_period if why.startswith("signal") else min(config.grace_period, PARENT_GONE_GRACE)
-    budget = time.monotonic() + grace + SHUTDOWN_MARGIN
-    _arm_watchdog(budget, log)
-    log.info("shutting down", reason=why, grace_s=grace)
+    why, grace, budget = reason
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     streams = dispatcher.interrupt_streams()
     await server.stop(grace)
@@ -243,12 +250,19 @@ def _arm_watchdog(deadline: float, log: Any) -> None:
         delay = deadline - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        try:
-            log.warning("shutdown overran its budget; exiting now")
-        finally:
-            _force_exit(ExitCode.OK)
+        _say(log, "shutdown overran its budget; exiting now")
+        _force_exit(ExitCode.OK)
 
     threading.Thread(target=watch, name="snakepit-shutdown-watchdog", daemon=True).start()
+
+
+def _say(log: Any, event: str, level: str = "warning", **fields: Any) -> None:
+    """Log without risking the exit: from a signal handler the main thread
+    may hold the log stream's lock, and a full stderr pipe blocks a write;
+    give it SAY_TIMEOUT seconds, then move on (the line may come later)."""
+    t = threading.Thread(target=lambda: getattr(log, level)(event, **fields), daemon=True)
+    t.start()
+    t.join(SAY_TIMEOUT)
 
 
 async def _set_health(servicer: Any, status: int) -> None:

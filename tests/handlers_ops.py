@@ -38,6 +38,16 @@ async def swallow_cancel(args: dict[str, Any]) -> dict[str, Any]:
             continue
 
 
+@command("ops_hog_loop")
+async def hog_loop(args: dict[str, Any]) -> dict[str, Any]:
+    """A coroutine that blocks the event loop itself (a bug, but it happens);
+    writes ``marker`` first so a test knows the loop is now stuck."""
+    if "marker" in args:
+        Path(args["marker"]).write_text("hogging")
+    time.sleep(float(args.get("seconds", 3600)))
+    return {}
+
+
 @command("ops_stream_block")
 def stream_block(args: dict[str, Any]):
     """A sync generator: one chunk, then blocks forever."""

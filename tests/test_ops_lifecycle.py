@@ -103,6 +103,31 @@ def test_exit_0_within_2s_despite_a_stuck_handler(spawn_bridge, command):
     assert took < POOL_KILL_AFTER, f"exit took {took:.2f}s"
 
 
+def test_sigterm_works_while_a_handler_blocks_the_event_loop(spawn_bridge, tmp_path):
+    """The signal handler is not scheduled on the (stuck) loop: the watchdog it
+    arms still ends the process, exit 0, inside the pool's 2 s."""
+    marker = tmp_path / "hogging"
+    b = spawn_bridge(*OPS)
+    with Client(b.target) as c:
+        _in_background(c.execute, "ops_hog_loop", {"marker": str(marker)}, timeout=10)
+        assert wait_until(marker.exists, 5) is not None
+        code, took = _term_and_time(b)
+    assert code == ExitCode.OK
+    assert took < POOL_KILL_AFTER, f"exit took {took:.2f}s"
+
+
+def test_second_signal_exits_at_once_while_the_loop_is_stuck(spawn_bridge, tmp_path):
+    marker = tmp_path / "hogging"
+    b = spawn_bridge(*OPS, "--grace-period", "5")
+    with Client(b.target) as c:
+        _in_background(c.execute, "ops_hog_loop", {"marker": str(marker)}, timeout=10)
+        assert wait_until(marker.exists, 5) is not None
+        b.signal(signal.SIGTERM)
+        _wait_log(b, "shutting down")  # handled, though the loop is stuck
+        b.signal(signal.SIGTERM)
+        assert b.wait(5) == ExitCode.FORCED
+
+
 def test_watchdog_ends_a_shutdown_stuck_in_a_close_hook(spawn_bridge):
     """A session close hook that never returns would hold the exit forever;
     the shutdown watchdog ends the process inside the pool's 2 s."""
