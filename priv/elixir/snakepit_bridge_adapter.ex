@@ -43,10 +43,15 @@ defmodule SnakepitBridgeAdapter do
   defp config, do: Application.get_env(:snakepit, :snakepit_bridge, [])
 
   defp home do
-    Keyword.get(config(), :home) || System.get_env("SNAKEPIT_BRIDGE_HOME") ||
-      raise ArgumentError,
-            "set config :snakepit, snakepit_bridge: [home: \"/path/to/snakepit-bridge\"] " <>
-              "or SNAKEPIT_BRIDGE_HOME"
+    case Keyword.get(config(), :home) || System.get_env("SNAKEPIT_BRIDGE_HOME") do
+      nil ->
+        raise ArgumentError,
+              "set config :snakepit, snakepit_bridge: [home: \"/path/to/snakepit-bridge\"] " <>
+                "or SNAKEPIT_BRIDGE_HOME"
+
+      home ->
+        home
+    end
   end
 
   @doc "`:grpc` (default) or `:stdio`."
@@ -58,9 +63,11 @@ defmodule SnakepitBridgeAdapter do
   def executable_path do
     venv_python = Path.join([home(), ".venv", "bin", "python"])
 
-    Keyword.get(config(), :python) ||
-      if(File.exists?(venv_python), do: venv_python) ||
-      System.find_executable("python3") || System.find_executable("python")
+    cond do
+      python = Keyword.get(config(), :python) -> python
+      File.exists?(venv_python) -> venv_python
+      true -> System.find_executable("python3") || System.find_executable("python")
+    end
   end
 
   @impl true
