@@ -22,11 +22,11 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import bench_grpc, bench_payload, bench_stdio
+from . import bench_dispatch, bench_grpc, bench_payload, bench_stdio
 from .procs import ROOT, Server, bare_grpc_cmd, bridge_cmd
 from .report import Results, Row
 
-SECTIONS = ("startup", "unary", "streams", "first", "cancel", "lead", "payload", "stdio")
+SECTIONS = ("startup", "dispatch", "unary", "streams", "first", "cancel", "lead", "payload", "stdio")
 BRIDGE_ARGS = ["--adapter", "benchmarks.handlers"]
 
 
@@ -97,6 +97,7 @@ def run(only: set[str], quick: bool) -> tuple[Results, dict]:
         print(f"[bench] {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
     section("startup", "Startup", lambda: results.add(*bench_grpc.startup(reps, BRIDGE_ARGS)))
+    section("dispatch", "In-process dispatch", lambda: results.add(*bench_dispatch.dispatch(2000 if quick else 10000)))
 
     grpc_sections = {"unary", "streams", "first", "cancel", "lead", "payload"} & only
     if grpc_sections:

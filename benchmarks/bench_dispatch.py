@@ -1,0 +1,81 @@
+"""In-process dispatch: what one call costs the core, without any transport.
+
+``Dispatcher.call`` on a trivial handler (encoding its result as the gRPC
+transport does) next to calling the handler directly. Shows where a call's
+fixed cost goes: the core itself, handing a sync handler to a worker thread,
+and the per-call log line (measured with logging to a null stream).
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+from snakepit_bridge import logging as bridge_logging
+from snakepit_bridge.codecs import encode_map
+from snakepit_bridge.dispatch import Dispatcher, Request
+from snakepit_bridge.registry import Registry
+
+from .report import Row
+
+
+def _registry() -> Registry:
+    registry = Registry()
+
+    @registry.command("sync_ping")
+    def sync_ping(args):
+        return {"ok": True}
+
+    @registry.command("async_ping")
+    async def async_ping(args):
+        return {"ok": True}
+
+    return registry
+
+
+async def _calls(dispatcher: Dispatcher, command: str, n: int) -> tuple[float, float]:
+    """(wall, cpu) microseconds per call."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        result = await dispatcher.call(Request(command, {}, encode=encode_map))
+        if not result.success:
+            raise RuntimeError(result.error)
+    return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
+
+
+async def _direct(n: int) -> tuple[float, float]:
+    def handler(args):
+        return {"ok": True}
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        encode_map(handler({}))
+    return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
+
+
+async def _run(n: int) -> list[Row]:
+    import sys
+
+    section = "In-process dispatch (no transport; bare = calling the handler and encoding its result)"
+    rows = []
+    direct, _ = await _direct(n)
+    real_stderr = sys.stderr
+    for level, label in (("warning", "no log line"), ("info", "with the per-call log line")):
+        sys.stderr = io.StringIO() if level == "info" else real_stderr  # the log line's cost, not its output
+        try:
+            bridge_logging.configure(level, "console")
+            dispatcher = Dispatcher(_registry())
+            for command, kind in (("async_ping", "async handler"), ("sync_ping", "sync handler (worker thread)")):
+                await _calls(dispatcher, command, 200)
+                wall, cpu = await _calls(dispatcher, command, n)
+                rows.append(Row(section, f"{kind}, {label}", "µs/call", wall, direct, bridge_cpu=cpu,
+                                note=""))
+            await dispatcher.aclose()
+        finally:
+            sys.stderr = real_stderr
+            bridge_logging.configure("warning", "console")
+    return rows
+
+
+def dispatch(n: int) -> list[Row]:
+    return asyncio.run(_run(n))
