@@ -87,10 +87,11 @@ def test_first_chunk_of_a_million_item_stream_arrives_at_once(sc, kind):
     elapsed = time.perf_counter() - started
     try:
         assert first.data == {"i": 0} and first.index == 0 and not first.is_final
-        # Producing 1,000,000 items takes over a minute here; the first came at once
-        # (measured: 2-4 ms), and nothing close to the whole stream exists yet.
+        # The first chunk came at once (measured: 2-4 ms), and the stream is not
+        # materialized: unread, the producer stops once our buffer and gRPC's
+        # windows are full (measured: ~65,000 of these tiny chunks, ~1.3 MB).
         assert elapsed < 2.0
-        assert state(sc, t)["produced"] < 100_000
+        assert state(sc, t)["produced"] < 500_000
     finally:
         stream.cancel()
 
