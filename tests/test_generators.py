@@ -1,6 +1,7 @@
 """Pull-based generators (InitGenerator / GetNextBatch / CloseGenerator) against the real process."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -200,3 +201,44 @@ def test_max_generators_cap(spawn_bridge):
         assert r.generator_id == "" and "too many open generators (2)" in r.error
         assert c.close_generator(first) == ""
         open_gen(c, "t_count_async", {"tag": tag()})
+
+
+# -- in-process: the store without a socket ---------------------------------------------------
+
+
+async def test_concurrent_batches_on_one_id_take_turns_and_lose_nothing():
+    from snakepit_bridge.config import Config
+    from snakepit_bridge.dispatch import Dispatcher, Request
+    from snakepit_bridge.generators import GeneratorStore
+    from snakepit_bridge.registry import Registry
+
+    reg = Registry()
+    closed: list[str] = []
+
+    @reg.command("count")
+    async def count(args):
+        try:
+            for i in range(args["n"]):
+                yield {"i": i}
+        finally:
+            closed.append("count")
+
+    d = Dispatcher(reg, Config())
+    store = GeneratorStore(d, d.config)
+    store.start()
+    try:
+        gid, err = await store.open(Request("count", {"n": 50}))
+        assert err == ""
+        results = await asyncio.gather(*(store.next_batch(gid, 7) for _ in range(10)))
+        chunks = [c for batch, _, _ in results for c in batch]
+        assert [c.index for c in chunks] == list(range(51))  # 50 items + the final, in order
+        assert all(len(batch) <= 7 for batch, _, _ in results)
+        assert closed == ["count"] and len(store) == 0
+        gid2, _ = await store.open(Request("count", {"n": 10**9}))
+        await store.next_batch(gid2, 3)
+        await store.aclose()  # shutdown closes what is open, finalizers run
+        assert closed == ["count", "count"]
+        assert (await store.next_batch(gid2, 1))[2].endswith("the worker shut down")
+    finally:
+        await store.aclose()
+        await d.aclose()
