@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Chunk", "ChunkError", "Final", "as_chunk_data"]
+__all__ = ["Chunk", "ChunkError", "Final", "as_chunk_data", "to_chunk"]
 
 
 @dataclass(slots=True)
@@ -55,3 +55,16 @@ def as_chunk_data(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     return {"value": value}
+
+
+def to_chunk(item: Any) -> Chunk:
+    """The chunk for one item a generator yielded (index and payload unset)."""
+    if type(item) is dict:  # the common case first: one check per chunk
+        return Chunk(item)
+    if isinstance(item, Chunk):
+        return item
+    if isinstance(item, ChunkError):
+        return Chunk(item.data, error=item.message or "error")
+    if isinstance(item, Final):
+        return Chunk(item.data, is_final=True)
+    return Chunk(as_chunk_data(item))

@@ -47,10 +47,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._pump import END, AsyncPump, ThreadPump
-from .chunks import Chunk, ChunkError, Final, as_chunk_data
+from .chunks import Chunk, as_chunk_data, to_chunk
 from .config import Config
 from .context import Context
-from .errors import BridgeError, Cancelled, DeadlineExceeded, ResourceExhausted, ShuttingDown
+from .errors import BridgeError, DeadlineExceeded, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 from .registry import Handler, Kind, Registry
 from .sessions import SessionStore
@@ -323,7 +323,7 @@ class Dispatcher:
                 item = await pump.get()
                 if item is END:
                     break
-                chunk = _encoded_chunk(_to_chunk(item), req)
+                chunk = _encoded_chunk(to_chunk(item), req)
                 chunk.index = index
                 index += 1
                 obs.chunks = index
@@ -394,16 +394,6 @@ class Dispatcher:
             if obs.error:
                 fields["error"] = obs.error
             (self.log.warning if obs.outcome == "error" else self.log.info)("call", **fields)
-
-
-def _to_chunk(item: Any) -> Chunk:
-    if isinstance(item, Chunk):
-        return item
-    if isinstance(item, ChunkError):
-        return Chunk(item.data, error=item.message or "error")
-    if isinstance(item, Final):
-        return Chunk(item.data, is_final=True)
-    return Chunk(as_chunk_data(item))
 
 
 def _encoded(result: Result, req: Request) -> Result:

@@ -39,7 +39,6 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator
-from typing import Any
 
 from .chunks import Chunk
 from .config import Config
