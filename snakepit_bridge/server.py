@@ -32,12 +32,14 @@ is fixed and a different one would be unreachable.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -184,13 +186,15 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
 
     stop = asyncio.Event()
     reason: list[Any] = []  # [why, grace, deadline] once shutdown has begun
+    requests = itertools.count()  # next() is atomic: exactly one caller begins shutdown
     loop = asyncio.get_running_loop()
 
     def request_stop(why: str) -> None:
-        """Begin shutdown (once). Safe from a signal handler: a handler that
-        blocks the event loop must not stop SIGTERM from ending the process,
-        so the watchdog is armed here, not by the loop."""
-        if reason:
+        """Begin shutdown (once). Called from signal handlers and watcher
+        threads, never via the event loop: a handler that blocks the loop
+        must not keep SIGTERM or a dead parent from ending the process, so
+        the watchdog is armed here."""
+        if next(requests):
             if why.startswith("signal"):
                 _say(log, "second signal during shutdown; exiting now", reason=why)
                 _force_exit(ExitCode.FORCED)
@@ -208,11 +212,10 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
     # the main thread between bytecodes, even while a handler hogs the loop.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: request_stop(f"signal {signal.Signals(signum).name}"))
-    watchers = []
     if config.watch_stdin:
-        watchers.append(_watch_stdin(loop, request_stop))
+        _watch_stdin(request_stop)
     if config.watch_parent:
-        watchers.append(_watch_parent(loop, parent, request_stop, log))
+        _watch_parent(parent, request_stop, log)
 
     announce(port)
     log.info("ready", port=port, host=config.host, pid=os.getpid(), commands=len(registry),
@@ -226,9 +229,6 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
     if generators is not None and hasattr(generators, "aclose"):
         await generators.aclose()
     await dispatcher.aclose()
-    for unwatch in watchers:
-        if unwatch is not None:
-            unwatch()
     remaining = max(0.05, budget - time.monotonic() - 0.1)
     children = await asyncio.to_thread(terminate_descendants, min(CHILD_GRACE, remaining))
     log.info("stopped", reason=why, open_streams_closed=streams, children_terminated=len(children))
@@ -272,56 +272,57 @@ async def _set_health(servicer: Any, status: int) -> None:
             await result
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, request_stop: Any):
+def _watch_stdin(request_stop: Callable[[str], None]) -> bool:
     """When stdin is a pipe (the pool holds its other end), EOF means the pool
-    is gone. A terminal or /dev/null is not watched. Returns an unwatch function."""
+    is gone. A terminal or /dev/null is not watched. A daemon thread reads it,
+    not the event loop, so a handler that blocks the loop cannot hide the EOF.
+    Returns whether stdin is watched."""
     try:
         fd = sys.stdin.fileno()
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return None
+            return False
     except (OSError, ValueError, AttributeError):
-        return None
+        return False
 
-    def readable() -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(fd)
-            request_stop("stdin closed")
+    def read_until_eof() -> None:
+        while True:
+            try:
+                if not os.read(fd, 65536):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        request_stop("stdin closed")
 
-    os.set_blocking(fd, False)
-    loop.add_reader(fd, readable)
-    return lambda: loop.remove_reader(fd)
+    threading.Thread(target=read_until_eof, name="snakepit-stdin-watch", daemon=True).start()
+    return True
 
 
-def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, request_stop: Any, log: Any):
-    """Stop when the parent process dies. Two lines: Linux's parent-death
-    signal (immediate) and a poll of ``os.getppid()`` every PARENT_POLL seconds
-    (portable). Linux sends the signal when the parent *thread* that started us
-    exits, so the handler acts only if our parent pid actually changed.
-    Returns an unwatch function."""
+def _watch_parent(parent: int, request_stop: Callable[[str], None], log: Any) -> None:
+    """Stop when the parent process dies. Two lines, neither on the event loop
+    (a handler may block it): Linux's parent-death signal, handled by a plain
+    signal handler (immediate), and a daemon thread polling ``os.getppid()``
+    every PARENT_POLL seconds (portable). Linux sends the signal when the
+    parent *thread* that started us exits, so the handler acts only if our
+    parent pid actually changed."""
 
     def check(source: str) -> None:
         if os.getppid() != parent:
             request_stop(f"parent died ({source})")
         elif source == "signal":
-            log.debug("parent-death signal but the parent lives (its thread ended); ignored")
+            _say(log, "parent-death signal but the parent lives (its thread ended); ignored", level="debug")
 
     if set_parent_death_signal(PARENT_DEATH_SIGNAL):
-        loop.add_signal_handler(PARENT_DEATH_SIGNAL, check, "signal")
+        # Kept through shutdown: should the parent die in its last moments,
+        # SIGHUP's default action would end us with a non-zero status.
+        signal.signal(PARENT_DEATH_SIGNAL, lambda _signum, _frame: check("signal"))
     # Re-check after arming the signal: the parent may have died before it was.
     check("startup")
 
-    async def poll() -> None:
+    def poll() -> None:
         while True:
-            await asyncio.sleep(PARENT_POLL)
+            time.sleep(PARENT_POLL)
             check("poll")
 
-    task = loop.create_task(poll())
-    # The signal handler stays: should the parent die during the last moments
-    # of shutdown, SIGHUP's default action would end us with a non-zero status.
-    return task.cancel
+    threading.Thread(target=poll, name="snakepit-parent-watch", daemon=True).start()

@@ -16,7 +16,8 @@ import threading
 
 import pytest
 
-from snakepit_bridge.client import Client
+from snakepit_bridge._proto import snakepit_pb2 as pb
+from snakepit_bridge.client import Client, encode_args
 from tests.bridge_process import ROOT, SCRIPT, Bridge
 from tests.handlers_ops import alive, wait_until
 
@@ -145,3 +146,21 @@ def test_stdio_mode_takes_its_children_on_eof():
     finally:
         if alive(grandchild):
             os.kill(grandchild, signal.SIGKILL)
+
+
+def test_parent_death_is_noticed_while_a_handler_blocks_the_event_loop(tmp_path):
+    """The watchers are threads and a plain signal handler, not loop callbacks."""
+    parent, bridge_pid, port = _start_parent("pipe", tmp_path)
+    marker = tmp_path / "hogging"
+    try:
+        with Client(f"127.0.0.1:{port}") as c:
+            c.wait_ready()
+            call = c.stub.Execute.future(pb.ExecuteRequest(command="ops_hog_loop", args=encode_args({"marker": str(marker)})[0]))
+            assert wait_until(marker.exists, 5) is not None
+            parent.kill()
+            parent.wait(5)
+            gone = wait_until(lambda: not alive(bridge_pid), timeout=3.0)
+        assert gone is not None and gone < 2.0, (tmp_path / "bridge.err").read_text()
+    finally:
+        if alive(bridge_pid):
+            os.kill(bridge_pid, signal.SIGKILL)
