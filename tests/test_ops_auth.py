@@ -197,3 +197,21 @@ def test_missing_tls_files_are_a_clear_config_error(tmp_path):
     assert proc.returncode == ExitCode.CONFIG
     assert "cannot start" in proc.stderr.decode() and str(missing) in proc.stderr.decode()
     assert proc.stdout == b""
+
+
+# -- unit: the token check itself ------------------------------------------------------
+
+@pytest.mark.parametrize("metadata,ok", [
+    ((("authorization", f"Bearer {TOKEN}"),), True),
+    ((("x-other", "1"), ("authorization", f"Bearer {TOKEN}".encode())), True),
+    ((("authorization", TOKEN),), False),                 # no scheme
+    ((("authorization", f"Basic {TOKEN}"),), False),
+    ((("authorization", f"Bearer {TOKEN} "),), False),    # exact match only
+    ((("authorization", f"Bearer {TOKEN[:-1]}"),), False),
+    ((), False),
+    (None, False),
+])
+def test_token_interceptor_authorized(metadata, ok):
+    from snakepit_bridge.auth import TokenInterceptor
+
+    assert TokenInterceptor(TOKEN).authorized(metadata) is ok
