@@ -97,7 +97,7 @@ def run(only: set[str], quick: bool) -> tuple[Results, dict]:
         print(f"[bench] {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
     section("startup", "Startup", lambda: results.add(*bench_grpc.startup(reps, BRIDGE_ARGS)))
-    section("dispatch", "In-process dispatch", lambda: results.add(*bench_dispatch.dispatch(2000 if quick else 10000)))
+    section("dispatch", "In-process dispatch", lambda: results.add(*bench_dispatch.dispatch(2000 if quick else 5000)))
 
     grpc_sections = {"unary", "streams", "first", "cancel", "lead", "payload"} & only
     if grpc_sections:

@@ -159,7 +159,7 @@ def payload(bridge: Server, json_bridge: Server, bare: Server, quick: bool,
 def json_baseline(bridge: Server, json_bridge: Server, bare: Server, quick: bool) -> tuple[list[Row], dict]:
     """The same 1 MiB of floats (131,072 float64 values) end to end three ways."""
     values = np.random.default_rng(7).random(131_072)
-    reps = 5 if quick else 20
+    reps = 5 if quick else 30
     figures = {}
     rows = []
     section = "Same 1 MiB of floats (131,072 values), client encode + echo + client decode"
@@ -170,10 +170,16 @@ def json_baseline(bridge: Server, json_bridge: Server, bare: Server, quick: bool
         cases = (("JSON everything (Snakepit 0.3 style)", "json", sj, values.tolist()),
                  ("list as MessagePack", "msgpack", sb, values.tolist()),
                  ("numpy array as npy", "npy", sb, values))
-        for label, kind, stub, value in cases:
+        for _, kind, stub, value in cases:
             _e2e(stub, kind, value, 2)
-            ms = _e2e(stub, kind, value, reps)
-            bare_ms = _e2e(s0, kind, value, reps, bare=True)
-            figures[kind] = ms
-            rows.append(Row(section, label, "ms", ms, bare_ms, note="bare: same bytes handed back"))
+        times: dict[str, list[float]] = {kind: [] for _, kind, _, _ in cases}
+        bare_times: dict[str, list[float]] = {kind: [] for _, kind, _, _ in cases}
+        for _ in range(reps):  # every case takes its turn in each round: load changes hit all alike
+            for _, kind, stub, value in cases:
+                times[kind].append(_e2e(stub, kind, value, 1))
+                bare_times[kind].append(_e2e(s0, kind, value, 1, bare=True))
+        for label, kind, _, _ in cases:
+            figures[kind] = median(times[kind])
+            rows.append(Row(section, label, "ms", figures[kind], median(bare_times[kind]),
+                            note="bare: same bytes handed back"))
     return rows, figures
