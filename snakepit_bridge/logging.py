@@ -17,9 +17,34 @@ import sys
 
 import structlog
 
-__all__ = ["configure", "get_logger"]
+__all__ = ["SafeStderr", "configure", "get_logger"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class SafeStderr:
+    """A write-only view of the current ``sys.stderr`` that drops what it
+    cannot write. When the pool dies, the pipe behind stderr breaks; a log
+    line (or a handler's print) must then be lost, not fail the call that
+    logged it or the shutdown that follows."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stderr.write(text)
+        except (OSError, ValueError):  # broken pipe, closed file
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        try:
+            return sys.stderr.isatty()
+        except (OSError, ValueError):
+            return False
 
 
 def configure(level: str = "info", fmt: str = "console") -> None:
@@ -37,10 +62,10 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, stamp, exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=SafeStderr()),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(SafeStderr())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, stamp],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc, renderer],

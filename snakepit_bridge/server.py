@@ -51,7 +51,7 @@ from ._proto import snakepit_pb2_grpc as pb_grpc
 from .config import Config
 from .dispatch import Dispatcher
 from .exitcodes import ExitCode
-from .logging import get_logger
+from .logging import SafeStderr, get_logger
 from .registry import Registry
 from .transports.grpc import SERVICE_NAME, BridgeServicer
 
@@ -144,7 +144,7 @@ def announce(port: int) -> None:
     """
     sys.stdout.write(f"{READY_PREFIX}{port}\n")
     sys.stdout.flush()
-    sys.stdout = sys.stderr
+    sys.stdout = SafeStderr()  # type: ignore[assignment]
 
 
 async def serve(config: Config, registry: Registry, *, parent_pid: int | None = None) -> ExitCode:

@@ -127,3 +127,28 @@ def test_debug_level_adds_per_chunk_lines(spawn_bridge):
     assert b.stop() == 0
     lines = [line for line in _json_lines(b.stderr_text()) if line.get("request_id") == "dbg"]
     assert len([line for line in lines if line["level"] == "debug"]) >= 5
+
+
+def test_a_broken_log_pipe_fails_no_call_and_exit_stays_clean():
+    """When the pool dies its end of the merged stdout/stderr pipe closes: log
+    lines and handler prints are lost, but calls still answer and the exit is 0."""
+    import subprocess
+    import sys
+
+    from tests.bridge_process import ROOT, SCRIPT
+
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--port", "0", *OPS], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        port = int(proc.stdout.readline().decode().split("=")[1])
+        proc.stdout.close()  # like :stderr_to_stdout with the reader gone
+        with Client(f"127.0.0.1:{port}") as c:
+            c.wait_ready()
+            assert c.execute("ping", timeout=5).success
+            assert c.execute("ops_print", {"count": 3}, timeout=5).success
+            assert not c.execute("no_such_command", timeout=5).success  # a warning line, lost
+        proc.stdin.close()
+        assert proc.wait(5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
