@@ -18,7 +18,9 @@ Contracts:
 * ``next_batch(id, n)`` returns at most ``n`` chunks, waiting until it has
   ``n`` or the stream ended; the final chunk is one of the ``n``.
   ``has_more`` is False once the final chunk has been returned, after which
-  the id is finished. ``n == 0`` (the proto's unset value) means
+  the id is finished. For a slow generator prefer small batches, or give
+  GetNextBatch an RPC deadline: a cut-off batch loses nothing (below).
+  ``n == 0`` (the proto's unset value) means
   :data:`DEFAULT_BATCH`; ``n < 0`` is an error; ``n`` above
   ``config.max_execute_chunks`` is clamped to it (one response must stay a
   sane size). An error the handler raises arrives as the final chunk's
