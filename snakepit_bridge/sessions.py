@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import queue
 import sys
 import threading
 import time
@@ -78,6 +79,8 @@ MAX_WALK = 1_000_000
 # Counted by getsizeof alone, in bulk, without identity bookkeeping.
 _LEAVES = frozenset((str, bytes, bytearray, int, float, complex, bool, type(None)))
 _SEQUENCES = (list, tuple, set, frozenset, deque)
+# Sync close hooks running at once (each in its own daemon thread).
+HOOK_THREADS = 16
 _OPAQUE = (type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType)
 
 
@@ -417,6 +420,7 @@ class SessionStore:
         self._reaper: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._closing: set[asyncio.Task[None]] = set()  # strong refs to hook runs in flight
+        self._hook_threads = asyncio.Semaphore(HOOK_THREADS)
         self.log = get_logger("snakepit_bridge.sessions")
 
     @classmethod
@@ -491,7 +495,12 @@ class SessionStore:
         self._sessions.clear()
         closes = [self._close(s, "shutdown") for s in sessions]
         closes.append(self._close(self.default, "shutdown"))
-        await asyncio.gather(*closes, *list(self._closing), return_exceptions=True)
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*closes, *list(self._closing), return_exceptions=True)
+        ran = [o for o in outcomes[:len(closes)] if isinstance(o, tuple)]
+        # One line for the lot: a line per session could be thousands at exit.
+        self.log.info("sessions closed at shutdown", sessions=len(sessions), hooks=sum(h for h, _ in ran),
+                      failed_hooks=sum(f for _, f in ran), duration_ms=round((time.monotonic() - started) * 1000, 1))
 
     def reap(self, now: float | None = None) -> int:
         """Expire every idle session whose ttl has passed (busy ones are touched
@@ -532,7 +541,8 @@ class SessionStore:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close(self, session: Session, reason: str) -> None:
+    async def _close(self, session: Session, reason: str) -> tuple[int, int]:
+        """Run the session's hooks; ``(hooks run, hooks failed)``."""
         hooks = session.take_hooks()  # marks it ended even when it has no hooks
         failed = 0
         for name, hook in hooks:
@@ -540,7 +550,8 @@ class SessionStore:
                 if inspect.iscoroutinefunction(hook):
                     await asyncio.wait_for(hook(), self.hook_timeout)
                     continue
-                result = await asyncio.wait_for(_in_daemon_thread(hook), self.hook_timeout)
+                async with self._hook_threads:  # shutdown closes all sessions at once: bound the threads
+                    result = await asyncio.wait_for(_HOOK_THREADS.run(hook), self.hook_timeout)
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, self.hook_timeout)
             except TimeoutError:
@@ -551,12 +562,14 @@ class SessionStore:
                 failed += 1
                 self._hook_failed(session.id, name, exc)
         self._finish(session, reason, (len(hooks), failed))
+        return len(hooks), failed
 
     def _finish(self, session: Session, reason: str, outcome: tuple[int, int]) -> None:
         if session.id:  # the worker-global store is not a session
             self.counts[reason] += 1
         hooks, failed = outcome
-        self.log.info("session closed", session_id=session.id or "<worker-global>", reason=reason,
+        log = self.log.debug if reason == "shutdown" else self.log.info  # shutdown logs a summary
+        log("session closed", session_id=session.id or "<worker-global>", reason=reason,
                       hooks=hooks, failed_hooks=failed, size_bytes=session.state.nbytes,
                       age_s=round(time.monotonic() - session.created, 3))
 
@@ -603,29 +616,68 @@ class SessionStore:
                            traceback="".join(traceback.format_exception(exc)))  # type: ignore[arg-type]
 
 
-def _in_daemon_thread(fn: Hook) -> asyncio.Future[Any]:
-    """Run ``fn`` in a new daemon thread; a future for its result."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
+class _DaemonThreads:
+    """Reusable daemon threads for close hooks.
 
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if future.done():
-            return  # abandoned after a timeout
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+    Not a ThreadPoolExecutor (nor ``asyncio.to_thread``): their workers are
+    joined at interpreter exit, so one hook that hangs would keep the process
+    alive. A thread is started only when no idle one is free, so a hung hook
+    costs one thread and never starves the others; idle threads leave after
+    ``IDLE_EXIT`` seconds.
+    """
 
-    def run() -> None:
-        try:
-            result, exc = fn(), None
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            result, exc = None, e
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-            loop.call_soon_threadsafe(settle, result, exc)
+    IDLE_EXIT = 30.0
 
-    threading.Thread(target=run, name="session-close-hook", daemon=True).start()
-    return future
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Hook, asyncio.AbstractEventLoop, asyncio.Future[Any]]] = \
+            queue.SimpleQueue()
+        self._idle = 0  # idle workers no job has been promised to
+        self._lock = threading.Lock()
+
+    def run(self, fn: Hook) -> asyncio.Future[Any]:
+        """Run ``fn`` in a daemon thread; a future (of the running loop) for its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # promised to this job
+        self._jobs.put((fn, loop, future))
+        if spawn:
+            threading.Thread(target=self._work, name="session-close-hook", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                fn, loop, future = self._jobs.get(timeout=self.IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # one unpromised idle worker may leave: this one
+                        self._idle -= 1
+                        return
+                continue
+            try:
+                result, exc = fn(), None
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+                result, exc = None, e
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                loop.call_soon_threadsafe(_settle, future, result, exc)
+            del fn, future, result, exc  # hold nothing of a finished hook while idle
+            with self._lock:
+                self._idle += 1
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return  # abandoned after a timeout
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+_HOOK_THREADS = _DaemonThreads()
 
 
 def _run_hooks_sync(hooks: Iterable[tuple[str, Hook]], on_error: Callable[[str, str, BaseException], None],

@@ -324,3 +324,20 @@ async def test_worker_global_store_hooks_run_at_shutdown_and_idle_time_is_report
     assert mine["idle_s"] >= theirs["idle_s"] >= 0 and s.previous_use == first_use and mine["calls"] == 2
     await store.close_all()
     assert ran == ["cache"] and store.default.closed and store.counts["shutdown"] == 1
+
+
+async def test_hook_threads_are_reused_and_a_hung_hook_does_not_starve_the_rest():
+    store = SessionStore(hook_timeout=0.3)
+    store.log = Recorder()
+    stuck = threading.Event()
+    store.get("hung").on_close(lambda: stuck.wait(10))
+    ran = []
+    for i in range(200):
+        store.get(f"s{i}").on_close(lambda i=i: ran.append(i))
+    before = threading.active_count()
+    started = time.monotonic()
+    await store.close_all()
+    assert sorted(ran) == list(range(200)) and time.monotonic() - started < 5
+    # 201 hooks ran on at most HOOK_THREADS (+ the hung one) threads, not one each.
+    assert threading.active_count() - before <= 20
+    stuck.set()
