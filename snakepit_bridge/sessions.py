@@ -14,9 +14,9 @@ exactly once, most recently registered first:
 * **explicit end**: :meth:`SessionStore.end` (the ``end_session`` command).
 * **shutdown**: :meth:`SessionStore.close_all` (the dispatcher's ``aclose``).
 
-Close hooks never run on the event loop: sync hooks run in a daemon thread
-(not ``asyncio.to_thread``, so that a hook that hangs cannot keep the process
-from exiting), async hooks are awaited. A hook that raises is logged with its
+Close hooks never run on the event loop: sync hooks run on reusable daemon
+threads, at most ``HOOK_THREADS`` at once (not ``asyncio.to_thread``, so that a
+hook that hangs cannot keep the process from exiting), async hooks are awaited. A hook that raises is logged with its
 traceback and the others still run; one that overruns ``hook_timeout`` is
 logged and abandoned.
 
