@@ -22,8 +22,9 @@ Contracts:
   GetNextBatch an RPC deadline: a cut-off batch loses nothing (below).
   ``n == 0`` (the proto's unset value) means
   :data:`DEFAULT_BATCH`; ``n < 0`` is an error; ``n`` above
-  ``config.max_execute_chunks`` is clamped to it (one response must stay a
-  sane size). An error the handler raises arrives as the final chunk's
+  ``config.max_execute_chunks`` is clamped to it, and a batch also stops
+  short (at least one chunk) once it holds half of ``--max-message-mb`` of
+  encoded values, so one response always fits in a gRPC message. An error the handler raises arrives as the final chunk's
   ``error``; the batch's own ``error`` is only for the request (unknown,
   finished or closed id, bad batch size).
 * A batch interrupted by the caller (RPC deadline, cancel) loses nothing: the
@@ -61,9 +62,10 @@ CLOSE_WAIT = 0.5
 class _Generator:
     """One open pull generator and the state a batch may leave behind."""
 
-    __slots__ = ("id", "command", "stream", "deadline", "last_used", "lock", "pending", "filling", "done", "closed")
+    __slots__ = ("id", "command", "stream", "deadline", "last_used", "lock", "pending", "pending_bytes",
+                 "max_bytes", "filling", "done", "closed")
 
-    def __init__(self, gid: str, req: Request, stream: AsyncGenerator[Chunk, None]) -> None:
+    def __init__(self, gid: str, req: Request, stream: AsyncGenerator[Chunk, None], max_bytes: int) -> None:
         self.id = gid
         self.command = req.command
         self.stream = stream
@@ -71,22 +73,29 @@ class _Generator:
         self.last_used = time.monotonic()
         self.lock = asyncio.Lock()  # one batch at a time per generator
         self.pending: deque[Chunk] = deque()  # pulled, not yet delivered
+        self.pending_bytes = 0
+        self.max_bytes = max_bytes  # a batch's budget: it must fit in one gRPC message
         self.filling: asyncio.Task[None] | None = None  # the pull in flight, if any
         self.done = False  # the final chunk has been pulled
         self.closed = False
 
+    def _wants(self, n: int) -> bool:
+        return len(self.pending) < n and self.pending_bytes < self.max_bytes and not self.done
+
     async def _fill(self, n: int) -> None:
-        """Pull until ``n`` chunks are pending or the final one is. Runs as its own
-        task (one per batch, not per chunk) so a cancelled batch loses nothing."""
-        while len(self.pending) < n and not self.done:
+        """Pull until ``n`` chunks (or a batch's worth of bytes) are pending, or the
+        final one is. Runs as its own task (one per batch, not per chunk) so a
+        cancelled batch loses nothing."""
+        while self._wants(n):
             chunk = await self.stream.__anext__()
             self.pending.append(chunk)
+            self.pending_bytes += _size(chunk)
             if chunk.is_final:
                 self.done = True
 
     async def take(self, n: int) -> list[Chunk]:
         """Up to ``n`` chunks, stopping after the final one."""
-        while len(self.pending) < n and not self.done and not self.closed:
+        while self._wants(n) and not self.closed:
             if self.filling is None:
                 self.filling = asyncio.ensure_future(self._fill(n))
             try:
@@ -102,7 +111,16 @@ class _Generator:
             finally:
                 if self.filling is not None and self.filling.done():
                     self.filling = None
-        return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+        batch: list[Chunk] = []
+        used = 0
+        while self.pending and len(batch) < n:
+            size = _size(self.pending[0])
+            if batch and used + size > self.max_bytes:
+                break  # the rest goes in the next batch
+            batch.append(self.pending.popleft())
+            used += size
+        self.pending_bytes -= used
+        return batch
 
     async def aclose(self) -> None:
         """Stop the handler (its generator is closed in its producer)."""
@@ -117,6 +135,15 @@ class _Generator:
             with contextlib.suppress(RuntimeError):  # still running if the pull ignored its cancel
                 await self.stream.aclose()
         self.pending.clear()
+        self.pending_bytes = 0
+
+
+def _size(chunk: Chunk) -> int:
+    """About what ``chunk`` adds to a response: its encoded values and keys."""
+    payload = chunk.payload
+    if isinstance(payload, tuple) and payload and isinstance(payload[0], dict):
+        return 32 + sum(len(k) + len(v) for k, v in payload[0].items())
+    return 32
 
 
 class GeneratorStore:
@@ -178,7 +205,7 @@ class GeneratorStore:
         gid = uuid.uuid4().hex
         if not req.request_id:
             req.request_id = gid
-        self._open[gid] = _Generator(gid, req, self.dispatcher.stream(req))
+        self._open[gid] = _Generator(gid, req, self.dispatcher.stream(req), self.config.max_message_bytes // 2)
         self.log.info("generator opened", generator_id=gid, command=req.command,
                       streaming=handler.streaming, open=len(self._open))
         return gid, ""

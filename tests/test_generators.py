@@ -242,3 +242,13 @@ async def test_concurrent_batches_on_one_id_take_turns_and_lose_nothing():
     finally:
         await store.aclose()
         await d.aclose()
+
+
+def test_a_batch_of_large_chunks_stops_short_of_the_message_limit(spawn_bridge):
+    b = spawn_bridge(*ADAPTER, "--max-message-mb", "1")
+    with Client(b.target) as c:
+        gid = open_gen(c, "t_count_async", {"n": 20, "tag": tag(), "size": 100_000})
+        chunks, more, err = c.next_batch(gid, 20)  # 2 MB asked for; 1 MB messages
+        assert err == "" and more and 1 <= len(chunks) <= 5
+        rest = [ch for batch in drain(c, gid, 20) for ch in batch]
+        assert [ch.index for ch in chunks + rest] == list(range(21))  # nothing lost
