@@ -143,15 +143,16 @@ class StdioBridge:
     def stderr_text(self) -> str:
         return b"".join(self._stderr).decode(errors="replace")
 
-    def wait_stderr(self, text: str, timeout: float = 5.0) -> bool:
-        """Wait until ``text`` appears on stderr (polled; stderr has no frames to wait on)."""
+    def wait_stderr(self, text: str, timeout: float = 5.0, count: int = 1) -> bool:
+        """Wait until ``text`` appears ``count`` times on stderr (polled: stderr
+        is read by a thread and carries no frames to wait on)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.stderr_text():
+            if self.stderr_text().count(text) >= count:
                 return True
             if self.proc.poll() is not None:
                 self._stderr_thread.join(1)
-                return text in self.stderr_text()
+                return self.stderr_text().count(text) >= count
             time.sleep(0.02)
         return False
 

@@ -234,6 +234,7 @@ def test_bad_json_frames_get_errors_or_are_logged_and_serving_goes_on():
         b.send_raw(b'{"id": 80, "command": "ping", "stream": "yes"}')
         assert "'stream'" in b.recv()["error"]
         assert b.call("ping")["success"] is True
+        assert b.wait_stderr("no request id to answer", count=4)
         assert b.stderr_text().count("no request id to answer") == 4
 
 
@@ -246,6 +247,7 @@ def test_bad_msgpack_frames_get_errors_or_are_logged():
         b.send_raw(b"\xc1\xc1\xc1")  # never-used type byte
         b.send_raw(msgpack.packb([1, 2]))
         assert b.call("ping")["success"] is True
+        assert b.wait_stderr("no request id to answer", count=2)
         assert b.stderr_text().count("no request id to answer") == 2
 
 
