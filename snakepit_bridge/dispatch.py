@@ -226,8 +226,16 @@ class Dispatcher:
         expired under it) and holds the session's lock when ``config.session_lock``."""
         if ctx.session is None:
             return await self._run_unary(handler, args, ctx)
-        async with ctx.session.call_scope(lock=self.config.session_lock):
-            return await self._run_unary(handler, args, ctx)
+        # The deadline covers the wait for the session's lock too.
+        remaining = ctx.time_remaining()
+        scope = asyncio.timeout(None if remaining is None else max(0.0, remaining))
+        try:
+            async with scope, ctx.session.call_scope(lock=self.config.session_lock):
+                return await self._run_unary(handler, args, ctx)
+        except TimeoutError:
+            if scope.expired():
+                raise _deadline(ctx) from None
+            raise
 
     async def _run_unary(self, handler: Handler, args: dict[str, Any], ctx: Context) -> Any:
         running: Any  # what to watch if the call is abandoned: the task, or the thread's future

@@ -323,3 +323,18 @@ async def test_abandoned_sync_handler_is_logged():
         assert any(level == "warning" and "left to finish" in event for level, event, _ in log.lines), log.lines
     finally:
         await d2.aclose()
+
+
+async def test_deadline_covers_waiting_for_the_session_lock(d):
+    holder = asyncio.create_task(d.call(Request("aslow", {}, session_id="s1")))
+    for _ in range(100):
+        await asyncio.sleep(0.005)
+        if d.sessions.peek("s1") is not None and d.sessions.peek("s1").lock.locked():
+            break
+    started = time.monotonic()
+    r = await d.call(Request("f", {}, session_id="s1", timeout_ms=100))
+    assert r.code == "DEADLINE_EXCEEDED" and time.monotonic() - started < 2
+    assert (await d.call(Request("f", {}, session_id="other", timeout_ms=100))).success
+    holder.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holder
