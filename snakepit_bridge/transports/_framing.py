@@ -26,6 +26,8 @@ and chunks):
 * sets: lists; datetime/date/time: ISO 8601 text; UUIDs: text.
 * MessagePack integers beyond 64 bits cannot be sent (a clean error); JSON
   sends them as written. JSON has no NaN/infinity: they become ``null``.
+* Map keys: as they are in MessagePack (an int key stays an int); JSON
+  writes non-string keys as strings.
 
 Incoming MessagePack: ``str`` becomes ``str`` and ``bin`` becomes ``bytes``.
 Elixir's Msgpax packs every binary as ``str``, also one that is not UTF-8: such
@@ -210,8 +212,8 @@ class _WriteProtocol(asyncio.Protocol):
 class FrameWriter:
     """Writes frames to a file descriptor (which it then owns).
 
-    One :meth:`write` call puts a whole frame into the transport without
-    awaiting in between, so frames from concurrent tasks never interleave.
+    A frame goes into the transport in one step, without awaiting in
+    between, so frames from concurrent tasks never interleave.
     """
 
     def __init__(self, fd: int) -> None:
@@ -219,6 +221,7 @@ class FrameWriter:
         self._transport: asyncio.WriteTransport | None = None
         self._protocol: _WriteProtocol | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._turn = asyncio.Lock()
         self.broken = False
 
     @classmethod
@@ -253,24 +256,31 @@ class FrameWriter:
         return True
 
     async def write(self, payload: bytes) -> None:
-        """Write one frame, then wait while the pipe is over its high-water
-        mark. Raises BrokenPipeError when the reader is gone."""
-        if self._transport is None and self._pool is not None:
-            if self.broken:
-                raise BrokenPipeError("stdout is closed")
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._pool, _write_all, self.fd, frame(payload))
-            except OSError:
-                self.broken = True
-                raise BrokenPipeError("stdout is closed") from None
-            return
+        """Write one frame. While the pipe is over its high-water mark,
+        writers wait their turn (first come, first served) and write only once
+        it has drained, so at most one frame beyond the mark is ever buffered,
+        however many tasks write. Raises BrokenPipeError when the reader is gone."""
+        if self._transport is None:
+            await self._write_in_thread(payload)
+        elif self._protocol.paused or self._turn.locked():
+            async with self._turn:
+                await self._protocol.drain()
+                self._put(payload)
+        else:
+            self._put(payload)
+
+    def _put(self, payload: bytes) -> None:
         if not self.write_nowait(payload):
             raise BrokenPipeError("stdout is closed")
-        if self._protocol.paused:
-            await self._protocol.drain()
-            if self._protocol.lost is not None:
-                self.broken = True
-                raise BrokenPipeError("stdout is closed")
+
+    async def _write_in_thread(self, payload: bytes) -> None:
+        if self.broken:
+            raise BrokenPipeError("stdout is closed")
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, _write_all, self.fd, frame(payload))
+        except OSError:
+            self.broken = True
+            raise BrokenPipeError("stdout is closed") from None
 
     async def aclose(self, timeout: float = 2.0) -> None:
         """Flush what is buffered (up to ``timeout`` seconds) and close."""
@@ -450,11 +460,11 @@ class MsgpackCodec(Codec):
         except UnicodeDecodeError:
             pass  # a str that is not UTF-8 (Msgpax sends binaries as str): keep it as bytes
         except Exception as exc:  # noqa: BLE001 - any unpacker failure is bad input
-            raise PayloadError(f"invalid MessagePack: {exc}") from None
+            raise PayloadError(f"invalid MessagePack: {exc or type(exc).__name__}") from None
         try:
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="surrogateescape")
         except Exception as exc:  # noqa: BLE001
-            raise PayloadError(f"invalid MessagePack: {exc}") from None
+            raise PayloadError(f"invalid MessagePack: {exc or type(exc).__name__}") from None
         return _unescape(obj)
 
     def encode_value(self, value: Any) -> bytes:

@@ -364,6 +364,8 @@ class StdioServer:
             await self._reject(rid, f"bad frame ({len(payload)} bytes): {exc}")
         except BadRequest as exc:
             await self._reject(exc.request_id, f"bad request: {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - e.g. RecursionError on absurd nesting: still bad input
+            await self._reject(self.codec.recover_id(payload), f"bad frame: {type(exc).__name__}: {exc}")
         return None
 
     async def _reject(self, rid: int | str | None, error: str) -> None:
@@ -403,6 +405,9 @@ class StdioServer:
             if not self._stop.is_set():
                 self.log.warning("stdout is closed; stopping")
             self.halt("stdout closed")
+        except Exception as exc:  # noqa: BLE001 - a transport bug must not end the loop
+            self.log.error("request failed in the stdio transport", request_id=w.id, command=w.command,
+                           error=f"{type(exc).__name__}: {exc}")
 
     async def _serve_call(self, w: WireRequest) -> None:
         req = self._request(w)
