@@ -364,3 +364,57 @@ def test_slow_stdout_reader_throttles_the_producer():
         b.reading.set()
         assert b.recv()["chunk_index"] == 0
         b.kill()
+
+
+# -- unit tests of the pure parts -------------------------------------------------------------
+
+
+def test_choose_protocol():
+    from snakepit_bridge.transports.stdio import choose_protocol
+
+    assert choose_protocol(["msgpack", "json"], "msgpack") == "msgpack"
+    assert choose_protocol(["msgpack", "json"], "json") == "json"
+    assert choose_protocol(["cbor", "json", "msgpack"], "cbor") == "json"
+    assert choose_protocol(["cbor"], "cbor") is None
+    assert choose_protocol(None, None) == "json"  # a malformed offer: JSON, as Snakepit 0.3's bridge did
+    assert choose_protocol(["msgpack", "json"], "msgpack", fixed="json") == "json"
+    assert choose_protocol(["msgpack"], "msgpack", fixed="json") is None
+
+
+def test_parse_request():
+    from snakepit_bridge.transports.stdio import BadRequest, parse_request
+
+    req = parse_request({"id": 3, "command": "c", "args": None, "stream": True, "timeout_ms": 5, "session_id": "s"})
+    assert (req.id, req.command, req.args, req.stream, req.pipeline, req.timeout_ms, req.session_id) == (
+        3, "c", {}, True, False, 5, "s")
+    for bad, rid in [([], None), ({"command": "c"}, None), ({"id": 1.5, "command": "c"}, None),
+                     ({"id": 1, "command": 2}, 1), ({"id": 1, "command": "c", "args": "x"}, 1),
+                     ({"id": 1, "command": "c", "pipeline": 1}, 1), ({"id": 1, "command": "c", "timeout_ms": -1}, 1)]:
+        with pytest.raises(BadRequest) as info:
+            parse_request(bad)
+        assert info.value.request_id == rid
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_codec_envelope_splices_encoded_values(name):
+    from snakepit_bridge.transports._payload import CODECS, Encoded
+
+    codec = CODECS[name]()
+    result = Encoded(codec.encode_value({"a": [1, 2], "b": "é"}))
+    payload = codec.envelope([("id", 5), ("success", True), ("result", result), ("timestamp", "t")])
+    assert decode(payload, name) == {"id": 5, "success": True, "result": {"a": [1, 2], "b": "é"}, "timestamp": "t"}
+    many = codec.envelope([(f"k{i}", i) for i in range(20)])  # past MessagePack's fixmap
+    assert decode(many, name) == {f"k{i}": i for i in range(20)}
+
+
+def test_recover_id_from_broken_frames():
+    from snakepit_bridge.transports._payload import JsonCodec, MsgpackCodec
+
+    j = JsonCodec()
+    assert j.recover_id(b'{"args": {"id": 5, "s": "}{"}, "id": 42, "command": oops') == 42
+    assert j.recover_id(b'{"args": {"id": 5}, "command": oops') is None
+    assert j.recover_id(b"\xff\xfe") is None
+    m = MsgpackCodec()
+    broken = msgpack.packb({"args": {"id": 3, "s": "x"}, "id": 77, "command": "echo"})[:-3]
+    assert m.recover_id(broken) == 77
+    assert m.recover_id(b"\xc1") is None
