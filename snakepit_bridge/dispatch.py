@@ -327,6 +327,7 @@ class Dispatcher:
                 in_session = True
             pump = self._start(handler, req.args, ctx)
             timer = self._arm_deadline(pump, ctx)
+            debug = self.config.log_level == "debug"  # decided once: per-chunk lines cost nothing otherwise
             while True:
                 item = await pump.get()
                 if item is END:
@@ -335,12 +336,14 @@ class Dispatcher:
                 chunk.index = index
                 index += 1
                 obs.chunks = index
-                if chunk.error:
-                    ctx.log.debug("chunk error", index=chunk.index, error=chunk.error)
+                if debug:
+                    ctx.log.debug("chunk", index=chunk.index, is_final=chunk.is_final, error=chunk.error or None)
                 yield chunk
                 if chunk.is_final:
                     return
             obs.chunks = index + 1
+            if debug:
+                ctx.log.debug("chunk", index=index, is_final=True, error=None)
             yield _encoded_chunk(Chunk({}, is_final=True, index=index), req)
         except (asyncio.CancelledError, GeneratorExit):
             obs.outcome = "cancelled"
