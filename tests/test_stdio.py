@@ -311,6 +311,21 @@ def test_sigterm_exits_zero_and_answers_running_request():
         assert b.wait(5) == 0
 
 
+def test_sigterm_ends_an_open_stream_with_one_final_error_chunk():
+    with StdioBridge(protocol="msgpack", timeout=20) as b:
+        rid = b.request("ping_stream", {"count": 100_000, "interval": 0.02}, stream=True)
+        first = b.recv()
+        assert first["id"] == rid and first["is_final"] is False
+        b.signal()
+        chunks = [first]
+        while not chunks[-1]["is_final"]:
+            chunks.append(b.recv())
+        assert "shutting down" in chunks[-1]["error"]
+        assert [c["chunk_index"] for c in chunks] == list(range(len(chunks)))
+        assert sum(c["is_final"] for c in chunks) == 1
+        assert b.wait(5) == 0
+
+
 # -- pipelining and back-pressure -------------------------------------------------------------
 
 

@@ -46,11 +46,13 @@ keeps serving. A declared length above ``--max-message-mb`` is logged and
 the worker exits with ExitCode.PROTOCOL (the stream cannot be resynchronized).
 A result that cannot be encoded, or is over the limit, is an error response.
 
-Ending. EOF on stdin (also inside a frame, which is dropped) or SIGTERM/SIGINT:
-stop reading; requests already received get ``--grace-period`` seconds, then
-streams end with "worker is shutting down" and the rest are cancelled and
+Ending. EOF on stdin (also inside a frame, which is dropped): stop reading;
+requests already received get ``--grace-period`` seconds, then streams end
+with a final "worker is shutting down" chunk and the rest are cancelled and
 answered with that error; sessions are closed (their hooks run); exit 0.
-A second signal exits at once with ExitCode.FORCED.
+SIGTERM/SIGINT: the same, except that frames not yet started are dropped and
+open streams end at once (as in gRPC mode). A second signal exits at once
+with ExitCode.FORCED.
 
 Nothing but frames reaches stdout: :func:`claim_stdio` keeps private
 descriptors for the protocol and points fd 1 at stderr (and fd 0 at
@@ -268,6 +270,9 @@ class StdioServer:
             flush_and_exit(ExitCode.FORCED)
         self._signalled = True
         self.halt(f"signal {name}")
+        # As in gRPC mode: open streams end now (with a final "worker is
+        # shutting down" chunk); unary calls get the grace period.
+        self.dispatcher.interrupt_streams()
 
     def _begin_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -413,31 +418,35 @@ class StdioServer:
     async def _serve_call(self, w: WireRequest) -> None:
         req = self._request(w)
         try:
-            result = await self.dispatcher.call(req)
+            try:
+                result = await self.dispatcher.call(req)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. the error details themselves did not encode
+                _, message, _ = self.dispatcher.failure(exc, req)
+                payload = self._error_frame(w.id, message)
+            else:
+                if result.success:
+                    payload = self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
+                                           ("timestamp", now_iso())], w.id)
+                else:
+                    payload = self._error_frame(w.id, result.error)
+            # The write only waits before putting the frame, so a cancellation
+            # there means nothing was written and the handler below answers.
+            await self._write(payload)
         except asyncio.CancelledError:
             self.writer.write_nowait(self._error_frame(w.id, "worker is shutting down"))
             raise
-        except Exception as exc:  # noqa: BLE001 - e.g. the error details themselves did not encode
-            _, message, _ = self.dispatcher.failure(exc, req)
-            await self._write(self._error_frame(w.id, message))
-            return
-        if result.success:
-            payload = self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
-                                   ("timestamp", now_iso())], w.id)
-        else:
-            payload = self._error_frame(w.id, result.error)
-        await self._write(payload)
 
     async def _serve_stream(self, w: WireRequest) -> None:
         req = self._request(w)
-        index, final = 0, False
+        index, final = 0, False  # of what has been written
         try:
             async with contextlib.aclosing(self.dispatcher.stream(req)) as chunks:
                 async for chunk in chunks:
-                    final = chunk.is_final
-                    index = chunk.index + 1
                     await self._write(self._chunk_frame(w.id, Encoded(chunk.payload), chunk.index, chunk.is_final,
                                                         chunk.error or None, chunk.timestamp_ns))
+                    index, final = chunk.index + 1, chunk.is_final
         except asyncio.CancelledError:
             if not final:
                 self.writer.write_nowait(self._chunk_frame(w.id, {}, index, True, "worker is shutting down"))
