@@ -83,6 +83,19 @@ def test_first_frame_without_negotiation_is_served_by_its_look():
     assert json.loads(reply)["id"] == 7 and json.loads(reply)["success"] is True
 
 
+def test_regular_files_as_stdin_and_stdout(tmp_path):
+    # Not pipes: asyncio cannot poll them, so the worker reads and writes in a thread.
+    requests = b"".join(frame(json.dumps({"id": i, "command": "echo", "args": {"i": i}}).encode()) for i in range(50))
+    (tmp_path / "in").write_bytes(requests)
+    with open(tmp_path / "in", "rb") as stdin, open(tmp_path / "out", "wb") as stdout:
+        proc = subprocess.run([sys.executable, str(ROOT / "grpc_bridge.py"), "--mode", "pool-worker", "--protocol",
+                               "json", "--quiet"], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=20,
+                              cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr.decode()
+    replies = [json.loads(p) for p in split_frames((tmp_path / "out").read_bytes())]
+    assert [r["result"]["echoed"]["i"] for r in replies] == list(range(50))
+
+
 def test_generic_bridge_v2_shim_defaults_to_pool_worker_mode():
     with StdioBridge(negotiate=NEGOTIATION, script=PRIV / "generic_bridge_v2.py", mode_flag=False, cwd=PRIV) as b:
         assert b.protocol == "msgpack"
