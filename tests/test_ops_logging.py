@@ -119,14 +119,15 @@ def test_heavy_modules_are_not_imported_at_startup(spawn_bridge):
     assert got == {name: False for name in heavy}
 
 
-@pytest.mark.xfail(reason="dispatch logs per-chunk lines at debug only for chunk errors (change requested)", strict=False)
 def test_debug_level_adds_per_chunk_lines(spawn_bridge):
     b = spawn_bridge("--log-format", "json", "--log-level", "debug")
     with Client(b.target) as c:
         assert len(list(c.stream("ping_stream", {"count": 5}, request_id="dbg"))) == 6
     assert b.stop() == 0
     lines = [line for line in _json_lines(b.stderr_text()) if line.get("request_id") == "dbg"]
-    assert len([line for line in lines if line["level"] == "debug"]) >= 5
+    chunk_lines = [line for line in lines if line["event"] == "chunk"]
+    assert [line["index"] for line in chunk_lines] == list(range(6)) and chunk_lines[-1]["is_final"]
+    assert all(line["level"] == "debug" for line in chunk_lines)
 
 
 def test_a_broken_log_pipe_fails_no_call_and_exit_stays_clean():

@@ -12,6 +12,7 @@ import pytest
 from snakepit_bridge.client import Client
 from snakepit_bridge.exitcodes import ExitCode
 from tests.bridge_process import ROOT, SCRIPT
+from tests.handlers_ops import wait_until
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_second_bridge_on_the_same_port_gets_another(spawn_bridge):
     second = spawn_bridge("--port", str(first.port))
     assert second.port != first.port
     assert second.stdout_lines == [f"GRPC_SERVER_READY_ON_PORT={second.port}"]
-    assert "requested port in use" in second.stderr_text()
+    assert wait_until(lambda: "requested port in use" in second.stderr_text(), 5) is not None
     # Each port leads to its own process.
     with Client(first.target) as a, Client(second.target) as b:
         pids = {a.info().system_info.get("pid"), b.info().system_info.get("pid")}
@@ -40,7 +41,7 @@ def test_second_bridge_on_the_same_port_gets_another(spawn_bridge):
 def test_busy_port_binds_another_and_warns(spawn_bridge, taken_port):
     b = spawn_bridge("--port", str(taken_port))
     assert b.port not in (0, taken_port)
-    assert f"requested={taken_port}" in b.stderr_text()
+    assert wait_until(lambda: f"requested={taken_port}" in b.stderr_text(), 5) is not None
     with Client(b.target) as c:
         assert c.execute("ping").success
 
