@@ -41,12 +41,13 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._pump import END, AsyncPump, ThreadPump
+from .calls import Request, Result, Stats
 from .chunks import Chunk, as_chunk_data, to_chunk
 from .config import Config
 from .context import Context
@@ -59,45 +60,6 @@ __all__ = ["Dispatcher", "Request", "Result", "Stats"]
 
 # How long closing a generator may take before it is abandoned (and logged).
 CLOSE_WAIT = 0.25
-
-
-@dataclass(slots=True)
-class Request:
-    command: str
-    args: dict[str, Any]
-    request_id: str = ""
-    timeout_ms: int = 0
-    session_id: str = ""
-    #: A deadline the transport already knows (``time.monotonic()``), e.g. gRPC's.
-    deadline: float | None = None
-    #: Passed in by the transport: builds ``args`` from wire bytes (so that bad
-    #: input fails inside dispatch, like every other error) ...
-    decode: Callable[[], dict[str, Any]] | None = None
-    #: ... and turns a result or chunk map into the transport's payload.
-    encode: Callable[[dict[str, Any]], Any] | None = None
-
-
-@dataclass(slots=True)
-class Result:
-    success: bool
-    result: dict[str, Any]
-    error: str = ""
-    code: str = "OK"
-    #: ``request.encode(result)`` when the request has an encoder.
-    payload: Any = None
-
-
-@dataclass(slots=True)
-class Stats:
-    requests: int = 0
-    errors: int = 0
-    active_streams: int = 0
-    started_monotonic: float = field(default_factory=time.monotonic)
-    started_wall: float = field(default_factory=time.time)
-
-    @property
-    def uptime_ms(self) -> int:
-        return int((time.monotonic() - self.started_monotonic) * 1000)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,52 @@
+"""The records a transport and the dispatcher exchange: a :class:`Request` in,
+a :class:`Result` out, and the worker's running :class:`Stats`.
+
+Import them from :mod:`snakepit_bridge.dispatch`, which re-exports them.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Request", "Result", "Stats"]
+
+
+@dataclass(slots=True)
+class Request:
+    command: str
+    args: dict[str, Any]
+    request_id: str = ""
+    timeout_ms: int = 0
+    session_id: str = ""
+    #: A deadline the transport already knows (``time.monotonic()``), e.g. gRPC's.
+    deadline: float | None = None
+    #: Passed in by the transport: builds ``args`` from wire bytes (so that bad
+    #: input fails inside dispatch, like every other error) ...
+    decode: Callable[[], dict[str, Any]] | None = None
+    #: ... and turns a result or chunk map into the transport's payload.
+    encode: Callable[[dict[str, Any]], Any] | None = None
+
+
+@dataclass(slots=True)
+class Result:
+    success: bool
+    result: dict[str, Any]
+    error: str = ""
+    code: str = "OK"
+    #: ``request.encode(result)`` when the request has an encoder.
+    payload: Any = None
+
+
+@dataclass(slots=True)
+class Stats:
+    requests: int = 0
+    errors: int = 0
+    active_streams: int = 0
+    started_monotonic: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+
+    @property
+    def uptime_ms(self) -> int:
+        return int((time.monotonic() - self.started_monotonic) * 1000)
