@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import Callable, AsyncGenerator, Generator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -150,9 +150,13 @@ class ThreadPump(_Pump):
     event loop never waits on it for long.
     """
 
-    def __init__(self, gen: Generator[Any, None, None], maxsize: int, executor: Executor) -> None:
+    def __init__(self, gen: Generator[Any, None, None], maxsize: int, executor: Executor,
+                 transform: Callable[[Any], Any] | None = None) -> None:
         super().__init__(maxsize)
         self._gen = gen
+        # Applied to each item in the producer thread (dispatch encodes chunks
+        # here, so a large value is never serialized on the event loop).
+        self._transform = transform
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)  # the producer waits here for room
         self._closing = False
@@ -174,6 +178,8 @@ class ThreadPump(_Pump):
                     return
                 if self._closing:
                     return
+                if self._transform is not None:
+                    item = self._transform(item)
                 self.produced += 1
                 self._push(_ITEM, item)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer

@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +104,9 @@ class Dispatcher:
                 if handler.streaming:
                     return _encoded(await self._collect(req, obs), req)
                 ctx = self._context(req, handler)
-                value = await self._run_in_session(handler, req.args, ctx)
+                value = await self._run_in_session(handler, req.args, ctx, req.encode)
+                if isinstance(value, _Encoded):
+                    return Result(True, value.data, payload=value.payload)
                 return _encoded(Result(True, as_chunk_data(value)), req)
             except asyncio.CancelledError:
                 obs.outcome = "cancelled"
@@ -183,29 +185,34 @@ class Dispatcher:
             session=session, log=log, dispatcher=self,
         )
 
-    async def _run_in_session(self, handler: Handler, args: dict[str, Any], ctx: Context) -> Any:
+    async def _run_in_session(self, handler: Handler, args: dict[str, Any], ctx: Context,
+                              encode: Callable[[dict[str, Any]], Any] | None = None) -> Any:
         """A unary call; in a session it counts as in flight (the session is not
         expired under it) and holds the session's lock when ``config.session_lock``."""
         if ctx.session is None:
-            return await self._run_unary(handler, args, ctx)
+            return await self._run_unary(handler, args, ctx, encode)
         # The deadline covers the wait for the session's lock too.
         remaining = ctx.time_remaining()
         scope = asyncio.timeout(None if remaining is None else max(0.0, remaining))
         try:
             async with scope, ctx.session.call_scope(lock=self.config.session_lock):
-                return await self._run_unary(handler, args, ctx)
+                return await self._run_unary(handler, args, ctx, encode)
         except TimeoutError:
             if scope.expired():
                 raise _deadline(ctx) from None
             raise
 
-    async def _run_unary(self, handler: Handler, args: dict[str, Any], ctx: Context) -> Any:
+    async def _run_unary(self, handler: Handler, args: dict[str, Any], ctx: Context,
+                         encode: Callable[[dict[str, Any]], Any] | None = None) -> Any:
         running: Any  # what to watch if the call is abandoned: the task, or the thread's future
         if handler.kind is Kind.COROUTINE:
             work: asyncio.Future[Any] = asyncio.ensure_future(handler.invoke(args, ctx))
             running = work
-        else:
+        elif encode is None:
             running = self.executor.submit(handler.invoke, args, ctx)
+            work = asyncio.wrap_future(running)
+        else:  # encode in the worker thread too: a large result never blocks the loop
+            running = self.executor.submit(_invoke_encoded, handler, args, ctx, encode)
             work = asyncio.wrap_future(running)
         try:
             if ctx.deadline is None:
@@ -232,12 +239,16 @@ class Dispatcher:
             self.log.warning("handler still running %s s after its call ended; left to finish" % CLOSE_WAIT,
                              command=ctx.command, request_id=ctx.request_id)
 
-    def _start(self, handler: Handler, args: dict[str, Any], ctx: Context) -> AsyncPump | ThreadPump:
+    def _start(self, handler: Handler, args: dict[str, Any], ctx: Context,
+               encode: Callable[[dict[str, Any]], Any] | None = None) -> AsyncPump | ThreadPump:
         gen = handler.invoke(args, ctx)
         if handler.kind is Kind.ASYNC_GENERATOR:
             pump: AsyncPump | ThreadPump = AsyncPump(gen, self.config.stream_buffer)
         else:
-            pump = ThreadPump(gen, self.config.stream_buffer, self.executor)
+            # Sync generators get their chunks built and encoded in their own
+            # thread, so a large value is never serialized on the event loop.
+            transform = None if encode is None else (lambda item: _encoded_chunk(to_chunk(item), encode))
+            pump = ThreadPump(gen, self.config.stream_buffer, self.executor, transform)
         self._pumps.add(pump)
         self.stats.active_streams += 1
         return pump
@@ -278,23 +289,26 @@ class Dispatcher:
             handler = self._admit(req)
             ctx = self._context(req, handler)
             if not handler.streaming:
-                value = await self._run_in_session(handler, req.args, ctx)
+                value = await self._run_in_session(handler, req.args, ctx, req.encode)
                 obs.chunks = 1
-                yield _encoded_chunk(Chunk(as_chunk_data(value), is_final=True), req)
+                if isinstance(value, _Encoded):
+                    yield Chunk(value.data, is_final=True, payload=value.payload)
+                else:
+                    yield _encoded_chunk(Chunk(as_chunk_data(value), is_final=True), req.encode)
                 return
             if ctx.session is not None:
                 # A stream in flight is use of its session (no lock: it would
                 # block the session for as long as the stream is open).
                 ctx.session.begin_call()
                 in_session = True
-            pump = self._start(handler, req.args, ctx)
+            pump = self._start(handler, req.args, ctx, req.encode)
             timer = self._arm_deadline(pump, ctx)
             debug = self.config.log_level == "debug"  # decided once: per-chunk lines cost nothing otherwise
             while True:
                 item = await pump.get()
                 if item is END:
                     break
-                chunk = _encoded_chunk(to_chunk(item), req)
+                chunk = _encoded_chunk(to_chunk(item), req.encode)
                 chunk.index = index
                 index += 1
                 obs.chunks = index
@@ -306,23 +320,25 @@ class Dispatcher:
             obs.chunks = index + 1
             if debug:
                 ctx.log.debug("chunk", index=index, is_final=True, error=None)
-            yield _encoded_chunk(Chunk({}, is_final=True, index=index), req)
+            yield _encoded_chunk(Chunk({}, is_final=True, index=index), req.encode)
         except (asyncio.CancelledError, GeneratorExit):
             obs.outcome = "cancelled"
             raise
         except Exception as exc:
             code, message, details = self.failure(exc, req)
             obs.outcome, obs.error, obs.chunks = "error", message, index + 1
-            yield _encoded_chunk(Chunk(details, is_final=True, error=message, index=index, code=code), req)
+            yield _encoded_chunk(Chunk(details, is_final=True, error=message, index=index, code=code), req.encode)
         finally:
             if timer is not None:
                 timer.cancel()
             if ctx is not None:
                 ctx.cancel()
-            if pump is not None:
-                await self._stop(pump, ctx)
-            if in_session:
-                ctx.session.end_call()  # type: ignore[union-attr]
+            try:
+                if pump is not None:
+                    await self._stop(pump, ctx)
+            finally:
+                if in_session:
+                    ctx.session.end_call()  # type: ignore[union-attr]
 
     async def _collect(self, req: Request, obs: _Call) -> Result:
         chunks: list[dict[str, Any]] = []
@@ -375,10 +391,25 @@ def _encoded(result: Result, req: Request) -> Result:
     return result
 
 
-def _encoded_chunk(chunk: Chunk, req: Request) -> Chunk:
-    if req.encode is not None:
-        chunk.payload = req.encode(chunk.data)
+def _encoded_chunk(chunk: Chunk, encode: Callable[[dict[str, Any]], Any] | None) -> Chunk:
+    """Set ``chunk.payload`` unless it is set already (by the producer thread)."""
+    if encode is not None and chunk.payload is None:
+        chunk.payload = encode(chunk.data)
     return chunk
+
+
+@dataclass(slots=True)
+class _Encoded:
+    """A unary result already made a chunk map and encoded in the worker thread."""
+
+    data: dict[str, Any]
+    payload: Any
+
+
+def _invoke_encoded(handler: Handler, args: dict[str, Any], ctx: Context,
+                    encode: Callable[[dict[str, Any]], Any]) -> _Encoded:
+    data = as_chunk_data(handler.invoke(args, ctx))
+    return _Encoded(data, encode(data))
 
 
 def _deadline(ctx: Context) -> DeadlineExceeded:
