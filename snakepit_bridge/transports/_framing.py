@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -88,27 +89,56 @@ class _ThreadSource:
         return data
 
 
-class FrameReader:
-    """Reads frames from a file descriptor (which it then owns)."""
+class _NotifyingProtocol(asyncio.StreamReaderProtocol):
+    """Tells the owner when the pipe reaches EOF (or fails) as soon as the
+    transport sees it, even while nobody is waiting for a frame."""
 
-    def __init__(self, source: _Source, limit: int, transport: asyncio.BaseTransport | None = None) -> None:
+    def __init__(self, reader: asyncio.StreamReader, on_eof: Callable[[], None]) -> None:
+        super().__init__(reader)
+        self._on_eof = on_eof
+
+    def eof_received(self) -> bool | None:
+        self._on_eof()
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_eof()
+        super().connection_lost(exc)
+
+
+class FrameReader:
+    """Reads frames from a file descriptor (which it then owns).
+
+    On a pipe the transport reads ahead (up to READ_AHEAD bytes) whether or
+    not a frame is being awaited, so :attr:`on_eof` fires as soon as the
+    writer closes its end, also while the owner is busy with an earlier frame.
+    """
+
+    def __init__(self, source: _Source, limit: int) -> None:
         self._source = source
         self.limit = limit
-        self._transport = transport
+        self._transport: asyncio.BaseTransport | None = None
+        #: Called (possibly more than once) when the pipe reaches EOF or fails.
+        self.on_eof: Callable[[], None] | None = None
 
     @classmethod
     async def open(cls, fd: int, limit: int) -> FrameReader:
-        if _pollable(fd):
-            _grow_pipe(fd)
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=READ_AHEAD // 2, loop=loop)
-            pipe = os.fdopen(fd, "rb", buffering=0)
-            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
-            return cls(reader, limit, transport)
-        return cls(_ThreadSource(fd), limit)
+        if not _pollable(fd):
+            return cls(_ThreadSource(fd), limit)
+        _grow_pipe(fd)
+        loop = asyncio.get_running_loop()
+        stream = asyncio.StreamReader(limit=READ_AHEAD // 2, loop=loop)
+        self = cls(stream, limit)
+        pipe = os.fdopen(fd, "rb", buffering=0)
+        self._transport, _ = await loop.connect_read_pipe(lambda: _NotifyingProtocol(stream, self._eof_seen), pipe)
+        return self
+
+    def _eof_seen(self) -> None:
+        if self.on_eof is not None:
+            self.on_eof()
 
     async def read(self) -> bytes | None:
-        """The next frame's payload; None at EOF between frames.
+        """The next frame's payload; None at EOF between frames (or after :meth:`close`).
 
         Raises :class:`FrameTooLarge` (before reading the payload) and
         :class:`TruncatedFrame` (EOF inside a frame).
@@ -128,10 +158,12 @@ class FrameReader:
             raise TruncatedFrame(f"EOF after {len(exc.partial)} of {size} payload bytes") from None
 
     def close(self) -> None:
+        """Stop reading the fd; a pending :meth:`read` then ends (buffered frames first)."""
         if self._transport is not None:
-            self._transport.close()
+            self._transport.close()  # its connection_lost feeds EOF to the stream
         elif isinstance(self._source, _ThreadSource):
-            self._source.pool.shutdown(wait=False, cancel_futures=True)
+            self._source.eof = True
+            self._source.pool.shutdown(wait=False)
 
 
 # -- writing ------------------------------------------------------------------------

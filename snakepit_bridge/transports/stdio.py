@@ -98,7 +98,6 @@ CLEANUP_BUDGET = 1.5
 #: Room for the response envelope around an encoded result, within the frame limit.
 ENVELOPE_ROOM = 1024
 
-_EOF = object()
 _claimed: tuple[int, int] | None = None
 
 
@@ -220,48 +219,45 @@ class StdioServer:
         self.stop_reason = ""
         self._stop = asyncio.Event()
         self._signalled = False
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        self._halted = False  # no further frame is taken
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._reader_task: asyncio.Task[None] | None = None
+        # The transport reads ahead, so EOF is seen while a request still runs.
+        reader.on_eof = lambda: self._begin_stop("stdin closed")
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def serve(self) -> ExitCode:
         """Serve until EOF, a signal or a fatal framing error; returns the exit code."""
-        self._reader_task = asyncio.create_task(self._read_frames(), name="stdio-reader")
-        processor = asyncio.create_task(self._process(), name="stdio-processor")
+        frames = asyncio.create_task(self._serve_frames(), name="stdio-frames")
         stopping = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({processor, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not processor.done():
-            done, _ = await asyncio.wait({processor}, timeout=self.config.grace_period)
+        await asyncio.wait({frames, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not frames.done():
+            done, _ = await asyncio.wait({frames}, timeout=self.config.grace_period)
             if not done:
                 self.log.warning("requests still running after the grace period; cancelling them",
                                  in_flight=len(self._tasks) or 1, grace_s=self.config.grace_period)
                 self.dispatcher.interrupt_streams()
-                processor.cancel()
+                frames.cancel()
                 for task in list(self._tasks):
                     task.cancel()
-                await asyncio.wait({processor, *self._tasks}, timeout=CANCEL_WAIT)
+                await asyncio.wait({frames, *self._tasks}, timeout=CANCEL_WAIT)
         stopping.cancel()
-        self._reader_task.cancel()
-        if processor.done() and not processor.cancelled() and processor.exception() is not None:
-            exc = processor.exception()
+        if frames.done() and not frames.cancelled() and frames.exception() is not None:
+            exc = frames.exception()
             self.log.error("stdio loop failed", error=f"{type(exc).__name__}: {exc}")
             self.exit_code = ExitCode.ERROR
         return self.exit_code
 
     def halt(self, reason: str, code: ExitCode | None = None) -> None:
-        """Stop reading: what is queued or running finishes (within the grace
-        period), nothing new is read. ``code`` overrides the exit code."""
+        """Take no further frame: the request being served and pipelined ones
+        in flight finish (within the grace period); frames not yet started are
+        dropped. ``code`` overrides the exit code."""
         if code is not None:
             self.exit_code = code
+        self._halted = True
         self._begin_stop(reason)
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(_EOF)
+        self.reader.close()  # a pending read ends
 
     def on_signal(self, name: str) -> None:
         if self._signalled:
@@ -282,16 +278,19 @@ class StdioServer:
 
     # -- reading --------------------------------------------------------------------
 
-    async def _read_frames(self) -> None:
+    async def _serve_frames(self) -> None:
+        """Read and serve frames in order until EOF or :meth:`halt`; then wait
+        for pipelined requests still in flight."""
         reason = "stdin closed"
         try:
-            while True:
+            while not self._halted:
                 payload = await self.reader.read()
-                if payload is None:
+                if payload is None or self._halted:
                     break
-                await self._queue.put(payload)
+                await self._handle(payload)
         except TruncatedFrame as exc:
-            self.log.warning("stdin closed inside a frame; the partial frame is dropped", detail=str(exc))
+            if not self._halted:
+                self.log.warning("stdin closed inside a frame; the partial frame is dropped", detail=str(exc))
         except FrameTooLarge as exc:
             self.log.error(
                 "frame larger than the message limit; the stream cannot be resynchronized, exiting",
@@ -303,31 +302,26 @@ class StdioServer:
             self.log.error("reading stdin failed", error=str(exc))
             reason = "stdin failed"
         self._begin_stop(reason)
-        await self._queue.put(_EOF)
-
-    async def _process(self) -> None:
-        while True:
-            payload = await self._queue.get()
-            if payload is _EOF:
-                break
-            if not self.settled:
-                self.settled = True
-                if await self._negotiate(payload):
-                    continue
-            req = await self._parse(payload)
-            if req is None:
-                continue
-            if req.pipeline:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._serve(req))
-                self._tasks.add(task)
-                task.add_done_callback(self._finished)
-            else:
-                if self._tasks:
-                    await asyncio.wait(set(self._tasks))
-                await self._serve(req)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+
+    async def _handle(self, payload: bytes) -> None:
+        if not self.settled:
+            self.settled = True
+            if await self._negotiate(payload):
+                return
+        req = await self._parse(payload)
+        if req is None:
+            return
+        if req.pipeline:
+            await self._slots.acquire()  # at the cap, stdin is not read until a slot frees
+            task = asyncio.create_task(self._serve(req))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+        else:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+            await self._serve(req)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
