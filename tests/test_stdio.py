@@ -314,6 +314,17 @@ def test_eof_exits_within_a_second_and_runs_session_hooks():
         assert "SESSION-HOOK-RAN s-eof" in b.stderr_text()
 
 
+def test_eof_during_a_long_request_is_noticed_and_the_request_cut_off():
+    # The pool is gone while a request runs: the worker must not wait for it.
+    with StdioBridge(*ADAPTER, "--grace-period", "0.5", protocol="json") as b:
+        rid = b.request("t_sleep", {"seconds": 60, "announce": True})
+        assert b.wait_stderr("T_SLEEP-START", 5)
+        b.close_stdin()
+        reply = b.recv(10)
+        assert reply["id"] == rid and "shutting down" in reply["error"]
+        assert b.wait(10) == 0
+
+
 def test_sigterm_exits_zero_and_answers_running_request():
     with StdioBridge(*ADAPTER, protocol="json") as b:
         rid = b.request("t_sleep", {"seconds": 30, "announce": True})
