@@ -483,11 +483,12 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
     """Serve the stdio protocol until EOF, a signal or a fatal framing error.
 
     Without ``read_fd``/``write_fd`` the process's own stdin/stdout are
-    claimed (:func:`claim_stdio`). Returns the exit code; if cleanup overruns
-    its budget (a handler thread that never returns), a watchdog exits the
-    process with that code.
+    claimed (:func:`claim_stdio`): the worker owns the process, and if cleanup
+    overruns its budget (a close hook that never returns), a watchdog exits
+    the process with the exit code. Returns the exit code.
     """
-    if read_fd is None or write_fd is None:
+    owns_process = read_fd is None or write_fd is None
+    if owns_process:
         read_fd, write_fd = claim_stdio()
     log = get_logger("snakepit_bridge.stdio")
     loop = asyncio.get_running_loop()
@@ -503,7 +504,8 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
     try:
         code = await server.serve()
     finally:
-        _arm_watchdog(CLEANUP_BUDGET, code if code is not None else ExitCode.ERROR)
+        if owns_process:
+            _arm_watchdog(CLEANUP_BUDGET, code)
         await dispatcher.aclose()
         reader.close()
         await writer.aclose(timeout=CLEANUP_BUDGET / 3)
