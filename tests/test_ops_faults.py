@@ -129,3 +129,22 @@ def test_stream_deadline_ends_with_a_final_error_chunk(spawn_bridge, command):
         assert chunks[-1].is_final and "deadline" in chunks[-1].error
         assert c.execute("ping", timeout=5).success
     assert b.stop() == ExitCode.OK
+
+
+@pytest.mark.parametrize("command", ["ops_stream_block", "ops_stream_swallow"])
+def test_many_stuck_streams_do_not_starve_shutdown_of_its_close_hooks(spawn_bridge, command, tmp_path):
+    marker = tmp_path / "hook-ran"
+    b = spawn_bridge(*OPS)
+    with Client(b.target) as c:
+        assert c.execute_in_session("s1", "ops_session_hook", {"marker": str(marker)}).success
+        streams = [iter(c.stream(command, timeout=20)) for _ in range(12)]
+        for s in streams:
+            assert next(s).data == {"started": True}
+        start = time.monotonic()
+        b.signal(signal.SIGTERM)
+        finals = [list(s)[-1] for s in streams]
+        assert b.wait(10) == ExitCode.OK
+        took = time.monotonic() - start
+    assert all(f.is_final and "shutting down" in f.error for f in finals)
+    assert marker.read_text() == "closed"
+    assert took < 2.0, f"exit took {took:.2f}s"
