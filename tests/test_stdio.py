@@ -457,3 +457,28 @@ def test_recover_id_from_broken_frames():
     broken = msgpack.packb({"args": {"id": 3, "s": "x"}, "id": 77, "command": "echo"})[:-3]
     assert m.recover_id(broken) == 77
     assert m.recover_id(b"\xc1") is None
+
+
+async def test_run_in_process_over_os_pipes():
+    # The transport runs without a process of its own: fds passed in, nothing claimed.
+    import os
+
+    from snakepit_bridge.commands import builtin_registry
+    from snakepit_bridge.config import Config
+    from snakepit_bridge.transports.stdio import run
+
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    frames = [json.dumps(NEGOTIATION).encode()]
+    frames += [msgpack.packb({"id": i, "command": "echo", "args": {"i": i}}) for i in range(3)]  # as negotiated
+    os.write(in_w, b"".join(frame(f) for f in frames))
+    os.close(in_w)
+    code = await run(Config(mode="pool-worker", log_level="warning"), builtin_registry(), read_fd=in_r, write_fd=out_w)
+    assert code == 0
+    out = b""
+    while chunk := os.read(out_r, 1 << 16):
+        out += chunk
+    os.close(out_r)
+    selected, *replies = split_frames(out)
+    assert json.loads(selected)["protocol"] == "msgpack"
+    assert [msgpack.unpackb(r)["result"]["echoed"]["i"] for r in replies] == [0, 1, 2]
