@@ -32,9 +32,11 @@ is fixed and a different one would be unreachable.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -108,7 +110,10 @@ def bind(server: grpc.aio.Server, config: Config, log: Any) -> int:
         except RuntimeError:
             return 0
 
-    bound = add(config.port)
+    # Probe first: a port we can see is taken goes straight to the fallback,
+    # without gRPC's C core logging a scary "Failed to add port" error line.
+    # gRPC's own bind stays the authority (the port may be taken in between).
+    bound = add(config.port) if config.port == 0 or _port_free(config.host, config.port) else 0
     if bound:
         return bound
     if config.strict_port or config.port == 0:
@@ -119,6 +124,24 @@ def bind(server: grpc.aio.Server, config: Config, log: Any) -> int:
     log.warning("requested port in use; bound another and reporting it in the ready line",
                 requested=config.port, bound=bound)
     return bound
+
+
+def _port_free(host: str, port: int) -> bool:
+    """False when binding ``host:port`` fails with EADDRINUSE (SO_REUSEADDR on,
+    as gRPC sets it, so a port in TIME_WAIT counts as free)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return True  # let gRPC report it
+    for family, kind, proto, _, address in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+    return True
 
 
 def _credentials(config: Config) -> grpc.ServerCredentials | None:
