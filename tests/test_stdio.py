@@ -325,6 +325,24 @@ def test_eof_during_a_long_request_is_noticed_and_the_request_cut_off():
         assert b.wait(10) == 0
 
 
+def test_worker_stops_when_its_stdout_reader_goes_away():
+    proc = subprocess.Popen([sys.executable, str(ROOT / "grpc_bridge.py"), "--mode", "pool-worker", "--protocol",
+                             "json"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(frame(b'{"id": 1, "command": "ping_stream", "args": {"count": 100000000}, "stream": true}'))
+        proc.stdin.flush()
+        assert len(proc.stdout.read(4)) == 4  # the stream is flowing
+        proc.stdout.close()
+        assert proc.wait(10) == 0
+        assert "stdout is closed; stopping" in proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stderr.close()
+
+
 def test_sigterm_exits_zero_and_answers_running_request():
     with StdioBridge(*ADAPTER, protocol="json") as b:
         rid = b.request("t_sleep", {"seconds": 30, "announce": True})
