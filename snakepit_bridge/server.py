@@ -14,12 +14,17 @@ Shutdown (SIGTERM, SIGINT, EOF on a piped stdin, or the parent dying):
 
 A watchdog ends the process ``SHUTDOWN_MARGIN`` seconds after the grace period
 whatever is still running, and a second SIGTERM/SIGINT exits at once with
-:data:`ExitCode.FORCED`.
+:data:`ExitCode.FORCED`. Signals use plain signal handlers and the stdin and
+parent watchers are threads, so all of this works even while a handler blocks
+the event loop. Calls still running when the grace ends are cancelled by gRPC
+(the client sees UNAVAILABLE "Cancelling all calls").
 
 Orphans: with a piped stdin (as a pool starts it), EOF on stdin means the pool
 is gone. A terminal or /dev/null stdin is not watched, so ``make run`` and CI
 keep working. Second line: Linux's parent-death signal plus a poll of the
 parent pid (see :func:`_watch_parent`). ``--no-parent-watch`` turns both off.
+Child processes are found by walking /proc (Linux; see
+:func:`snakepit_bridge._proc.terminate_descendants` for what that cannot reach).
 
 Ports: SO_REUSEPORT is off, so two processes can never share a port. When
 ``--port`` is taken the default is to bind another free port, warn, and report
