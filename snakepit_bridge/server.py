@@ -238,8 +238,9 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
 
     # Plain signal handlers, not loop.add_signal_handler: Python runs them in
     # the main thread between bytecodes, even while a handler hogs the loop.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: request_stop(f"signal {signal.Signals(signum).name}"))
+    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: request_stop(f"signal {signal.Signals(signum).name}"))
     if config.watch_stdin:
         _watch_stdin(request_stop)
     if config.watch_parent:
@@ -341,7 +342,7 @@ def _watch_parent(parent: int, request_stop: Callable[[str], None], log: Any) ->
         elif source == "signal":
             _say(log, "parent-death signal but the parent lives (its thread ended); ignored", level="debug")
 
-    if set_parent_death_signal(PARENT_DEATH_SIGNAL):
+    if threading.current_thread() is threading.main_thread() and set_parent_death_signal(PARENT_DEATH_SIGNAL):
         # Kept through shutdown: should the parent die in its last moments,
         # SIGHUP's default action would end us with a non-zero status.
         signal.signal(PARENT_DEATH_SIGNAL, lambda _signum, _frame: check("signal"))
