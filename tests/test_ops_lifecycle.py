@@ -34,7 +34,7 @@ def _in_background(fn, *args, **kwargs) -> dict:
 
 
 def _wait_log(bridge, text: str, timeout: float = 5.0) -> None:
-    assert wait_until(lambda: text in bridge.stderr_text(), timeout), f"no {text!r} in:\n{bridge.stderr_text()}"
+    assert wait_until(lambda: text in bridge.stderr_text(), timeout) is not None, f"no {text!r} in:\n{bridge.stderr_text()}"
 
 
 def _wait_started(client: Client, n: int) -> None:

@@ -8,7 +8,6 @@ import pytest
 
 from snakepit_bridge.client import Client
 from tests.bridge_process import Bridge
-from tests.handlers_ops import wait_until
 
 OPS = ("--adapter", "tests.handlers_ops")
 THREAD_VARS = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
