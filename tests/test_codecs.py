@@ -24,15 +24,12 @@ from snakepit_bridge.codecs import (
     UTF8,
     decode_map,
     decode_value,
-    dumps_json,
-    dumps_msgpack,
     encode_map,
     encode_value,
     json_exceeds,
-    loads_json,
-    loads_msgpack,
 )
 from snakepit_bridge.codecs import npy
+from snakepit_bridge.codecs.frames import JsonCodec, MsgpackCodec, PayloadError
 from snakepit_bridge.errors import InvalidArgument
 
 BIG = 10**9  # a threshold above every generated value: JSON everything
@@ -369,25 +366,29 @@ def test_unencodable_value_names_its_key():
 
 # -- stdio frames -------------------------------------------------------------------
 
+JSON_FRAMES, MSGPACK_FRAMES = JsonCodec(), MsgpackCodec()
+
+
 @given(msgpack_values)
 def test_msgpack_frames_round_trip(value):
-    assert _same(loads_msgpack(dumps_msgpack(value)), value)
+    assert _same(MSGPACK_FRAMES.decode(MSGPACK_FRAMES.encode_value(value)), value)
 
 
 @given(json_values)
 def test_json_frames_round_trip(value):
-    assert loads_json(dumps_json(value)) == value
+    assert JSON_FRAMES.decode(JSON_FRAMES.encode_value(value)) == value
 
 
 def test_frames_carry_numpy_and_bytes_by_their_rules():
-    assert loads_msgpack(dumps_msgpack({"a": np.arange(3), "b": b"\xff"})) == {"a": [0, 1, 2], "b": b"\xff"}
-    assert loads_json(dumps_json({"a": np.arange(3), "b": b"text", "n": 2**70, "f": math.inf})) == {
-        "a": [0, 1, 2], "b": "text", "n": 2**70, "f": None}
-    with pytest.raises(TypeError, match="msgpack"):
-        dumps_json({"b": b"\xff"})
-    with pytest.raises(TypeError, match="64 bits"):
-        dumps_msgpack([2**70])
-    with pytest.raises(ValueError):
-        loads_msgpack(b"\xc1")
-    with pytest.raises(ValueError):
-        loads_json(b"{")
+    m, j = MSGPACK_FRAMES, JSON_FRAMES
+    assert m.decode(m.encode_value({"a": np.arange(3), "b": b"\xff"})) == {"a": [0, 1, 2], "b": b"\xff"}
+    assert j.decode(j.encode_value({"a": np.arange(3), "b": b"text", "f": math.inf})) == {
+        "a": [0, 1, 2], "b": "text", "f": None}
+    assert j.decode(j.encode_value({"n": 2**70})) == {"n": 2**70}
+    assert j.decode(j.encode_value({"b": b"\xff"})) == {"b": {"__base64__": "/w=="}}
+    with pytest.raises((OverflowError, TypeError, ValueError)):
+        m.encode_value([2**70])
+    with pytest.raises(PayloadError):
+        m.decode(b"\xc1")
+    with pytest.raises(PayloadError):
+        j.decode(b"{")

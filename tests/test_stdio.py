@@ -454,7 +454,7 @@ def test_parse_request():
 
 @pytest.mark.parametrize("name", ["json", "msgpack"])
 def test_codec_envelope_splices_encoded_values(name):
-    from snakepit_bridge.transports._payload import CODECS, Encoded
+    from snakepit_bridge.codecs.frames import CODECS, Encoded
 
     codec = CODECS[name]()
     result = Encoded(codec.encode_value({"a": [1, 2], "b": "é"}))
@@ -465,7 +465,7 @@ def test_codec_envelope_splices_encoded_values(name):
 
 
 def test_recover_id_from_broken_frames():
-    from snakepit_bridge.transports._payload import JsonCodec, MsgpackCodec
+    from snakepit_bridge.codecs.frames import JsonCodec, MsgpackCodec
 
     j = JsonCodec()
     assert j.recover_id(b'{"args": {"id": 5, "s": "}{"}, "id": 42, "command": oops') == 42

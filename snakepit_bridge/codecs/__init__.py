@@ -4,11 +4,12 @@
   binary threshold; npy, raw bytes, UTF-8 or MessagePack above it) and the
   ``arg_encodings`` decoding.
 * :mod:`.npy`: ``.npy`` bytes with one copy out and none in; never pickle.
-* :mod:`.frames`: whole JSON / MessagePack frames for the stdio transport.
+* :mod:`.frames`: the stdio transport's JSON and MessagePack frame codecs
+  (how bytes, arrays and other non-JSON values travel in frames).
 """
 from __future__ import annotations
 
-from .frames import dumps_json, dumps_msgpack, json_safe, loads_json, loads_msgpack
+from .frames import CODECS, Codec, Encoded, JsonCodec, MsgpackCodec, PayloadError
 from .values import (
     DEFAULT_THRESHOLD,
     ENCODINGS,
@@ -25,6 +26,12 @@ from .values import (
 )
 
 __all__ = [
+    "CODECS",
+    "Codec",
+    "Encoded",
+    "JsonCodec",
+    "MsgpackCodec",
+    "PayloadError",
     "DEFAULT_THRESHOLD",
     "ENCODINGS",
     "JSON",
@@ -34,12 +41,7 @@ __all__ = [
     "UTF8",
     "decode_map",
     "decode_value",
-    "dumps_json",
-    "dumps_msgpack",
     "encode_map",
     "encode_value",
     "json_exceeds",
-    "json_safe",
-    "loads_json",
-    "loads_msgpack",
 ]

@@ -1,90 +1,214 @@
-"""Whole-frame JSON and MessagePack for the stdio transport (CONTRACT.md §4).
+"""The two payload codecs of the stdio protocol: JSON and MessagePack.
 
-On stdio a response is ONE document (``{"id", "success", "result", ...}``),
-so values cannot carry their own encoding as on gRPC. The rules:
+A codec (:data:`CODECS` by name) decodes a whole request frame, encodes one
+value (a result or chunk map) to bytes, and builds a response frame around
+already-encoded values (:class:`Encoded`) so that a result is encoded exactly
+once, inside dispatch (where a failure becomes a clean error).
 
-* MessagePack frames (:func:`dumps_msgpack`): str as str, bytes as bin (at
-  any size), numpy arrays as nested lists (``tolist()``; Elixir's Msgpax has no
-  npy), numpy scalars as numbers, sets/tuples as lists, NaN/inf as floats.
-  Ints beyond 64 bits cannot travel: ``TypeError`` naming the problem.
-* JSON frames (:func:`dumps_json`): as :func:`~snakepit_bridge.codecs.values.encode_value`'s
-  JSON (NaN/inf become null, ints of any size travel, numpy arrays become
-  lists), plus bytes: valid UTF-8 travels as a string, anything else is a
-  ``TypeError`` that says to use ``--protocol msgpack``: JSON has no bytes,
-  and a silent base64 would reach Elixir as a different string.
-* Object-dtype numpy values are refused both ways (pickle).
+Values that JSON cannot carry, and how they travel (the same in results
+and chunks):
 
-Decoding (:func:`loads_msgpack`, :func:`loads_json`) never runs code: plain
-maps, lists, strings, numbers, bytes. Both raise ``ValueError`` on bad data.
+* ``bytes``: MessagePack ``bin``. JSON: UTF-8 text if the bytes are valid
+  UTF-8, else ``{"__base64__": "<standard base64>"}``.
+* numpy arrays: lists in both codecs (an ext type would be refused by
+  Elixir's Msgpax); numpy scalars as plain numbers.
+* sets: lists; datetime/date/time: ISO 8601 text; UUIDs: text.
+* MessagePack integers beyond 64 bits cannot be sent (a clean error); JSON
+  sends them as written. JSON has no NaN/infinity: they become ``null``.
+* Map keys: as they are in MessagePack (an int key stays an int); JSON
+  writes non-string keys as strings.
+
+Incoming MessagePack: ``str`` becomes ``str`` and ``bin`` becomes ``bytes``.
+Elixir's Msgpax packs every binary as ``str``, also one that is not UTF-8: such
+a string arrives as ``bytes`` instead of failing the frame.
 """
 from __future__ import annotations
 
+import base64
+import dataclasses
+import datetime
+import enum
 import json
+import re
+import uuid
 from typing import Any
 
 import msgpack
 import orjson
 
-from . import values
-
-__all__ = ["dumps_json", "dumps_msgpack", "loads_json", "loads_msgpack", "json_safe"]
+__all__ = ["CODECS", "Codec", "Encoded", "JsonCodec", "MsgpackCodec", "PayloadError"]
 
 
-def _frame_default(obj: Any) -> Any:
+class PayloadError(ValueError):
+    """A frame's payload does not decode."""
+
+
+class Encoded:
+    """A value already encoded by a codec, spliced into a frame as is."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _plain(obj: Any) -> Any:
+    """What both codecs send for types neither handles natively (see module doc)."""
+    if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":
+        return obj.tolist()  # arrays, and scalars via .tolist() -> Python number
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    raise TypeError(f"values of type {type(obj).__name__} cannot be encoded")
+
+
+def _json_default(obj: Any) -> Any:
     if isinstance(obj, (bytes, bytearray, memoryview)):
+        data = bytes(obj)
         try:
-            return str(obj, "utf-8")
+            return data.decode("utf-8")
         except UnicodeDecodeError:
-            raise TypeError(
-                f"{len(obj)} bytes that are not UTF-8 cannot travel in a JSON frame; use --protocol msgpack"
-            ) from None
-    return values._json_default(obj)
+            return {"__base64__": base64.b64encode(data).decode("ascii")}
+    return _plain(obj)
 
 
-def dumps_json(obj: Any) -> bytes:
-    """One JSON frame body (see the module docstring); ``TypeError`` if impossible."""
-    try:
-        return orjson.dumps(obj, default=_frame_default, option=values._JSON_OPTS)
-    except TypeError as exc:
-        reason = str(exc.__cause__ or exc)  # orjson wraps our default's error; its message says why
-        if "64-bit" not in reason:
-            raise TypeError(reason) from None
-    # An int beyond 64 bits: orjson refuses, the stdlib writes it.
-    return json.dumps(json_safe(obj), separators=(",", ":"), ensure_ascii=False,
-                             allow_nan=False).encode()
+def _stdlib_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":
+        return obj.tolist()
+    return _json_default(obj)
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` as plain JSON-able Python (dicts, lists, str, numbers, None),
-    by the rules of :func:`dumps_json`."""
+class Codec:
+    """A payload encoding: ``name``, ``decode``, ``encode_value``, ``envelope``, ``recover_id``."""
+
+    name = ""
+
+    def decode(self, payload: bytes) -> Any:
+        raise NotImplementedError
+
+    def encode_value(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def envelope(self, fields: list[tuple[str, Any]]) -> bytes:
+        """A map frame of ``fields`` in order; :class:`Encoded` values are spliced in."""
+        raise NotImplementedError
+
+    def recover_id(self, payload: bytes) -> int | None:
+        """Best effort: the top-level ``id`` of a frame that does not decode."""
+        raise NotImplementedError
+
+
+_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# Tokens of (possibly broken) JSON that matter for finding the top-level "id".
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]')
+_JSON_ID_VALUE = re.compile(rb"\s*:\s*(-?\d{1,19})(?![\d.eE])")
+
+
+class JsonCodec(Codec):
+    name = "json"
+
+    def decode(self, payload: bytes) -> Any:
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"invalid JSON: {exc}") from None
+
+    def encode_value(self, value: Any) -> bytes:
+        try:
+            return orjson.dumps(value, default=_json_default, option=_JSON_OPTS)
+        except orjson.JSONEncodeError:
+            # orjson refuses integers beyond 64 bits and very deep nesting; the
+            # standard library takes both (and raises a clear TypeError otherwise).
+            return json.dumps(value, default=_stdlib_default, separators=(",", ":"), allow_nan=False).encode()
+
+    def envelope(self, fields: list[tuple[str, Any]]) -> bytes:
+        parts = []
+        for key, value in fields:
+            data = value.data if isinstance(value, Encoded) else orjson.dumps(value)
+            parts.append(b'"%s":%s' % (key.encode(), data))
+        return b"{" + b",".join(parts) + b"}"
+
+    def recover_id(self, payload: bytes) -> int | None:
+        depth = 0
+        for match in _JSON_TOKENS.finditer(payload):
+            token = match.group()
+            if token in (b"{", b"["):
+                depth += 1
+            elif token in (b"}", b"]"):
+                depth -= 1
+            elif depth == 1 and token == b'"id"':
+                value = _JSON_ID_VALUE.match(payload, match.end())
+                if value:
+                    return int(value.group(1))
+        return None
+
+
+class MsgpackCodec(Codec):
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+    def decode(self, payload: bytes) -> Any:
+        try:
+            return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except UnicodeDecodeError:
+            pass  # a str that is not UTF-8 (Msgpax sends binaries as str): keep it as bytes
+        except Exception as exc:  # noqa: BLE001 - any unpacker failure is bad input
+            raise PayloadError(f"invalid MessagePack: {exc or type(exc).__name__}") from None
+        try:
+            obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="surrogateescape")
+        except Exception as exc:  # noqa: BLE001
+            raise PayloadError(f"invalid MessagePack: {exc or type(exc).__name__}") from None
+        return _unescape(obj)
+
+    def encode_value(self, value: Any) -> bytes:
+        return msgpack.packb(value, default=_plain, use_bin_type=True, datetime=False)
+
+    def envelope(self, fields: list[tuple[str, Any]]) -> bytes:
+        n = len(fields)
+        parts = [bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")]
+        pack = self._packer.pack
+        for key, value in fields:
+            parts.append(pack(key))
+            parts.append(value.data if isinstance(value, Encoded) else pack(value))
+        return b"".join(parts)
+
+    def recover_id(self, payload: bytes) -> int | None:
+        unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=max(len(payload), 1))
+        try:
+            unpacker.feed(payload)
+            for _ in range(unpacker.read_map_header()):
+                key = unpacker.unpack()
+                if key == b"id":
+                    value = unpacker.unpack()
+                    return value if isinstance(value, int) and not isinstance(value, bool) else None
+                unpacker.skip()  # skips without decoding, so a broken str further on does not matter
+        except Exception:  # noqa: BLE001 - best effort on a frame already known to be bad
+            return None
+        return None
+
+
+def _unescape(obj: Any) -> Any:
+    """Strings decoded with surrogateescape that were not UTF-8 become bytes again."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+            return obj
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "surrogateescape")
     if isinstance(obj, dict):
-        return {k if isinstance(k, str) else str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, float):
-        return values._finite(obj)
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    return json_safe(_frame_default(obj))
+        return {_unescape(k): _unescape(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unescape(v) for v in obj]
+    return obj
 
 
-def dumps_msgpack(obj: Any) -> bytes:
-    """One MessagePack frame body (see the module docstring); ``TypeError`` if impossible."""
-    try:
-        return msgpack.packb(obj, default=values._msgpack_default, use_bin_type=True)
-    except OverflowError as exc:
-        raise TypeError(f"MessagePack cannot carry an int beyond 64 bits ({exc}); send it as a string") from None
-
-
-def loads_json(data: bytes) -> Any:
-    try:
-        return values.loads_json(data)
-    except ValueError as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-
-
-def loads_msgpack(data: bytes) -> Any:
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise ValueError(f"not MessagePack ({type(exc).__name__}: {exc})") from None
+CODECS: dict[str, type[Codec]] = {"json": JsonCodec, "msgpack": MsgpackCodec}

@@ -11,7 +11,7 @@ reading the payload (:class:`FrameTooLarge`) and reads no further ahead than a
 small buffer; the writer's :meth:`FrameWriter.write` waits while the pipe's
 buffer is above its high-water mark, so a slow reader slows the producers.
 
-The payload codecs are in :mod:`._payload`.
+The payload codecs are in :mod:`snakepit_bridge.codecs.frames`.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Started as ``grpc_bridge.py --mode pool-worker [--protocol json|msgpack] [--quiet]``
 (CONTRACT.md §4). Frames are 4-byte big-endian lengths plus payload both ways
-(see :mod:`._framing`; payload codecs in :mod:`._payload`); stdout carries nothing else.
+(see :mod:`._framing`; payload codecs in :mod:`snakepit_bridge.codecs.frames`); stdout carries nothing else.
 
 Negotiation. Without ``--protocol`` the first frame is JSON
 ``{"type": "protocol_negotiation", "supported": [...], "preferred": ...}``;
@@ -82,7 +82,7 @@ from ..exitcodes import ExitCode
 from ..logging import get_logger
 from ..registry import Registry
 from ._framing import FrameReader, FrameTooLarge, FrameWriter, TruncatedFrame
-from ._payload import CODECS, Codec, Encoded, PayloadError
+from ..codecs.frames import CODECS, Codec, Encoded, PayloadError
 
 __all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_protocol", "claim_stdio",
            "parse_request", "run"]
