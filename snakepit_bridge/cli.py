@@ -128,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bridge_logging.configure(config.log_level, config.log_format)
 
+    if config.mode == "pool-worker":
+        # Take stdout for frames before any user code runs: an adapter that
+        # prints at import time would otherwise corrupt the pool's first frame.
+        from .transports.stdio import claim_stdio
+
+        claim_stdio()
+
     from .adapters.legacy import AdapterError, load_adapter
     from .commands import builtin_registry
 

@@ -500,3 +500,12 @@ async def test_run_in_process_over_os_pipes():
     selected, *replies = split_frames(out)
     assert json.loads(selected)["protocol"] == "msgpack"
     assert [msgpack.unpackb(r)["result"]["echoed"]["i"] for r in replies] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("protocol", ["json", "msgpack"])
+def test_adapter_printing_at_import_time_cannot_corrupt_the_stream(protocol):
+    with StdioBridge("--adapter", "tests.printing_adapter", protocol=protocol) as b:
+        reply = b.call("shout_stdio", {"text": "ok"})
+        assert reply["success"] is True and reply["result"] == {"text": "OK"}
+        assert b.stray is None  # everything on stdout parsed as frames
+        assert b.wait_stderr("hello from an adapter at import time")
