@@ -8,9 +8,10 @@ from tests.bridge_process import Bridge
 
 
 @pytest.fixture(scope="module")
-def bridge():
-    """One real bridge (default flags) shared by a test module."""
-    with Bridge() as b:
+def bridge(request):
+    """One real bridge shared by a test module, started with the module's
+    ``BRIDGE_ARGS`` (a tuple of flags, e.g. an ``--adapter``) if it has one."""
+    with Bridge(*getattr(request.module, "BRIDGE_ARGS", ())) as b:
         yield b
 
 

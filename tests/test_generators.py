@@ -18,17 +18,7 @@ from tests.test_streaming import active_streams, state, wait_for
 ADAPTER = ("--adapter", "tests.handlers_streaming")
 
 
-@pytest.fixture(scope="module")
-def gbridge():
-    with Bridge(*ADAPTER) as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def gc(gbridge):
-    with Client(gbridge.target) as c:
-        c.wait_ready()
-        yield c
+BRIDGE_ARGS = ADAPTER  # for the shared bridge/client fixtures (conftest.py)
 
 
 def tag() -> str:
@@ -53,9 +43,9 @@ def drain(c: Client, gid: str, batch: int) -> list[list]:
 
 
 @pytest.mark.parametrize("command", ["t_count_sync", "t_count_async"])
-def test_batches_never_exceed_batch_size_and_end_with_one_final(gc, command):
-    gid = open_gen(gc, command, {"n": 25, "tag": tag()})
-    batches = drain(gc, gid, 10)
+def test_batches_never_exceed_batch_size_and_end_with_one_final(client, command):
+    gid = open_gen(client, command, {"n": 25, "tag": tag()})
+    batches = drain(client, gid, 10)
     assert [len(b) for b in batches] == [10, 10, 6]
     chunks = [c for b in batches for c in b]
     assert [c.index for c in chunks] == list(range(26))
@@ -63,118 +53,118 @@ def test_batches_never_exceed_batch_size_and_end_with_one_final(gc, command):
     assert [c.is_final for c in chunks] == [False] * 25 + [True]
 
 
-def test_batch_size_zero_means_the_default_and_negative_is_an_error(gc):
-    gid = open_gen(gc, "t_count_async", {"n": 100, "tag": tag()})
-    chunks, more, err = gc.next_batch(gid, 0)
+def test_batch_size_zero_means_the_default_and_negative_is_an_error(client):
+    gid = open_gen(client, "t_count_async", {"n": 100, "tag": tag()})
+    chunks, more, err = client.next_batch(gid, 0)
     assert err == "" and more and len(chunks) == DEFAULT_BATCH
-    chunks, more, err = gc.next_batch(gid, -1)
+    chunks, more, err = client.next_batch(gid, -1)
     assert chunks == [] and "batch_size" in err
-    chunks, more, err = gc.next_batch(gid, 1)  # still usable
+    chunks, more, err = client.next_batch(gid, 1)  # still usable
     assert err == "" and chunks[0].data == {"i": DEFAULT_BATCH}
-    assert gc.close_generator(gid) == ""
+    assert client.close_generator(gid) == ""
 
 
-def test_unknown_finished_and_closed_ids_are_errors_not_crashes(gc):
-    chunks, more, err = gc.next_batch("nope", 5)
+def test_unknown_finished_and_closed_ids_are_errors_not_crashes(client):
+    chunks, more, err = client.next_batch("nope", 5)
     assert (chunks, more) == ([], False) and "unknown generator id 'nope'" in err
-    assert "unknown generator id" in gc.close_generator("nope")
+    assert "unknown generator id" in client.close_generator("nope")
 
-    gid = open_gen(gc, "t_count_sync", {"n": 2, "tag": tag()})
-    drain(gc, gid, 10)
-    chunks, more, err = gc.next_batch(gid, 5)
+    gid = open_gen(client, "t_count_sync", {"n": 2, "tag": tag()})
+    drain(client, gid, 10)
+    chunks, more, err = client.next_batch(gid, 5)
     assert not more and "finished" in err
 
-    gid = open_gen(gc, "t_count_sync", {"tag": tag()})
-    assert gc.close_generator(gid) == ""
-    assert gc.close_generator(gid) == ""  # idempotent
-    chunks, more, err = gc.next_batch(gid, 5)
+    gid = open_gen(client, "t_count_sync", {"tag": tag()})
+    assert client.close_generator(gid) == ""
+    assert client.close_generator(gid) == ""  # idempotent
+    chunks, more, err = client.next_batch(gid, 5)
     assert not more and "closed by CloseGenerator" in err
-    assert gc.execute("ping").success
+    assert client.execute("ping").success
 
 
-def test_close_runs_the_finalizer_and_active_streams_returns_to_zero(gc):
+def test_close_runs_the_finalizer_and_active_streams_returns_to_zero(client):
     t = tag()
-    gid = open_gen(gc, "t_count_sync", {"tag": t})
-    chunks, more, _ = gc.next_batch(gid, 3)
+    gid = open_gen(client, "t_count_sync", {"tag": t})
+    chunks, more, _ = client.next_batch(gid, 3)
     assert len(chunks) == 3 and more
-    assert active_streams(gc) >= 1
-    assert not state(gc, t)["closed"]
-    assert gc.close_generator(gid) == ""
-    assert state(gc, t)["closed"]  # closed before CloseGenerator answered
-    wait_for(lambda: active_streams(gc) == 0)
+    assert active_streams(client) >= 1
+    assert not state(client, t)["closed"]
+    assert client.close_generator(gid) == ""
+    assert state(client, t)["closed"]  # closed before CloseGenerator answered
+    wait_for(lambda: active_streams(client) == 0)
 
 
-def test_handler_does_not_start_before_the_first_batch(gc):
+def test_handler_does_not_start_before_the_first_batch(client):
     t = tag()
-    gid = open_gen(gc, "t_count_async", {"tag": t})
-    assert state(gc, t)["produced"] == 0 and not state(gc, t)["closed"]
-    assert gc.close_generator(gid) == ""
+    gid = open_gen(client, "t_count_async", {"tag": t})
+    assert state(client, t)["produced"] == 0 and not state(client, t)["closed"]
+    assert client.close_generator(gid) == ""
 
 
-def test_unknown_command_and_bad_arguments_fail_at_init(gbridge, gc):
-    r = gc.init_generator("no_such_command")
+def test_unknown_command_and_bad_arguments_fail_at_init(bridge, client):
+    r = client.init_generator("no_such_command")
     assert r.generator_id == "" and "unknown command 'no_such_command'" in r.error
-    bad = gc.stub.InitGenerator(pb.InitGeneratorRequest(
+    bad = client.stub.InitGenerator(pb.InitGeneratorRequest(
         command="t_count_sync", args={"n": b"\xff{"}, arg_encodings={"n": "json"}))
     assert bad.generator_id == "" and bad.error
-    assert gc.execute("ping").success
+    assert client.execute("ping").success
 
 
-def test_errors_travel_in_chunks(gc):
-    gid = open_gen(gc, "t_errors", {"n": 10, "bad": 1, "raise_at": 3})
-    chunks = [c for b in drain(gc, gid, 4) for c in b]
+def test_errors_travel_in_chunks(client):
+    gid = open_gen(client, "t_errors", {"n": 10, "bad": 1, "raise_at": 3})
+    chunks = [c for b in drain(client, gid, 4) for c in b]
     assert chunks[1].error == "bad item" and not chunks[1].is_final
     assert chunks[-1].is_final and chunks[-1].error == "ValueError: boom at 3"
     assert len(chunks) == 4
 
 
-def test_unary_command_as_a_generator_is_one_final_chunk(gc):
-    gid = open_gen(gc, "echo", {"x": 1})
-    chunks, more, err = gc.next_batch(gid, 5)
+def test_unary_command_as_a_generator_is_one_final_chunk(client):
+    gid = open_gen(client, "echo", {"x": 1})
+    chunks, more, err = client.next_batch(gid, 5)
     assert err == "" and not more and len(chunks) == 1 and chunks[0].is_final
 
 
-def test_timeout_ms_bounds_the_generator_life(gc):
+def test_timeout_ms_bounds_the_generator_life(client):
     t = tag()
-    gid = open_gen(gc, "t_sleepy_stream", {"tag": t, "seconds": 30}, timeout_ms=300)
+    gid = open_gen(client, "t_sleepy_stream", {"tag": t, "seconds": 30}, timeout_ms=300)
     started = time.monotonic()
-    chunks, more, err = gc.next_batch(gid, 5)
+    chunks, more, err = client.next_batch(gid, 5)
     assert time.monotonic() - started < 3
     assert err == "" and not more
     assert chunks[0].data == {"i": 0}
     assert chunks[-1].is_final and "deadline exceeded" in chunks[-1].error
-    wait_for(lambda: state(gc, t)["closed"])
+    wait_for(lambda: state(client, t)["closed"])
 
 
-def test_a_generator_nobody_pulls_is_closed_at_its_deadline(gc):
+def test_a_generator_nobody_pulls_is_closed_at_its_deadline(client):
     t = tag()
-    gid = open_gen(gc, "t_count_async", {"tag": t}, timeout_ms=200)
-    gc.next_batch(gid, 1)
-    wait_for(lambda: state(gc, t)["closed"], timeout=5)
-    _, more, err = gc.next_batch(gid, 1)
+    gid = open_gen(client, "t_count_async", {"tag": t}, timeout_ms=200)
+    client.next_batch(gid, 1)
+    wait_for(lambda: state(client, t)["closed"], timeout=5)
+    _, more, err = client.next_batch(gid, 1)
     assert not more and "deadline" in err
 
 
-def test_next_batch_does_not_hold_the_event_loop(gc):
-    gid = open_gen(gc, "t_sleepy_stream", {"tag": tag(), "seconds": 1.0})
+def test_next_batch_does_not_hold_the_event_loop(client):
+    gid = open_gen(client, "t_sleepy_stream", {"tag": tag(), "seconds": 1.0})
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(gc.next_batch(gid, 5)))
+    worker = threading.Thread(target=lambda: result.append(client.next_batch(gid, 5)))
     worker.start()
-    wait_for(lambda: active_streams(gc) >= 1)
+    wait_for(lambda: active_streams(client) >= 1)
     started = time.monotonic()
-    assert gc.execute("ping").success
+    assert client.execute("ping").success
     assert time.monotonic() - started < 0.5  # answered while the batch waits
     worker.join(5)
     chunks, more, err = result[0]
     assert [c.data for c in chunks] == [{"i": 0}, {"i": 1}, {}] and not more
 
 
-def test_a_batch_cut_off_by_the_rpc_deadline_loses_nothing(gc):
-    gid = open_gen(gc, "t_sleepy_stream", {"tag": tag(), "seconds": 1.0})
+def test_a_batch_cut_off_by_the_rpc_deadline_loses_nothing(client):
+    gid = open_gen(client, "t_sleepy_stream", {"tag": tag(), "seconds": 1.0})
     with pytest.raises(grpc.RpcError) as err:
-        gc.stub.GetNextBatch(pb.GetNextBatchRequest(generator_id=gid, batch_size=5), timeout=0.3)
+        client.stub.GetNextBatch(pb.GetNextBatchRequest(generator_id=gid, batch_size=5), timeout=0.3)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    chunks, more, error = gc.next_batch(gid, 5)
+    chunks, more, error = client.next_batch(gid, 5)
     assert error == "" and not more
     assert [c.data for c in chunks] == [{"i": 0}, {"i": 1}, {}]
 

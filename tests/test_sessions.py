@@ -43,17 +43,7 @@ def active(client: Client) -> int:
     return client.info(capabilities=False).stats.active_sessions
 
 
-@pytest.fixture(scope="module")
-def sbridge():
-    with Bridge(*ADAPTER) as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def sc(sbridge):
-    with Client(sbridge.target) as c:
-        c.wait_ready()
-        yield c
+BRIDGE_ARGS = ADAPTER  # for the shared bridge/client fixtures (conftest.py)
 
 
 def sid() -> str:
@@ -63,74 +53,74 @@ def sid() -> str:
 # -- routes and isolation ----------------------------------------------------------------
 
 
-def test_both_routes_reach_one_session(sc):
+def test_both_routes_reach_one_session(client):
     s = sid()
-    assert sc.execute_in_session(s, "store", {"key": "a", "value": 1}).success
-    r = sc.execute("retrieve", {"key": "a", "session_id": s})  # how a 0.3 GRPCWorker calls
+    assert client.execute_in_session(s, "store", {"key": "a", "value": 1}).success
+    r = client.execute("retrieve", {"key": "a", "session_id": s})  # how a 0.3 GRPCWorker calls
     assert r.success and r.result["value"] == 1 and r.result["session_id"] == s
-    assert sc.execute("store", {"key": "b", "value": [1, 2], "session_id": s}).success
-    assert sc.execute_in_session(s, "retrieve", {"key": "b"}).result["value"] == [1, 2]
-    chunks = list(sc.stream("retrieve", {"key": "b"}, session_id=s))  # ExecuteInSessionStream
+    assert client.execute("store", {"key": "b", "value": [1, 2], "session_id": s}).success
+    assert client.execute_in_session(s, "retrieve", {"key": "b"}).result["value"] == [1, 2]
+    chunks = list(client.stream("retrieve", {"key": "b"}, session_id=s))  # ExecuteInSessionStream
     assert chunks[-1].is_final and chunks[-1].data["value"] == [1, 2]
-    streamed = list(sc.stream("session_counter_stream", {"count": 3}, session_id=s))
+    streamed = list(client.stream("session_counter_stream", {"count": 3}, session_id=s))
     assert [c.data.get("streamed") for c in streamed[:3]] == [1, 2, 3]
-    assert sc.execute("retrieve", {"key": "streamed", "session_id": s}).result["value"] == 3
-    info = sc.execute_in_session(s, "session_info").result
+    assert client.execute("retrieve", {"key": "streamed", "session_id": s}).result["value"] == 3
+    info = client.execute_in_session(s, "session_info").result
     assert info["keys"] == ["a", "b", "streamed"] and info["session_id"] == s
 
 
-def test_elixir_style_args_session_id_reaches_the_session(sbridge):
+def test_elixir_style_args_session_id_reaches_the_session(bridge):
     s = sid()
-    with Client(sbridge.target, elixir_style=True) as ex, Client(sbridge.target) as c:
+    with Client(bridge.target, elixir_style=True) as ex, Client(bridge.target) as c:
         assert ex.execute("store", {"key": "k", "value": "v", "session_id": s}).success
         assert c.execute_in_session(s, "retrieve", {"key": "k"}).result["value"] == "v"
 
 
-def test_elixir_style_numeric_session_id_reaches_the_session(sbridge):
+def test_elixir_style_numeric_session_id_reaches_the_session(bridge):
     """Elixir sends strings raw, so the id "4242" arrives as the JSON number 4242."""
-    with Client(sbridge.target, elixir_style=True) as ex, Client(sbridge.target) as c:
+    with Client(bridge.target, elixir_style=True) as ex, Client(bridge.target) as c:
         assert ex.execute("store", {"key": "k", "value": "v", "session_id": "4242"}).success
         assert c.execute_in_session("4242", "retrieve", {"key": "k"}).result.get("value") == "v"
 
 
-def test_sessions_are_isolated(sc):
+def test_sessions_are_isolated(client):
     a, b = sid(), sid()
-    sc.execute_in_session(a, "store", {"key": "x", "value": "from a"})
-    sc.execute_in_session(b, "store", {"key": "x", "value": "from b"})
-    sc.execute_in_session(b, "store", {"key": "only_b", "value": 1})
-    assert sc.execute_in_session(a, "retrieve", {"key": "x"}).result["value"] == "from a"
-    assert sc.execute_in_session(b, "retrieve", {"key": "x"}).result["value"] == "from b"
-    missing = sc.execute_in_session(a, "retrieve", {"key": "only_b"})
+    client.execute_in_session(a, "store", {"key": "x", "value": "from a"})
+    client.execute_in_session(b, "store", {"key": "x", "value": "from b"})
+    client.execute_in_session(b, "store", {"key": "only_b", "value": 1})
+    assert client.execute_in_session(a, "retrieve", {"key": "x"}).result["value"] == "from a"
+    assert client.execute_in_session(b, "retrieve", {"key": "x"}).result["value"] == "from b"
+    missing = client.execute_in_session(a, "retrieve", {"key": "only_b"})
     assert not missing.success and "'only_b'" in missing.error and a in missing.error
     # The worker-global store (no session) is a third, separate place.
-    assert not sc.execute("retrieve", {"key": "x"}).success
-    assert sc.execute("store", {"key": "x", "value": "global"}).success
-    assert sc.execute("retrieve", {"key": "x"}).result["value"] == "global"
-    assert sc.execute_in_session(a, "retrieve", {"key": "x"}).result["value"] == "from a"
+    assert not client.execute("retrieve", {"key": "x"}).success
+    assert client.execute("store", {"key": "x", "value": "global"}).success
+    assert client.execute("retrieve", {"key": "x"}).result["value"] == "global"
+    assert client.execute_in_session(a, "retrieve", {"key": "x"}).result["value"] == "from a"
 
 
-def test_missing_key_and_missing_session_are_clear_errors(sc):
-    r = sc.execute_in_session(sid(), "retrieve", {"key": "nope"})
+def test_missing_key_and_missing_session_are_clear_errors(client):
+    r = client.execute_in_session(sid(), "retrieve", {"key": "nope"})
     assert not r.success and "key 'nope' not found" in r.error
     for cmd in ("session_info", "end_session"):
-        r = sc.execute(cmd)
+        r = client.execute(cmd)
         assert not r.success and "needs a session" in r.error and cmd in r.error
-    r = sc.execute_in_session(sid(), "store", {"value": 1})
+    r = client.execute_in_session(sid(), "store", {"value": 1})
     assert not r.success and "'key'" in r.error
-    assert sc.execute("ping").success  # and the worker keeps serving
+    assert client.execute("ping").success  # and the worker keeps serving
 
 
-def test_delete_and_end_session(sc, tmp_path):
+def test_delete_and_end_session(client, tmp_path):
     s, record = sid(), tmp_path / "hooks.txt"
-    sc.execute_in_session(s, "store", {"key": "k", "value": 1})
-    assert sc.execute_in_session(s, "delete", {"key": "k"}).result["deleted"] is True
-    assert sc.execute_in_session(s, "delete", {"key": "k"}).result["deleted"] is False
-    sc.execute_in_session(s, "open_resource", {"name": "model", "record": str(record)})
-    assert sc.execute_in_session(s, "session_info").result["resources"] == ["model"]
-    r = sc.execute_in_session(s, "end_session")
+    client.execute_in_session(s, "store", {"key": "k", "value": 1})
+    assert client.execute_in_session(s, "delete", {"key": "k"}).result["deleted"] is True
+    assert client.execute_in_session(s, "delete", {"key": "k"}).result["deleted"] is False
+    client.execute_in_session(s, "open_resource", {"name": "model", "record": str(record)})
+    assert client.execute_in_session(s, "session_info").result["resources"] == ["model"]
+    r = client.execute_in_session(s, "end_session")
     assert r.success and r.result["existed"] is True
     assert records(record) == [f"{s} model"]  # end_session waits for its hooks
-    assert sc.execute_in_session(sid(), "end_session").result["existed"] is False
+    assert client.execute_in_session(sid(), "end_session").result["existed"] is False
 
 
 def test_get_info_counts_real_sessions(tmp_path):
@@ -241,21 +231,21 @@ def test_memory_cap_rejects_the_store_that_would_exceed_it():
 # -- concurrency ----------------------------------------------------------------------------------
 
 
-def test_many_sessions_many_calls_lose_no_updates(sc):
+def test_many_sessions_many_calls_lose_no_updates(client):
     sessions = [sid() for _ in range(20)]
     calls = 50
 
     def bump(i: int):
         s = sessions[i % len(sessions)]
         if i % 2:  # both routes, interleaved
-            return sc.execute_in_session(s, "incr")
-        return sc.execute("incr", {"session_id": s})
+            return client.execute_in_session(s, "incr")
+        return client.execute("incr", {"session_id": s})
 
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(bump, range(len(sessions) * calls)))
     assert all(r.success for r in results)
     for s in sessions:
-        assert sc.execute_in_session(s, "retrieve", {"key": "n"}).result["value"] == calls
+        assert client.execute_in_session(s, "retrieve", {"key": "n"}).result["value"] == calls
 
 
 def test_without_the_session_lock_updates_are_lost():
@@ -269,23 +259,23 @@ def test_without_the_session_lock_updates_are_lost():
         assert c.execute_in_session("one", "retrieve", {"key": "n"}).result["value"] < 200
 
 
-def test_a_slow_call_blocks_its_own_session_only(sc):
+def test_a_slow_call_blocks_its_own_session_only(client):
     a, b = sid(), sid()
     gate = uuid.uuid4().hex
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(sc.execute_in_session, a, "hold", {"gate": gate, "timeout": 20})
-        wait_until(lambda: sc.execute("held", {"gate": gate}).result["held"], what="hold to start")
+        slow = pool.submit(client.execute_in_session, a, "hold", {"gate": gate, "timeout": 20})
+        wait_until(lambda: client.execute("held", {"gate": gate}).result["held"], what="hold to start")
         started = time.monotonic()
-        assert sc.execute_in_session(b, "store", {"key": "k", "value": 1}, timeout=5).success
-        assert sc.execute_in_session(b, "retrieve", {"key": "k"}, timeout=5).result["value"] == 1
+        assert client.execute_in_session(b, "store", {"key": "k", "value": 1}, timeout=5).success
+        assert client.execute_in_session(b, "retrieve", {"key": "k"}, timeout=5).result["value"] == 1
         assert time.monotonic() - started < 5
         with pytest.raises(grpc.RpcError) as err:  # session a is serialized behind the hold
-            sc.execute_in_session(a, "ping", timeout=0.5)
+            client.execute_in_session(a, "ping", timeout=0.5)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert not slow.done()
-        sc.execute("release", {"gate": gate})
+        client.execute("release", {"gate": gate})
         assert slow.result(10).result["released"] == gate
-    assert sc.execute_in_session(a, "ping", timeout=5).success  # the lock was released
+    assert client.execute_in_session(a, "ping", timeout=5).success  # the lock was released
 
 
 # -- stdio (pool-worker mode) ---------------------------------------------------------------------
