@@ -51,17 +51,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import queue
-import sys
 import threading
 import time
 import traceback
-import types
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ._hooks import HOOK_THREADS, Hook, run_hook, run_hooks_sync
+from ._session_state import SessionState, estimate_size
 from .errors import FailedPrecondition, NotFound, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 
@@ -69,192 +68,6 @@ if TYPE_CHECKING:
     from .config import Config
 
 __all__ = ["Session", "SessionState", "SessionStore", "estimate_size"]
-
-Hook = Callable[[], Any]
-
-# Containers and objects walked per estimate before giving up (the estimate is
-# then a lower bound): a value that reaches half the heap through __dict__ must
-# not stall a call.
-MAX_WALK = 1_000_000
-# Counted by getsizeof alone, in bulk, without identity bookkeeping.
-_LEAVES = frozenset((str, bytes, bytearray, int, float, complex, bool, type(None)))
-_SEQUENCES = (list, tuple, set, frozenset, deque)
-# Sync close hooks running at once (each in its own daemon thread).
-HOOK_THREADS = 16
-_OPAQUE = (type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType)
-
-
-def estimate_size(obj: Any, max_objects: int = MAX_WALK) -> int:
-    """A deep ``sys.getsizeof`` estimate of ``obj`` in bytes.
-
-    Containers count their items, plain objects their ``__dict__``; an object
-    with an integer ``nbytes`` (numpy array, memoryview) counts its buffer and
-    is not walked further. A container or object reached twice counts once.
-    """
-    if type(obj) in _LEAVES:
-        return sys.getsizeof(obj)
-    seen: set[int] = set()
-    stack = [obj]
-    total = 0
-    while stack and len(seen) < max_objects:
-        o = stack.pop()
-        if id(o) in seen:
-            continue
-        seen.add(id(o))
-        try:
-            size = sys.getsizeof(o)
-        except TypeError:
-            size = 64
-        if isinstance(o, _OPAQUE):
-            total += size  # code and modules are shared, not session data
-            continue
-        nbytes = getattr(o, "nbytes", None)
-        if isinstance(nbytes, int):
-            total += max(size, nbytes)  # a numpy view's getsizeof leaves out the data it shows
-            continue
-        total += size
-        if isinstance(o, dict):
-            items: Any = [*o.keys(), *o.values()]
-        elif isinstance(o, _SEQUENCES):
-            items = o
-        else:
-            attrs = getattr(o, "__dict__", None)
-            if isinstance(attrs, dict):
-                stack.append(attrs)
-            continue
-        # Most items of big values are leaves (numbers, strings): sum those in
-        # one pass and only stack the rest.
-        leaves = [x for x in items if type(x) in _LEAVES]
-        total += sum(map(sys.getsizeof, leaves))
-        if len(leaves) != len(items):
-            stack.extend([x for x in items if type(x) not in _LEAVES])
-    return total
-
-
-class SessionState(dict):
-    """A session's ``state``: a dict that keeps ``nbytes`` up to date on every
-    mutation and enforces ``max_bytes`` (0 = no cap).
-
-    Mutations are atomic with their bookkeeping (safe from worker threads);
-    a mutation that would exceed the cap raises ResourceExhausted and changes
-    nothing; after the session ends every mutation raises FailedPrecondition.
-    """
-
-    def __init__(self, session_id: str, max_bytes: int = 0) -> None:
-        super().__init__()
-        self.session_id = session_id
-        #: How errors name this state.
-        self.label = f"session {session_id!r}" if session_id else "the worker-global store"
-        self.max_bytes = max_bytes
-        #: Estimated bytes of keys and values, plus sizes resources declared.
-        self.nbytes = 0
-        self.closed = False
-        self._sizes: dict[Any, int] = {}
-        self._mutex = threading.Lock()
-
-    def _writable(self) -> None:
-        if self.closed:
-            raise FailedPrecondition(f"{self.label} has ended; its state can no longer change")
-
-    def _commit(self, sizes: Mapping[Any, int], extra: int = 0) -> int:
-        """New total after replacing the sizes of ``sizes``' keys; raises if the
-        cap forbids it. Caller holds the mutex."""
-        self._writable()
-        old = sum(self._sizes.get(k, 0) for k in sizes)
-        new = sum(sizes.values()) + extra
-        total = self.nbytes - old + new
-        if self.max_bytes and new > old and total > self.max_bytes:
-            what = ", ".join(repr(k) for k in sizes) or "a resource"
-            raise ResourceExhausted(
-                f"storing {what} would grow {self.label} to ~{total} bytes, over its cap of "
-                f"{self.max_bytes} bytes (--max-session-mb); delete keys or end the session",
-                details={"session_bytes": self.nbytes, "needed_bytes": total, "max_bytes": self.max_bytes},
-            )
-        return total
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        size = estimate_size(key) + estimate_size(value)  # outside the mutex: it may walk a lot
-        with self._mutex:
-            self.nbytes = self._commit({key: size})
-            dict.__setitem__(self, key, value)
-            self._sizes[key] = size
-
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        """All or nothing: the cap is checked against every new value at once."""
-        items = dict(*args, **kwargs)
-        sizes = {k: estimate_size(k) + estimate_size(v) for k, v in items.items()}
-        with self._mutex:
-            self.nbytes = self._commit(sizes)
-            dict.update(self, items)
-            self._sizes.update(sizes)
-
-    def __ior__(self, other: Any) -> SessionState:  # type: ignore[override]
-        self.update(other)
-        return self
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        if key in self:
-            return self[key]
-        self[key] = default
-        return default
-
-    def __delitem__(self, key: Any) -> None:
-        with self._mutex:
-            self._writable()
-            dict.__delitem__(self, key)
-            self.nbytes -= self._sizes.pop(key, 0)
-
-    _MISSING = object()
-
-    def pop(self, key: Any, default: Any = _MISSING) -> Any:
-        with self._mutex:
-            self._writable()
-            if key in self:
-                self.nbytes -= self._sizes.pop(key, 0)
-                return dict.pop(self, key)
-        if default is SessionState._MISSING:
-            raise KeyError(key)
-        return default
-
-    def popitem(self) -> tuple[Any, Any]:
-        with self._mutex:
-            self._writable()
-            key, value = dict.popitem(self)
-            self.nbytes -= self._sizes.pop(key, 0)
-            return key, value
-
-    def clear(self) -> None:
-        with self._mutex:
-            self._writable()
-            dict.clear(self)
-            extra = self.nbytes - sum(self._sizes.values())  # resources stay charged
-            self._sizes.clear()
-            self.nbytes = extra
-
-    def remeasure(self, key: Any = _MISSING) -> int:
-        """Re-estimate ``key`` (or every key) after in-place mutation; returns
-        the session's new ``nbytes``. Raises ResourceExhausted if the value grew
-        past the cap (the value stays: delete it or end the session)."""
-        keys = list(self) if key is SessionState._MISSING else [key]
-        sizes = {k: estimate_size(k) + estimate_size(self[k]) for k in keys if k in self}
-        with self._mutex:
-            total = self.nbytes - sum(self._sizes.get(k, 0) for k in sizes) + sum(sizes.values())
-            self.nbytes = total
-            self._sizes.update(sizes)
-        if self.max_bytes and total > self.max_bytes:
-            raise ResourceExhausted(
-                f"{self.label} holds ~{total} bytes, over its cap of {self.max_bytes} bytes "
-                "(--max-session-mb)")
-        return total
-
-    def charge(self, nbytes: int) -> None:
-        """Count ``nbytes`` held outside the dict (a resource's declared size)."""
-        with self._mutex:
-            self.nbytes = self._commit({}, nbytes) if nbytes > 0 else self.nbytes + nbytes
-
-    def keys_snapshot(self) -> list[Any]:
-        with self._mutex:
-            return list(dict.keys(self))
 
 
 class Session:
@@ -535,7 +348,7 @@ class SessionStore:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             # No event loop (plain sync use): run the hooks here and now.
-            self._finish(session, reason, _run_hooks_sync(session.take_hooks(), self._hook_failed, session.id))
+            self._finish(session, reason, run_hooks_sync(session.take_hooks(), self._hook_failed, session.id))
             return
         task = loop.create_task(self._close(session, reason), name=f"session-close-{session.id}")
         self._closing.add(task)
@@ -551,7 +364,7 @@ class SessionStore:
                     await asyncio.wait_for(hook(), self.hook_timeout)
                     continue
                 async with self._hook_threads:  # shutdown closes all sessions at once: bound the threads
-                    result = await asyncio.wait_for(_HOOK_THREADS.run(hook), self.hook_timeout)
+                    result = await asyncio.wait_for(run_hook(hook), self.hook_timeout)
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, self.hook_timeout)
             except TimeoutError:
@@ -614,86 +427,3 @@ class SessionStore:
             exc = task.exception()
             self.log.error("session reaper crashed; idle sessions will not expire", error=repr(exc),
                            traceback="".join(traceback.format_exception(exc)))  # type: ignore[arg-type]
-
-
-class _DaemonThreads:
-    """Reusable daemon threads for close hooks.
-
-    Not a ThreadPoolExecutor (nor ``asyncio.to_thread``): their workers are
-    joined at interpreter exit, so one hook that hangs would keep the process
-    alive. A thread is started only when no idle one is free, so a hung hook
-    costs one thread and never starves the others; idle threads leave after
-    ``IDLE_EXIT`` seconds.
-    """
-
-    IDLE_EXIT = 30.0
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Hook, asyncio.AbstractEventLoop, asyncio.Future[Any]]] = \
-            queue.SimpleQueue()
-        self._idle = 0  # idle workers no job has been promised to
-        self._lock = threading.Lock()
-
-    def run(self, fn: Hook) -> asyncio.Future[Any]:
-        """Run ``fn`` in a daemon thread; a future (of the running loop) for its result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        with self._lock:
-            spawn = self._idle == 0
-            if not spawn:
-                self._idle -= 1  # promised to this job
-        self._jobs.put((fn, loop, future))
-        if spawn:
-            threading.Thread(target=self._work, name="session-close-hook", daemon=True).start()
-        return future
-
-    def _work(self) -> None:
-        while True:
-            try:
-                fn, loop, future = self._jobs.get(timeout=self.IDLE_EXIT)
-            except queue.Empty:
-                with self._lock:
-                    if self._idle > 0:  # one unpromised idle worker may leave: this one
-                        self._idle -= 1
-                        return
-                continue
-            try:
-                result, exc = fn(), None
-            except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-                result, exc = None, e
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-                loop.call_soon_threadsafe(_settle, future, result, exc)
-            del fn, future, result, exc  # hold nothing of a finished hook while idle
-            with self._lock:
-                self._idle += 1
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return  # abandoned after a timeout
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
-
-
-_HOOK_THREADS = _DaemonThreads()
-
-
-def _run_hooks_sync(hooks: Iterable[tuple[str, Hook]], on_error: Callable[[str, str, BaseException], None],
-                    session_id: str) -> tuple[int, int]:
-    count = failed = 0
-    for name, hook in hooks:
-        count += 1
-        try:
-            result = hook()
-            if inspect.isawaitable(result):
-                asyncio.run(_awaited(result))
-        except Exception as exc:  # noqa: BLE001
-            failed += 1
-            on_error(session_id, name, exc)
-    return count, failed
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
