@@ -17,7 +17,6 @@ bridge, whose answers follow the 10 KB rule (the ``wire`` column).
 from __future__ import annotations
 
 import gc
-import io
 import time
 
 import grpc
@@ -28,7 +27,7 @@ import orjson
 from snakepit_bridge._proto import snakepit_pb2 as pb
 from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
 from snakepit_bridge.client import decode_values
-from snakepit_bridge.codecs import decode_value, encode_value
+from snakepit_bridge.codecs import decode_value, encode_value, npy
 
 from .procs import Server
 from .report import PayloadRow, Row, median
@@ -63,9 +62,7 @@ def make_value(kind: str, size: int):
 def encode_arg(kind: str, value) -> tuple[bytes, str | None]:
     """How a client sends the value: explicit encodings, except JSON as Snakepit 0.3 sends it."""
     if kind == "npy":
-        buf = io.BytesIO()
-        np.save(buf, value, allow_pickle=False)
-        return buf.getvalue(), "npy"
+        return npy.dumps(value), "npy"  # the package's own writer: what snakepit_bridge.client sends
     if kind == "raw":
         return value, "raw"
     if kind == "utf8":
