@@ -8,16 +8,16 @@ block the server once full) and is shown if the process never gets ready.
 from __future__ import annotations
 
 import os
-import selectors
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from snakepit_bridge.testing import read_ready_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BRIDGE = ROOT / "grpc_bridge.py"
-READY = "GRPC_SERVER_READY_ON_PORT="
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -61,24 +61,11 @@ class Server:
         self.startup = time.perf_counter() - self.started
 
     def _wait_ready(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        buf = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                data = os.read(self.proc.stdout.fileno(), 4096)
-                if not data:
-                    break
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    text = line.decode(errors="replace")
-                    if text.startswith(READY):
-                        return int(text[len(READY):])
-        self.kill()
-        raise RuntimeError(f"{' '.join(self.cmd)} never became ready:\n{self.stderr_text()[-2000:]}")
+        port = read_ready_port(self.proc.stdout, timeout)
+        if port is None:
+            self.kill()
+            raise RuntimeError(f"{' '.join(self.cmd)} never became ready:\n{self.stderr_text()[-2000:]}")
+        return port
 
     @property
     def target(self) -> str:
