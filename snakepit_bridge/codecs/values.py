@@ -238,17 +238,22 @@ def json_exceeds(value: Any, budget: int) -> bool:
     return False
 
 
+def _json_within(value: Any, threshold: int) -> bytes | None:
+    """The JSON text of ``value`` if it is at most ``threshold`` bytes, else
+    None; a value the size walk proves too long is never encoded to find out."""
+    if json_exceeds(value, threshold):
+        return None
+    try:
+        data = _dumps_json(value)
+    except _NotJSON:
+        return None
+    return data if len(data) <= threshold else None
+
+
 def _encode_array(value: Any, threshold: int) -> tuple[bytes, str]:
     _npy_check(value)
-    if value.dtype.kind != "c" and not json_exceeds(value, threshold):
-        try:
-            data = _dumps_json(value)
-        except _NotJSON:
-            pass
-        else:
-            if len(data) <= threshold:
-                return data, JSON
-    return npy.dumps(value), NPY
+    data = None if value.dtype.kind == "c" else _json_within(value, threshold)
+    return (data, JSON) if data is not None else (npy.dumps(value), NPY)
 
 
 def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD) -> tuple[bytes, str]:
@@ -275,24 +280,17 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD) -> tuple[bytes,
 
             return npy.dumps(np.asarray(value)), NPY
         return _dumps_json(value), JSON
-    data = None
-    if not json_exceeds(value, threshold):
-        try:
-            data = _dumps_json(value)
-        except _NotJSON:
-            pass
-        else:
-            if len(data) <= threshold:
-                return data, JSON
+    data = _json_within(value, threshold)
+    if data is not None:
+        return data, JSON
     try:
         return _dumps_msgpack(value), MSGPACK
     except (OverflowError, TypeError, ValueError) as exc:
         # MessagePack cannot carry it (e.g. an int beyond 64 bits): JSON can, at any size.
-        if data is None:
-            try:
-                data = _dumps_json(value)
-            except _NotJSON:
-                raise TypeError(str(exc)) from None
+        try:
+            data = _dumps_json(value)
+        except _NotJSON:
+            raise TypeError(str(exc)) from None
         return data, JSON
 
 
