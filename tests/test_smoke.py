@@ -1,6 +1,14 @@
 """The bridge starts, announces its port and answers the basics."""
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
+
+from snakepit_bridge.commands.basic import compute
+from snakepit_bridge.errors import InvalidArgument
+
 
 def test_ready_line_is_the_only_stdout(bridge):
     assert bridge.stdout_lines == [f"GRPC_SERVER_READY_ON_PORT={bridge.port}"]
@@ -25,3 +33,25 @@ def test_python_dash_m_runs_the_same_worker():
     with PackageBridge(cwd=ROOT) as b, Client(b.target) as c:
         assert b.stdout_lines == [f"GRPC_SERVER_READY_ON_PORT={b.port}"]
         assert c.execute("ping").success
+
+
+def test_huge_power_is_refused_at_once(client):
+    # 10**30000000 would block the event loop for most of a minute and then
+    # fail to encode; it must be refused up front with a clear message.
+    started = time.monotonic()
+    r = client.execute("compute", {"operation": "power", "a": 10, "b": 30_000_000})
+    assert time.monotonic() - started < 2
+    assert not r.success and "too large" in r.error
+    assert client.execute("ping").success
+
+
+def test_compute_power_limits():
+    # The largest power that still encodes (4,300 digits) is allowed.
+    assert len(str(asyncio.run(compute({"operation": "power", "a": 10, "b": 4299}))["result"])) == 4300
+    assert asyncio.run(compute({"operation": "power", "a": 2, "b": -2}))["result"] == 0.25
+    with pytest.raises(InvalidArgument, match="too large"):
+        asyncio.run(compute({"operation": "power", "a": -10, "b": 4300}))
+    # Float overflow, raised (pow) or silent (inf from multiply), is a clear error.
+    for op, a, b in [("power", 10.0, 400), ("multiply", 1e308, 10)]:
+        with pytest.raises(InvalidArgument, match="too large for a float"):
+            asyncio.run(compute({"operation": op, "a": a, "b": b}))

@@ -2,8 +2,10 @@
 echo_payload and make_payload: large values for tests and benchmarks."""
 from __future__ import annotations
 
+import math
 import operator
 import os
+import sys
 import platform
 import time
 from typing import Any
@@ -89,6 +91,27 @@ def _number(args: dict[str, Any], key: str) -> float | int:
     return value
 
 
+# The largest integer result compute returns, in decimal digits: Python's
+# int->str limit, beyond which the result could not be encoded anyway.
+# Refused before computing, so a huge power cannot block the event loop.
+_MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4300
+
+
+def _check_power(a: float | int, b: float | int) -> None:
+    """Refuse an integer power whose result would exceed _MAX_INT_DIGITS
+    digits, estimated as b*log10(|a|) without computing it."""
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
+        digits = b * math.log10(abs(a)) + 1  # |a|**b has floor(b*log10|a|) + 1 digits
+        if digits > _MAX_INT_DIGITS:
+            raise InvalidArgument(f"power result too large: {a}**{b} has about {digits:.3g} digits "
+                                  f"(limit {_MAX_INT_DIGITS})")
+
+
+def _is_inf(x: float | int) -> bool:
+    # Not math.isinf: it converts an int to float and overflows on a huge one.
+    return isinstance(x, float) and math.isinf(x)
+
+
 @registry.command("compute")
 async def compute(args: dict[str, Any]) -> dict[str, Any]:
     """Arithmetic on ``a`` and ``b``: add, subtract, multiply, divide, power."""
@@ -99,10 +122,18 @@ async def compute(args: dict[str, Any]) -> dict[str, Any]:
     a, b = _number(args, "a"), _number(args, "b")
     if name == "divide" and b == 0:
         raise InvalidArgument("division by zero")
+    if name == "power":
+        _check_power(a, b)
     try:
         result = func(a, b)
-    except (OverflowError, ZeroDivisionError) as exc:
+    except OverflowError:
+        raise InvalidArgument(f"{name} of {a} and {b} is too large for a float") from None
+    except ZeroDivisionError as exc:
         raise InvalidArgument(f"{name} failed: {exc}") from None
+    # Float arithmetic overflows to inf silently (1e308 * 10); inf is not a
+    # number the caller can use, so report it like pow's OverflowError.
+    if isinstance(result, float) and math.isinf(result) and not any(_is_inf(x) for x in (a, b)):
+        raise InvalidArgument(f"{name} of {a} and {b} is too large for a float")
     if isinstance(result, complex):
         raise InvalidArgument(f"{name} of {a} and {b} has no real result")
     return {"operation": name, "a": a, "b": b, "result": result}
