@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -114,6 +115,32 @@ def _fail(message: str, code: ExitCode) -> int:
     return int(code)
 
 
+def _claim_stdout() -> int | None:
+    """gRPC mode: keep a private duplicate of fd 1 for the ready line, then
+    point fd 1 and ``sys.stdout`` at stderr; returns the duplicate (None when
+    there is no stdout). Done before the adapter is imported: anything it
+    writes to stdout (``print``, C-level writes, child processes) would
+    otherwise land in front of the ready line (``loading... GRPC_SERVER_...``)
+    and the pool would never see the worker ready. The duplicate stays open
+    for the life of the process: a launcher may treat EOF on stdout as death.
+    """
+    for stream in (sys.stdout, sys.__stdout__):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        ready_fd = os.dup(1)  # non-inheritable: child processes do not get it
+    except OSError:
+        return None
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    sys.stdout = sys.stderr
+    return ready_fd
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a worker. Bad configuration returns its exit code; a worker that
     started ends the process itself (see :func:`_finish`) and never returns."""
@@ -134,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .transports.stdio import claim_stdio
 
         claim_stdio()
+        ready_fd = None
+    else:
+        # gRPC mode: the same for the ready line, which must be the first
+        # and only thing on stdout.
+        ready_fd = _claim_stdout()
 
     from .adapters.legacy import AdapterError, load_adapter
     from .commands import builtin_registry
@@ -152,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .server import PortInUse, serve
 
-    _finish(serve(config, registry, parent_pid=STARTED_BY),
+    _finish(serve(config, registry, parent_pid=STARTED_BY, ready_fd=ready_fd),
             {PortInUse: ExitCode.PORT_IN_USE, OSError: ExitCode.CONFIG})
 
 

@@ -163,23 +163,35 @@ def _credentials(config: Config) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
-def announce(port: int) -> None:
+def announce(port: int, ready_fd: int | None = None) -> None:
     """The ready line: the one thing gRPC mode ever writes to stdout.
 
-    Afterwards ``sys.stdout`` points at stderr, so a handler's ``print()``
-    lands in the log stream rather than the ready channel (the file
-    descriptor itself stays open: a launcher may treat EOF on it as death).
+    ``ready_fd`` is the private duplicate of stdout the CLI kept before
+    importing the adapter (fd 1 already points at stderr); the line goes
+    there whole, in one flushed write, and the descriptor stays open (a
+    launcher may treat EOF on stdout as death). Without it (an in-process
+    caller) the line goes to ``sys.stdout``. Afterwards ``sys.stdout`` points
+    at stderr, so a handler's ``print()`` lands in the log stream rather than
+    the ready channel.
     """
-    sys.stdout.write(f"{READY_PREFIX}{port}\n")
-    sys.stdout.flush()
+    line = f"{READY_PREFIX}{port}\n"
+    if ready_fd is None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    else:
+        data = line.encode()
+        while data:  # a pipe may take a write in parts
+            data = data[os.write(ready_fd, data):]
     sys.stdout = SafeStderr()  # type: ignore[assignment]
 
 
-async def serve(config: Config, registry: Registry, *, parent_pid: int | None = None) -> ExitCode:
+async def serve(config: Config, registry: Registry, *, parent_pid: int | None = None,
+                ready_fd: int | None = None) -> ExitCode:
     """Run the gRPC worker until it is told to stop; returns the exit code.
 
     ``parent_pid`` is the parent this process was started by (default: the
     current one); when it changes, the parent is gone and the worker stops.
+    ``ready_fd``: where the ready line goes (see :func:`announce`).
     Once shutdown begins, a watchdog thread guarantees the process ends within
     ``grace_period + SHUTDOWN_MARGIN`` seconds (it calls ``os._exit``): a
     handler that blocks forever must not keep a pool waiting for SIGKILL.
@@ -246,7 +258,7 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
     if config.watch_parent:
         _watch_parent(parent, request_stop, log)
 
-    announce(port)
+    announce(port, ready_fd)
     log.info("ready", port=port, host=config.host, pid=os.getpid(), commands=len(registry),
              auth="token" if config.auth_token else "none", tls=bool(config.tls_cert))
     await stop.wait()

@@ -53,3 +53,21 @@ def test_help_lists_the_snakepit_flags():
     assert proc.returncode == 0
     for flag in ("--adapter", "--port", "--host", "--mode", "--protocol", "--binary-threshold"):
         assert flag in proc.stdout
+
+
+def test_grpc_adapter_printing_at_import_cannot_touch_the_ready_line():
+    # printing_adapter writes "loading model... " (no newline) and a print()
+    # at import; both must go to stderr, leaving stdout to the ready line.
+    from snakepit_bridge.client import Client
+    from tests.bridge_process import READY, Bridge
+
+    with Bridge("--adapter", "tests.printing_adapter", "--port", "0") as b:
+        assert b.stdout_lines[0].startswith(READY)
+        with Client(b.target) as c:
+            r = c.execute("shout_stdio", {"text": "ok"})
+            assert r.success and r.result == {"text": "OK"}
+        assert b.stop() == 0
+        rest = b.proc.stdout.read().decode()
+        assert "loading model... " in b.stderr_text()
+        assert "and from a handler" in b.stderr_text()
+    assert b.stdout_lines == [f"{READY}{b.port}"] and rest == ""
