@@ -275,3 +275,26 @@ def test_headerless_file_with_another_delimiter(client, tmp_path):
     assert (stats["rows_read"], stats["processed"], stats["skipped"]) == (3, 2, 1)
     assert stats["aggregates"]["columns"]["col2"]["sum"] == 6.5
     assert stats["aggregates"]["groups"] == {"a": 2}
+
+
+@pytest.mark.parametrize("rows,chunk_size", [(200_000, 20_000), (100, 10)])
+def test_estimates_measure_bytes_and_rows_at_the_same_point(client, tmp_path, rows, chunk_size):
+    # The file position used to be read after a one-chunk lookahead (and the
+    # decoder's read-ahead) while rows were counted to the current chunk: the
+    # first of ten chunks said 19% and half the total; a small file said
+    # total_rows == processed_rows on every chunk.
+    path = tmp_path / "even.csv"
+    with open(path, "w") as f:
+        f.write("id,price,region\n")
+        # Rows of one width, so the byte fraction is the row fraction.
+        f.writelines(f"{i:06d},{(i * 37) % 100000 / 100:08.2f},r{i % 9}\n" for i in range(rows))
+    chunks = [c.data for c in client.stream("process_large_dataset", {"file_path": str(path), "chunk_size": chunk_size},
+                                            timeout_ms=60000) if not c.is_final]
+    assert len(chunks) == rows // chunk_size
+    for c in chunks[:-1]:
+        true_percent = 100.0 * c["processed_rows"] / rows
+        assert c["total_rows_estimated"] is True
+        assert abs(c["progress_percent"] - true_percent) < 3, (c, true_percent)
+        assert abs(c["total_rows"] - rows) / rows < 0.10, c
+    assert abs(chunks[0]["progress_percent"] - 100.0 * chunk_size / rows) < 3
+    assert chunks[-1]["total_rows"] == rows and chunks[-1]["progress_percent"] == 100.0

@@ -47,11 +47,12 @@ Rows: a blank line is ignored; a row with the wrong number of fields (or one
 the csv module rejects) is an *error* row: skipped and counted in ``errors``.
 
 Each chunk: ``chunk_number`` (from 1), ``rows_in_chunk``, ``processed_rows``
-(data rows read so far), ``total_rows`` and ``total_rows_estimated`` (file
-size / bytes read so far x rows so far until the total is known: exact with
-``count_rows``, in synthetic mode and on the last chunk), ``progress_percent``,
-``memory_usage_mb`` (this process's RSS), cumulative ``kept_rows``,
-``skipped_rows``, ``error_rows``, ``dirty_rows``.
+(data rows read so far), ``total_rows`` and ``total_rows_estimated`` (until
+the total is known, rows so far x data bytes / bytes those rows took, header
+excluded; exact with ``count_rows``, in synthetic mode and on the last chunk),
+``progress_percent`` (while estimated: that byte fraction), ``memory_usage_mb``
+(this process's RSS), cumulative ``kept_rows``, ``skipped_rows``,
+``error_rows``, ``dirty_rows``.
 The final chunk: ``final_stats`` = ``{rows_read, processed, skipped, errors,
 dirty_rows, columns, numeric_columns, operations, aggregates}`` plus
 ``chunk_count``, ``elapsed_ms``, ``rows_per_second``.
@@ -317,6 +318,34 @@ def _csv_rows(reader: Iterator[list[str]], ctx: Context) -> Iterator[list[str]]:
             yield row
 
 
+class _Position:
+    """How far the csv reader has got into the file, in bytes, so that an
+    estimate divides rows by the bytes those very rows took. ``raw.tell()``
+    cannot say: it runs ahead by the decoder's read-ahead and by the rows of
+    the lookahead chunk (on a small file it is the file size at once)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.marks: dict[int, int] = {}  # row count -> bytes through the end of that row
+
+    def lines(self, text: Iterator[str]) -> Iterator[str]:
+        """The lines of ``text``, counting their UTF-8 size as the csv reader takes them."""
+        for line in text:
+            self.bytes += len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))
+            yield line
+
+    def rows(self, rows: Iterator[list[str]], every: int) -> Iterator[list[str]]:
+        """The rows; after each ``every``-th row n, ``marks[n]`` is the byte
+        position at its end (the csv reader reads no further than the row it
+        returns, so ``self.bytes`` is exactly that when the row is yielded)."""
+        n = 0
+        for row in rows:
+            n += 1
+            if n % every == 0:
+                self.marks[n] = self.bytes
+            yield row
+
+
 def _synthetic(total: int) -> Iterator[list[str]]:
     for i in range(total):
         yield [str(i), str(((i * 7919) % 1000) / 10), f"c{i % 4}"]
@@ -338,6 +367,8 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
     include_rows = bool(args.get("include_rows", False))
     path = args.get("file_path")
     raw = text = None
+    position: _Position | None = None
+    header_bytes = 0
     try:
         if path is None:
             total: int | None = _int_arg(args, "total_rows", 1000, 0, 10**12)
@@ -359,13 +390,17 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
             size = os.fstat(raw.fileno()).st_size
             total = _count_rows(path, delimiter, has_header, ctx) if args.get("count_rows") else None
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
-            rows = _csv_rows(csv.reader(text, delimiter=delimiter), ctx)
+            position = _Position()
+            rows = _csv_rows(csv.reader(position.lines(text), delimiter=delimiter), ctx)
             if has_header:
                 header = next(rows, None) or []
+                header_bytes = position.bytes
             else:
                 first = next(rows, None)
                 header = [f"col{i + 1}" for i in range(len(first or []))]
                 rows = _chain([first] if first else [], rows)
+            # Chunks are full until the last, so chunk n ends at row n * chunk_size.
+            rows = position.rows(rows, chunk_size)
         sample = list(islice(rows, _INFER_ROWS))
         pipe = _Pipeline([str(h) for h in header], sample, args, ops)
         rows = _chain(sample, rows)
@@ -376,15 +411,20 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
             number += 1
             kept = pipe.feed(chunk, include_rows)
             last = not following
+            fraction = 0.0  # of the data bytes (after the header), read through this chunk
+            if position is not None and not last:
+                consumed = position.marks.pop(pipe.read, position.bytes) - header_bytes
+                data_size = size - header_bytes
+                fraction = min(1.0, consumed / data_size) if consumed > 0 and data_size > 0 else 0.0
             if last or total is not None:
                 exact, estimated = (pipe.read if last else total), False
             else:
-                consumed = max(1, raw.tell()) if raw else 1
-                exact, estimated = max(pipe.read, round(pipe.read * size / consumed)), True
+                exact = max(pipe.read, round(pipe.read / fraction)) if fraction else pipe.read
+                estimated = True
             if last:
                 percent = 100.0
             elif estimated:
-                percent = min(99.99, round(100.0 * raw.tell() / size, 2)) if size else 0.0
+                percent = min(99.99, round(100.0 * fraction, 2))
             else:
                 percent = round(100.0 * pipe.read / exact, 2) if exact else 100.0
             out = {
