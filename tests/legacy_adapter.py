@@ -48,3 +48,23 @@ class PlainLegacyHandler:
         if command == "hello":
             return {"greeting": f"hello {args.get('name', 'world')}"}
         raise ValueError(f"Unknown command: {command}")
+
+
+class StatefulLegacyHandler(BaseCommandHandler):
+    """Leans on what 0.3's base class gave subclasses: ``start_time``,
+    ``request_count``, ``_command_registry`` and the in-band
+    ``{"status": "error", "error": ...}`` convention."""
+
+    def _register_commands(self):
+        self.register_command("stats", self.handle_stats)
+        self.register_command("safe_divide", self.handle_safe_divide)
+        self._command_registry["direct"] = lambda args: {"direct": True}
+
+    def handle_stats(self, args):
+        return {"status": "ok", "uptime": time.time() - self.start_time, "requests_handled": self.request_count}
+
+    def handle_safe_divide(self, args):
+        try:
+            return {"status": "ok", "result": args["a"] / args["b"]}
+        except Exception as e:  # 0.3 style: report the failure in the result
+            return {"status": "error", "error": str(e), "timestamp": time.time()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -82,3 +83,29 @@ def test_bad_adapter_exits_with_one_clear_message(adapter, needle):
     assert proc.stdout == ""
     assert needle in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_legacy_base_has_the_03_attributes():
+    from tests.legacy_adapter import StatefulLegacyHandler
+
+    h = StatefulLegacyHandler()
+    assert h.request_count == 0 and h.start_time <= time.time()
+    assert set(h._command_registry) == {"stats", "safe_divide", "direct"} == set(h.get_supported_commands())
+    assert h.process_command("stats", {})["requests_handled"] == 1
+    unknown = h.process_command("nope", {})
+    assert unknown["status"] == "error" and unknown["error"] == "Unknown command: nope"
+    assert set(unknown["supported_commands"]) == {"stats", "safe_divide", "direct"} and "timestamp" in unknown
+    assert h.request_count == 2
+
+
+def test_legacy_03_adapter_over_the_wire(spawn_bridge):
+    b = spawn_bridge("--adapter", "tests.legacy_adapter.StatefulLegacyHandler")
+    with Client(b.target) as c:
+        first = c.execute("stats")
+        assert first.success and first.result["status"] == "ok" and first.result["uptime"] >= 0
+        assert c.execute("stats").result["requests_handled"] == first.result["requests_handled"] + 1
+        assert c.execute("direct").result == {"direct": True}
+        assert c.execute("safe_divide", {"a": 6, "b": 3}).result["result"] == 2
+        # 0.3's in-band {"status": "error", "error": ...} is a failure, not a success.
+        r = c.execute("safe_divide", {"a": 1, "b": 0})
+        assert not r.success and r.error == "division by zero"

@@ -82,8 +82,11 @@ def wrap_legacy(adapter: Any) -> Registry:
 def _legacy_call(adapter: Any, name: str):
     def call(args: dict[str, Any]) -> Any:
         result = adapter.process_command(name, args)
-        # 0.3 adapters sometimes reported failure in-band; that is a failure here.
-        if isinstance(result, dict) and result.get("success") is False and "error" in result:
+        # 0.3 adapters sometimes reported failure in-band, as {"success": False,
+        # "error": ...} or (0.3's own convention, e.g. for an unknown command)
+        # {"status": "error", "error": ...}; either is a failure here.
+        if isinstance(result, dict) and "error" in result and (
+                result.get("success") is False or result.get("status") == "error"):
             raise BridgeError(str(result["error"]), code="UNKNOWN")
         return result
 
