@@ -14,7 +14,9 @@ and chunks):
   Elixir's Msgpax); numpy scalars as plain numbers.
 * sets: lists; datetime/date/time: ISO 8601 text; UUIDs: text.
 * MessagePack integers beyond 64 bits cannot be sent (a clean error); JSON
-  sends them as written. JSON has no NaN/infinity: they become ``null``.
+  sends them as written, and an incoming JSON frame keeps them exact (as the
+  gRPC path does, via :func:`.values.loads_json`; orjson alone would make them
+  floats). JSON has no NaN/infinity: they become ``null``.
 * Map keys: as they are in MessagePack (an int key stays an int); JSON
   writes non-string keys as strings.
 
@@ -35,6 +37,8 @@ from typing import Any
 
 import msgpack
 import orjson
+
+from .values import loads_json
 
 __all__ = ["CODECS", "Codec", "Encoded", "JsonCodec", "MsgpackCodec", "PayloadError"]
 
@@ -111,13 +115,23 @@ _JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]')
 _JSON_ID_VALUE = re.compile(rb"\s*:\s*(-?\d{1,19})(?![\d.eE])")
 
 
+def _dumps(value: Any) -> bytes:
+    """A plain envelope field as JSON; an id beyond 64 bits (orjson refuses it)
+    is echoed exactly by the standard library."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
 class JsonCodec(Codec):
     name = "json"
 
     def decode(self, payload: bytes) -> Any:
         try:
-            return orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
+            # Not orjson.loads: it turns integers beyond 64 bits into floats.
+            return loads_json(payload)
+        except ValueError as exc:  # orjson's and the standard library's decode errors
             raise PayloadError(f"invalid JSON: {exc}") from None
 
     def encode_value(self, value: Any) -> bytes:
@@ -131,7 +145,7 @@ class JsonCodec(Codec):
     def envelope(self, fields: list[tuple[str, Any]]) -> bytes:
         parts = []
         for key, value in fields:
-            data = value.data if isinstance(value, Encoded) else orjson.dumps(value)
+            data = value.data if isinstance(value, Encoded) else _dumps(value)
             parts.append(b'"%s":%s' % (key.encode(), data))
         return b"{" + b",".join(parts) + b"}"
 
@@ -162,11 +176,13 @@ class MsgpackCodec(Codec):
         except UnicodeDecodeError:
             pass  # a str that is not UTF-8 (Msgpax sends binaries as str): keep it as bytes
         except Exception as exc:  # noqa: BLE001 - any unpacker failure is bad input
-            raise PayloadError(f"invalid MessagePack: {exc or type(exc).__name__}") from None
+            # str(exc), not exc: an exception object is always truthy, and
+            # some unpacker errors have an empty message.
+            raise PayloadError(f"invalid MessagePack: {str(exc) or type(exc).__name__}") from None
         try:
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="surrogateescape")
         except Exception as exc:  # noqa: BLE001
-            raise PayloadError(f"invalid MessagePack: {exc or type(exc).__name__}") from None
+            raise PayloadError(f"invalid MessagePack: {str(exc) or type(exc).__name__}") from None
         return _unescape(obj)
 
     def encode_value(self, value: Any) -> bytes:
