@@ -7,9 +7,12 @@ GenericPythonMsgpack adapters do.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -17,9 +20,11 @@ import msgpack
 import pytest
 
 from snakepit_bridge.transports.stdio import MAX_IN_FLIGHT
-from tests.stdio_process import PRIV, ROOT, StdioBridge, decode, frame, split_frames
+from tests.handlers_ops import alive, wait_until
+from tests.stdio_process import PRIV, ROOT, SCRIPT, StdioBridge, decode, frame, split_frames
 
 ADAPTER = ("--adapter", "tests.stdio_process")
+OPS = ("--adapter", "tests.handlers_ops")
 NEGOTIATION = {"type": "protocol_negotiation", "supported": ["msgpack", "json"], "preferred": "msgpack",
                "timestamp": "2026-01-01T00:00:00.000000Z"}
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -227,6 +232,19 @@ def test_msgpack_str_that_is_not_utf8_arrives_as_bytes():
         assert reply["id"] == 9 and reply["result"]["echoed"]["blob"] == b"\xff\xfe\x00\x01"
 
 
+def test_json_integers_beyond_64_bits_stay_exact():
+    # orjson alone would turn them into floats (1.2345678901234568e+29).
+    big = 123456789012345678901234567890
+    with StdioBridge(protocol="json") as b:
+        b.send_raw(b'{"id": 5, "command": "echo", "args": {"n": %d, "neg": -%d}}' % (big, big))
+        raw = b.recv_raw()
+        assert b'"n":%d' % big in raw and b'"neg":-%d' % big in raw
+        assert json.loads(raw)["result"]["echoed"] == {"n": big, "neg": -big}
+        # An id that wide is echoed exactly too.
+        b.send_raw(b'{"id": %d, "command": "ping", "args": {}}' % big)
+        assert json.loads(b.recv_raw())["id"] == big
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 
@@ -262,6 +280,14 @@ def test_bad_msgpack_frames_get_errors_or_are_logged():
         assert b.call("ping")["success"] is True
         assert b.wait_stderr("no request id to answer", count=2)
         assert b.stderr_text().count("no request id to answer") == 2
+
+
+def test_bad_msgpack_frame_error_says_what_is_wrong():
+    with StdioBridge(protocol="msgpack") as b:
+        b.send_raw(b"\x82\xa2id\x0c\xa7command\xc1")  # id 12, then a never-used type byte
+        reply = b.recv()
+        assert reply["id"] == 12 and "invalid MessagePack: " in reply["error"]
+        assert reply["error"].split("invalid MessagePack: ", 1)[1].strip()
 
 
 def test_oversized_frame_exits_with_protocol_code():
@@ -366,6 +392,67 @@ def test_sigterm_ends_an_open_stream_with_one_final_error_chunk():
         assert [c["chunk_index"] for c in chunks] == list(range(len(chunks)))
         assert sum(c["is_final"] for c in chunks) == 1
         assert b.wait(5) == 0
+
+
+def test_eof_during_a_long_request_exits_within_a_second_with_the_default_grace():
+    # The pool is gone: the short grace applies, not --grace-period (1.5 s).
+    with StdioBridge(*ADAPTER, protocol="json") as b:
+        rid = b.request("t_sleep", {"seconds": 60, "announce": True})
+        assert b.wait_stderr("T_SLEEP-START", 5)
+        started = time.monotonic()
+        b.close_stdin()
+        assert b.wait(5) == 0
+        assert time.monotonic() - started < 1.0
+        reply = b.recv(1)
+        assert reply["id"] == rid and "shutting down" in reply["error"]
+
+
+def test_sigterm_ends_the_worker_while_a_handler_hogs_the_event_loop(tmp_path):
+    marker = tmp_path / "hogging"
+    with StdioBridge(*OPS, protocol="json") as b:
+        b.request("ops_hog_loop", {"marker": str(marker)})
+        assert wait_until(marker.exists, 5) is not None
+        started = time.monotonic()
+        b.signal()
+        assert b.wait(5) == 0
+        # grace (1.5 s) + SHUTDOWN_MARGIN (0.35 s), under the pool's 2 s before SIGKILL.
+        assert time.monotonic() - started < 2.2, b.stderr_text()
+
+
+# The parent: start the worker with pipes it holds (as a pool does), send it
+# a request that hogs the event loop, pass on the worker's pid, wait to be killed.
+PARENT = textwrap.dedent("""
+    import json, struct, subprocess, sys, time
+    worker = subprocess.Popen([sys.executable, sys.argv[1], "--mode", "pool-worker", "--protocol", "json",
+                               "--adapter", "tests.handlers_ops"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(sys.argv[2], "wb"))
+    request = json.dumps({"id": 1, "command": "ops_hog_loop", "args": {"marker": sys.argv[3]}}).encode()
+    worker.stdin.write(struct.pack(">I", len(request)) + request)
+    worker.stdin.flush()
+    print(worker.pid, flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_parent_death_ends_the_worker_while_a_handler_hogs_the_event_loop(tmp_path):
+    # EOF is seen on the (blocked) event loop; the parent watcher must do it.
+    marker = tmp_path / "hogging"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(SCRIPT), str(tmp_path / "worker.err"), str(marker)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    worker = int(parent.stdout.readline())
+    try:
+        assert wait_until(marker.exists, 10) is not None
+        parent.kill()
+        parent.wait(5)
+        gone = wait_until(lambda: not alive(worker), timeout=3.0)
+        log = (tmp_path / "worker.err").read_text()
+        assert gone is not None and gone < 2.0, log
+        assert "parent died" in log
+    finally:
+        parent.stdout.close()
+        if alive(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 # -- pipelining and back-pressure -------------------------------------------------------------

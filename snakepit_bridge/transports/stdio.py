@@ -47,12 +47,23 @@ the worker exits with ExitCode.PROTOCOL (the stream cannot be resynchronized).
 A result that cannot be encoded, or is over the limit, is an error response.
 
 Ending. EOF on stdin (also inside a frame, which is dropped): stop reading;
-requests already received get ``--grace-period`` seconds, then streams end
-with a final "worker is shutting down" chunk and the rest are cancelled and
-answered with that error; sessions are closed (their hooks run); exit 0.
-SIGTERM/SIGINT: the same, except that frames not yet started are dropped and
-open streams end at once (as in gRPC mode). A second signal exits at once
-with ExitCode.FORCED.
+the pool is gone, so requests already received get PARENT_GONE_GRACE seconds
+(or ``--grace-period`` if shorter), then streams end with a final "worker is
+shutting down" chunk and the rest are cancelled and answered with that error;
+sessions are closed (their hooks run); exit 0. The parent process dying is
+handled the same way (frames not yet started are dropped).
+SIGTERM/SIGINT: the full ``--grace-period``, frames not yet started are
+dropped and open streams end at once (as in gRPC mode). A second signal exits
+at once with ExitCode.FORCED. Once stopping begins a watchdog thread ends the
+process ``SHUTDOWN_MARGIN`` seconds after the grace whatever still runs.
+
+As in gRPC mode (:mod:`snakepit_bridge.server`), signals use plain signal
+handlers and the parent watcher is a thread (Linux's parent-death signal plus
+a poll of the parent pid; ``--no-parent-watch`` turns it off), so a handler
+that blocks the event loop can neither make the worker unkillable by SIGTERM
+nor leave it an orphan. EOF itself is seen on the event loop (stdin is the
+frame channel), so while the loop is blocked it is the parent watcher that
+notices the pool is gone.
 
 Nothing but frames reaches stdout: :func:`claim_stdio` keeps private
 descriptors for the protocol and points fd 1 at stderr (and fd 0 at
@@ -64,17 +75,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import itertools
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from .._proc import flush_and_exit, kill_descendants, terminate_descendants
+from .._proc import flush_and_exit, kill_descendants, set_parent_death_signal, terminate_descendants
 from ..config import Config
 from ..dispatch import Dispatcher, Request
 from ..errors import BridgeError, ResourceExhausted
@@ -91,10 +104,31 @@ __all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_
 MAX_IN_FLIGHT = 64
 #: Our protocols, in our order of preference.
 SUPPORTED = ("msgpack", "json")
-#: After the grace period: how long cancelled work gets, then cleanup, then a
-#: watchdog ends the process whatever still runs (a thread stuck in a handler).
-CANCEL_WAIT = 0.5
+#: Grace for requests in flight when the pool is gone (stdin EOF, parent
+#: died, stdout closed): nobody waits for the answers, and the contract says
+#: "EOF on stdin: exit 0 within a second". Same value as
+#: ``snakepit_bridge.server.PARENT_GONE_GRACE`` (not imported: server.py
+#: imports grpc, which stdio mode must not load).
+PARENT_GONE_GRACE = 0.25
+#: Stop reasons that mean the pool is gone (the short grace applies).
+POOL_GONE = ("stdin closed", "stdin failed", "stdout closed", "parent died")
+#: Once stopping begins, a watchdog ends the process this long after the grace
+#: whatever still runs (a thread stuck in a handler, a handler hogging the
+#: event loop). 1.5 s + 0.35 s stays under the pool's 2 s before SIGKILL; as
+#: ``snakepit_bridge.server.SHUTDOWN_MARGIN``.
+SHUTDOWN_MARGIN = 0.35
+#: After the grace period: how long cancelled work gets (within the margin,
+#: which cleanup needs too).
+CANCEL_WAIT = 0.1
+#: Watchdog budget for cleanup when serving ended without a stop request
+#: (a bug in the frame loop).
 CLEANUP_BUDGET = 1.5
+#: How often the parent pid is re-checked; signal asked for on parent death
+#: (Linux), handled only if the parent changed. As in server.py.
+PARENT_POLL = 0.25
+PARENT_DEATH_SIGNAL = signal.SIGHUP
+#: How long a last-words log line may take before exiting without it.
+SAY_TIMEOUT = 0.1
 #: Room for the response envelope around an encoded result, within the frame limit.
 ENVELOPE_ROOM = 1024
 
@@ -217,6 +251,9 @@ class StdioServer:
         self.log = get_logger("snakepit_bridge.stdio")
         self.exit_code = ExitCode.OK
         self.stop_reason = ""
+        self.grace = self.config.grace_period  # set by the stop reason
+        #: Called with (reason, grace) when stopping begins (on the loop): arms the watchdog.
+        self.on_stopping: Callable[[str, float], None] | None = None
         self._stop = asyncio.Event()
         self._signalled = False
         self._halted = False  # no further frame is taken
@@ -233,10 +270,10 @@ class StdioServer:
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({frames, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not frames.done():
-            done, _ = await asyncio.wait({frames}, timeout=self.config.grace_period)
+            done, _ = await asyncio.wait({frames}, timeout=self.grace)
             if not done:
                 self.log.warning("requests still running after the grace period; cancelling them",
-                                 in_flight=len(self._tasks) or 1, grace_s=self.config.grace_period)
+                                 in_flight=len(self._tasks) or 1, grace_s=self.grace, reason=self.stop_reason)
                 self.dispatcher.interrupt_streams()
                 frames.cancel()
                 for task in list(self._tasks):
@@ -273,7 +310,10 @@ class StdioServer:
     def _begin_stop(self, reason: str) -> None:
         if not self._stop.is_set():
             self.stop_reason = reason
-            self.log.info("stopping", reason=reason)
+            self.grace = grace_for(reason, self.config.grace_period)
+            self.log.info("stopping", reason=reason, grace_s=self.grace)
+            if self.on_stopping is not None:
+                self.on_stopping(reason, self.grace)
             self._stop.set()
 
     # -- reading --------------------------------------------------------------------
@@ -478,50 +518,139 @@ class StdioServer:
                             ("error", error), ("timestamp", now_iso(timestamp_ns))], rid)
 
 
+def grace_for(reason: str, grace_period: float) -> float:
+    """The grace for requests in flight: the full ``grace_period`` unless the
+    pool is gone (see POOL_GONE), as in gRPC mode's ``request_stop``."""
+    return min(grace_period, PARENT_GONE_GRACE) if reason.startswith(POOL_GONE) else grace_period
+
+
 async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
-              write_fd: int | None = None) -> ExitCode:
+              write_fd: int | None = None, parent_pid: int | None = None) -> ExitCode:
     """Serve the stdio protocol until EOF, a signal or a fatal framing error.
 
     Without ``read_fd``/``write_fd`` the process's own stdin/stdout are
-    claimed (:func:`claim_stdio`): the worker owns the process, and if cleanup
-    overruns its budget (a close hook that never returns), a watchdog exits
-    the process with the exit code. Returns the exit code.
+    claimed (:func:`claim_stdio`): the worker owns the process, so the parent
+    (``parent_pid``, default the current one) is watched, and once stopping
+    begins a watchdog exits the process with the exit code if shutdown overruns
+    its budget (a handler hogging the loop, a close hook that never returns).
+    Returns the exit code.
     """
     owns_process = read_fd is None or write_fd is None
     if owns_process:
         read_fd, write_fd = claim_stdio()
     log = get_logger("snakepit_bridge.stdio")
     loop = asyncio.get_running_loop()
+    parent = os.getppid() if parent_pid is None else parent_pid
     reader = await FrameReader.open(read_fd, config.max_message_bytes)
     writer = await FrameWriter.open(write_fd)
     dispatcher = Dispatcher(registry, config)
     server = StdioServer(dispatcher, reader, writer, protocol=config.protocol)
+    watchdog = _Watchdog(server, log) if owns_process else None
+    if watchdog is not None:
+        server.on_stopping = lambda reason, grace: watchdog.arm(grace + SHUTDOWN_MARGIN, reason)
     signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, server.on_signal, sig.name)
+    signalled = itertools.count()  # next() is atomic: exactly one first signal
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        """A plain signal handler, not loop.add_signal_handler: Python runs it
+        in the main thread between bytecodes, also while a handler hogs the
+        loop; so the watchdog is armed and a second signal exits here."""
+        name = signal.Signals(signum).name
+        if next(signalled):
+            _say(log, "second signal during shutdown; exiting now", signal=name)
+            kill_descendants()
+            flush_and_exit(ExitCode.FORCED)
+        if watchdog is not None:
+            watchdog.arm(config.grace_period + SHUTDOWN_MARGIN, f"signal {name}")
+        loop.call_soon_threadsafe(server.on_signal, name)
+
+    def parent_gone(why: str) -> None:
+        """From the parent watcher (a thread or a signal handler)."""
+        # Said here, not only on the loop: a handler may be hogging it.
+        _say(log, "parent process died; stopping", reason=why)
+        if watchdog is not None:
+            watchdog.arm(grace_for(why, config.grace_period) + SHUTDOWN_MARGIN, why)
+        loop.call_soon_threadsafe(server.halt, why)
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+        for sig in signals:
+            previous[sig] = signal.signal(sig, on_signal)
+    if owns_process and config.watch_parent:
+        _watch_parent(parent, parent_gone, log)
     log.info("pool worker ready", pid=os.getpid(), protocol=config.protocol or "negotiate", commands=len(registry))
     code = ExitCode.ERROR
     try:
         code = await server.serve()
     finally:
-        if owns_process:
-            _arm_watchdog(CLEANUP_BUDGET, code)
+        if watchdog is not None:
+            watchdog.arm(CLEANUP_BUDGET, "serving ended")  # no-op if stopping armed it already
         await dispatcher.aclose()
         reader.close()
         await writer.aclose(timeout=CLEANUP_BUDGET / 3)
         await asyncio.to_thread(terminate_descendants, 0.2)
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     log.info("stopped", reason=server.stop_reason, exit_code=int(code))
     return code
 
 
-def _arm_watchdog(seconds: float, code: int) -> None:
-    """End the process ``seconds`` from now if it has not ended by itself
-    (interpreter exit joins handler threads, which may never return)."""
+class _Watchdog:
+    """Ends the process (with the server's exit code) a given time after it is
+    first armed, if it has not ended by itself: interpreter exit joins handler
+    threads, which may never return, and a handler may hog the event loop.
+    Armed from the loop, signal handlers and threads; the first arming wins."""
 
-    def watch() -> None:
-        time.sleep(seconds)
-        flush_and_exit(code)
+    def __init__(self, server: StdioServer, log: Any) -> None:
+        self._server = server
+        self._log = log
+        self._armed = itertools.count()  # next() is atomic
 
-    threading.Thread(target=watch, name="snakepit-stdio-watchdog", daemon=True).start()
+    def arm(self, seconds: float, reason: str) -> None:
+        if next(self._armed):
+            return
+
+        def watch() -> None:
+            time.sleep(seconds)
+            _say(self._log, "shutdown overran its budget; exiting now", reason=reason, budget_s=round(seconds, 3))
+            kill_descendants()
+            flush_and_exit(self._server.exit_code)
+
+        threading.Thread(target=watch, name="snakepit-stdio-watchdog", daemon=True).start()
+
+
+def _say(log: Any, event: str, level: str = "warning", **fields: Any) -> None:
+    """Log without risking the exit (as server._say): from a signal handler the
+    main thread may hold the log stream's lock, and a full stderr pipe blocks
+    a write; give it SAY_TIMEOUT seconds, then move on."""
+    t = threading.Thread(target=lambda: getattr(log, level)(event, **fields), daemon=True)
+    t.start()
+    t.join(SAY_TIMEOUT)
+
+
+def _watch_parent(parent: int, parent_gone: Callable[[str], None], log: Any) -> None:
+    """Call ``parent_gone`` (once) when the parent process dies. Neither line
+    runs on the event loop (a handler may block it), as server._watch_parent:
+    Linux's parent-death signal with a plain handler, and a daemon thread
+    polling ``os.getppid()``. Linux sends the signal when the parent *thread*
+    that started us exits, so it counts only if the parent pid changed."""
+    told = itertools.count()
+
+    def check(source: str) -> None:
+        if os.getppid() != parent:
+            if not next(told):
+                parent_gone(f"parent died ({source})")
+        elif source == "signal":
+            _say(log, "parent-death signal but the parent lives (its thread ended); ignored", level="debug")
+
+    if threading.current_thread() is threading.main_thread() and set_parent_death_signal(PARENT_DEATH_SIGNAL):
+        # Kept through shutdown: SIGHUP's default action would end us with a non-zero status.
+        signal.signal(PARENT_DEATH_SIGNAL, lambda _signum, _frame: check("signal"))
+    check("startup")  # the parent may have died before the signal was armed
+
+    def poll() -> None:
+        while True:
+            time.sleep(PARENT_POLL)
+            check("poll")
+
+    threading.Thread(target=poll, name="snakepit-stdio-parent-watch", daemon=True).start()
