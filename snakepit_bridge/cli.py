@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.mode == "pool-worker":
         from .transports.stdio import run as run_stdio
 
-        _finish(run_stdio(config, registry))
+        _finish(run_stdio(config, registry, parent_pid=STARTED_BY))
 
     from .server import PortInUse, serve
 
