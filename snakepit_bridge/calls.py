@@ -1,7 +1,8 @@
 """The records a transport and the dispatcher exchange: a :class:`Request` in,
 a :class:`Result` out, and the worker's running :class:`Stats`.
 
-Import them from :mod:`snakepit_bridge.dispatch`, which re-exports them.
+Import them from :mod:`snakepit_bridge.dispatch`, which re-exports them. The
+rest (:class:`CallRecord`, :class:`Encoded`, :func:`encoded`) is dispatch's own.
 """
 from __future__ import annotations
 
@@ -50,3 +51,29 @@ class Stats:
     @property
     def uptime_ms(self) -> int:
         return int((time.monotonic() - self.started_monotonic) * 1000)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Bookkeeping for one call: what the per-call log line reports."""
+
+    request: Request
+    started: float = field(default_factory=time.perf_counter)
+    outcome: str = "ok"
+    chunks: int = 0
+    error: str = ""
+
+
+@dataclass(slots=True)
+class Encoded:
+    """A unary result already made a chunk map and encoded in the worker thread."""
+
+    data: dict[str, Any]
+    payload: Any
+
+
+def encoded(result: Result, req: Request) -> Result:
+    """Set ``result.payload`` when the request has an encoder."""
+    if req.encode is not None:
+        result.payload = req.encode(result.result)
+    return result

@@ -9,6 +9,7 @@ A generator handler yields plain dicts (one chunk each), any other value
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,3 +69,10 @@ def to_chunk(item: Any) -> Chunk:
     if isinstance(item, Final):
         return Chunk(item.data, is_final=True)
     return Chunk(as_chunk_data(item))
+
+
+def encoded_chunk(chunk: Chunk, encode: Callable[[dict[str, Any]], Any] | None) -> Chunk:
+    """Set ``chunk.payload`` unless it is set already (by the producer thread)."""
+    if encode is not None and chunk.payload is None:
+        chunk.payload = encode(chunk.data)
+    return chunk

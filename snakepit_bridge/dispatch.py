@@ -43,12 +43,11 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from ._pump import END, AsyncPump, ThreadPump
-from .calls import Request, Result, Stats
-from .chunks import Chunk, as_chunk_data, to_chunk
+from .calls import CallRecord, Encoded, Request, Result, Stats, encoded
+from .chunks import Chunk, as_chunk_data, encoded_chunk, to_chunk
 from .config import Config
 from .context import Context
 from .errors import BridgeError, DeadlineExceeded, ResourceExhausted, ShuttingDown
@@ -60,17 +59,9 @@ __all__ = ["Dispatcher", "Request", "Result", "Stats"]
 
 # How long closing a generator may take before it is abandoned (and logged).
 CLOSE_WAIT = 0.25
-
-
-@dataclass(slots=True)
-class _Call:
-    """Bookkeeping for one call: what the per-call log line reports."""
-
-    request: Request
-    started: float = field(default_factory=time.perf_counter)
-    outcome: str = "ok"
-    chunks: int = 0
-    error: str = ""
+# What becomes a call's error: a handler's sys.exit() must fail its call, not stop the
+# worker. Not CancelledError or GeneratorExit: they are how a call is cancelled.
+_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 
 
 class Dispatcher:
@@ -102,19 +93,19 @@ class Dispatcher:
             try:
                 handler = self._admit(req)
                 if handler.streaming:
-                    return _encoded(await self._collect(req, obs), req)
+                    return encoded(await self._collect(req, obs), req)
                 ctx = self._context(req, handler)
                 value = await self._run_in_session(handler, req.args, ctx, req.encode)
-                if isinstance(value, _Encoded):
+                if isinstance(value, Encoded):
                     return Result(True, value.data, payload=value.payload)
-                return _encoded(Result(True, as_chunk_data(value)), req)
+                return encoded(Result(True, as_chunk_data(value)), req)
             except asyncio.CancelledError:
                 obs.outcome = "cancelled"
                 raise
-            except Exception as exc:
-                code, message, details = self.failure(exc, req)
+            except _FAILURES as exc:
+                code, message, details, payload = self._wire_error(exc, req)
                 obs.outcome, obs.error = "error", message
-                return _encoded(Result(False, details, message, code), req)
+                return Result(False, details, message, code, payload=payload)
 
     async def stream(self, req: Request) -> AsyncIterator[Chunk]:
         """Run one request as a stream of chunks (see the module docstring).
@@ -134,14 +125,30 @@ class Dispatcher:
         anything else is logged with its traceback and reported as
         ``"<Type>: <message>"`` with the traceback under ``details["traceback"]``.
         """
+        if isinstance(exc, _Escaped):
+            exc = exc.args[0]  # a coroutine handler's SystemExit / KeyboardInterrupt
         if isinstance(exc, BridgeError):
             return exc.code, exc.message, dict(exc.details)
         tb = "".join(traceback.format_exception(exc))
-        self.log.error(
-            "handler raised", command=req.command, request_id=req.request_id,
-            error=f"{type(exc).__name__}: {exc}", traceback=tb,
-        )
+        self.log.error("handler raised", command=req.command, request_id=req.request_id,
+                       error=f"{type(exc).__name__}: {exc}", traceback=tb)
         return "UNKNOWN", f"{type(exc).__name__}: {exc}", {"traceback": tb}
+
+    def _wire_error(self, exc: BaseException, req: Request, check: Callable[[dict[str, Any]], Any] | None = None
+                    ) -> tuple[str, str, dict[str, Any], Any]:
+        """:meth:`failure` plus the details' payload (``check``: the encoder they must
+        pass though encoded later). Details that do not encode become ``{}``: the
+        code and message must still reach the caller, as the call's one answer."""
+        code, message, details = self.failure(exc, req)
+        if (encode := req.encode or check) is None:
+            return code, message, details, None
+        try:
+            payload = encode(details)
+        except Exception as err:  # noqa: BLE001 - whatever the codec raises
+            self.log.warning("error details could not be encoded; sent without them", command=req.command,
+                             request_id=req.request_id, error=f"{type(err).__name__}: {err}")
+            details, payload = {}, encode({})
+        return code, message, details, payload if req.encode else None
 
     def interrupt_streams(self, exc: BridgeError | None = None) -> int:
         """End every open stream with a final error chunk (``ShuttingDown`` by
@@ -188,25 +195,29 @@ class Dispatcher:
     async def _run_in_session(self, handler: Handler, args: dict[str, Any], ctx: Context,
                               encode: Callable[[dict[str, Any]], Any] | None = None) -> Any:
         """A unary call; in a session it counts as in flight (the session is not
-        expired under it) and holds the session's lock when ``config.session_lock``."""
+        expired under it) and holds the session's lock when ``config.session_lock``,
+        both until the handler returns, also if that is after the call was abandoned:
+        else the session's next call would run alongside it and lose updates."""
         if ctx.session is None:
             return await self._run_unary(handler, args, ctx, encode)
         # The deadline covers the wait for the session's lock too.
         remaining = ctx.time_remaining()
         scope = asyncio.timeout(None if remaining is None else max(0.0, remaining))
         try:
-            async with scope, ctx.session.call_scope(lock=self.config.session_lock):
-                return await self._run_unary(handler, args, ctx, encode)
+            async with scope, ctx.session.call_scope(lock=self.config.session_lock) as call:
+                return await self._run_unary(handler, args, ctx, encode, call.outlive)
         except TimeoutError:
             if scope.expired():
                 raise _deadline(ctx) from None
             raise
 
     async def _run_unary(self, handler: Handler, args: dict[str, Any], ctx: Context,
-                         encode: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+                         encode: Callable[[dict[str, Any]], Any] | None = None,
+                         abandon: Callable[[Any], None] | None = None) -> Any:
+        """``abandon(running)`` is told of work left running past the call."""
         running: Any  # what to watch if the call is abandoned: the task, or the thread's future
         if handler.kind is Kind.COROUTINE:
-            work: asyncio.Future[Any] = asyncio.ensure_future(handler.invoke(args, ctx))
+            work: asyncio.Future[Any] = asyncio.ensure_future(_contained(handler.invoke(args, ctx)))
             running = work
         elif encode is None:
             running = self.executor.submit(handler.invoke, args, ctx)
@@ -232,6 +243,8 @@ class Dispatcher:
                 work.add_done_callback(self._abandoned.discard)
                 work.add_done_callback(_consume_exception)
                 asyncio.get_running_loop().call_later(CLOSE_WAIT, self._check_abandoned, running, ctx)
+                if abandon is not None:
+                    abandon(running)
 
     def _check_abandoned(self, running: Any, ctx: Context) -> None:
         if not running.done():
@@ -247,7 +260,7 @@ class Dispatcher:
         else:
             # Sync generators get their chunks built and encoded in their own
             # thread, so a large value is never serialized on the event loop.
-            transform = None if encode is None else (lambda item: _encoded_chunk(to_chunk(item), encode))
+            transform = None if encode is None else (lambda item: encoded_chunk(to_chunk(item), encode))
             pump = ThreadPump(gen, self.config.stream_buffer, self.executor, transform)
         self._pumps.add(pump)
         self.stats.active_streams += 1
@@ -279,7 +292,8 @@ class Dispatcher:
             self.log.warning("generator misbehaved when closed", error=f"{type(pump.close_error).__name__}: "
                              f"{pump.close_error}", **where)
 
-    async def _produce(self, req: Request, obs: _Call) -> AsyncIterator[Chunk]:
+    async def _produce(self, req: Request, obs: CallRecord, check: Callable[[dict[str, Any]], Any] | None = None
+                       ) -> AsyncIterator[Chunk]:
         index = 0
         pump: AsyncPump | ThreadPump | None = None
         timer: asyncio.TimerHandle | None = None
@@ -291,10 +305,10 @@ class Dispatcher:
             if not handler.streaming:
                 value = await self._run_in_session(handler, req.args, ctx, req.encode)
                 obs.chunks = 1
-                if isinstance(value, _Encoded):
+                if isinstance(value, Encoded):
                     yield Chunk(value.data, is_final=True, payload=value.payload)
                 else:
-                    yield _encoded_chunk(Chunk(as_chunk_data(value), is_final=True), req.encode)
+                    yield encoded_chunk(Chunk(as_chunk_data(value), is_final=True), req.encode)
                 return
             if ctx.session is not None:
                 # A stream in flight is use of its session (no lock: it would
@@ -308,7 +322,7 @@ class Dispatcher:
                 item = await pump.get()
                 if item is END:
                     break
-                chunk = _encoded_chunk(to_chunk(item), req.encode)
+                chunk = encoded_chunk(to_chunk(item), req.encode)
                 chunk.index = index
                 index += 1
                 obs.chunks = index
@@ -320,14 +334,14 @@ class Dispatcher:
             obs.chunks = index + 1
             if debug:
                 ctx.log.debug("chunk", index=index, is_final=True, error=None)
-            yield _encoded_chunk(Chunk({}, is_final=True, index=index), req.encode)
+            yield encoded_chunk(Chunk({}, is_final=True, index=index), req.encode)
         except (asyncio.CancelledError, GeneratorExit):
             obs.outcome = "cancelled"
             raise
-        except Exception as exc:
-            code, message, details = self.failure(exc, req)
+        except _FAILURES as exc:
+            code, message, details, payload = self._wire_error(exc, req, check)
             obs.outcome, obs.error, obs.chunks = "error", message, index + 1
-            yield _encoded_chunk(Chunk(details, is_final=True, error=message, index=index, code=code), req.encode)
+            yield Chunk(details, is_final=True, error=message, index=index, code=code, payload=payload)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -340,13 +354,14 @@ class Dispatcher:
                 if in_session:
                     ctx.session.end_call()  # type: ignore[union-attr]
 
-    async def _collect(self, req: Request, obs: _Call) -> Result:
+    async def _collect(self, req: Request, obs: CallRecord) -> Result:
         chunks: list[dict[str, Any]] = []
         errors: list[str] = []
         code = "UNKNOWN"
         limit = self.config.max_execute_chunks
         inner = Request(req.command, req.args, req.request_id, req.timeout_ms, req.session_id, req.deadline, req.decode)
-        async with contextlib.aclosing(self._produce(inner, obs)) as stream:
+        # Not encoded chunk by chunk (call() encodes the whole body), but error details checked.
+        async with contextlib.aclosing(self._produce(inner, obs, req.encode)) as stream:
             async for chunk in stream:
                 if chunk.error:
                     errors.append(chunk.error)
@@ -367,10 +382,10 @@ class Dispatcher:
         return Result(True, body)
 
     @contextlib.contextmanager
-    def _observe(self, req: Request) -> Iterator[_Call]:
+    def _observe(self, req: Request) -> Iterator[CallRecord]:
         """Count the call and log one line for it when it ends."""
         self.stats.requests += 1
-        obs = _Call(req)
+        obs = CallRecord(req)
         try:
             yield obs
         finally:
@@ -385,31 +400,22 @@ class Dispatcher:
             (self.log.warning if obs.outcome == "error" else self.log.info)("call", **fields)
 
 
-def _encoded(result: Result, req: Request) -> Result:
-    if req.encode is not None:
-        result.payload = req.encode(result.result)
-    return result
-
-
-def _encoded_chunk(chunk: Chunk, encode: Callable[[dict[str, Any]], Any] | None) -> Chunk:
-    """Set ``chunk.payload`` unless it is set already (by the producer thread)."""
-    if encode is not None and chunk.payload is None:
-        chunk.payload = encode(chunk.data)
-    return chunk
-
-
-@dataclass(slots=True)
-class _Encoded:
-    """A unary result already made a chunk map and encoded in the worker thread."""
-
-    data: dict[str, Any]
-    payload: Any
-
-
 def _invoke_encoded(handler: Handler, args: dict[str, Any], ctx: Context,
-                    encode: Callable[[dict[str, Any]], Any]) -> _Encoded:
+                    encode: Callable[[dict[str, Any]], Any]) -> Encoded:
     data = as_chunk_data(handler.invoke(args, ctx))
-    return _Encoded(data, encode(data))
+    return Encoded(data, encode(data))
+
+
+class _Escaped(Exception):
+    """A coroutine handler's SystemExit / KeyboardInterrupt (``args[0]``) as an ordinary
+    error: asyncio re-raises those out of a task into the loop, stopping the worker."""
+
+
+async def _contained(coro: Any) -> Any:
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _Escaped(exc) from exc
 
 
 def _deadline(ctx: Context) -> DeadlineExceeded:

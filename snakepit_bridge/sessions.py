@@ -37,6 +37,10 @@ unary calls in :meth:`Session.call_scope` and brackets streams with
 ``begin_call`` / ``end_call``, so idle time counts from the end of the last
 call. Only ``end_session`` ends a session under a call still in flight (for
 example a stream): that call's later writes fail with FailedPrecondition.
+A unary call cut off at its deadline (or by its caller leaving) whose handler
+keeps running, as a sync handler that ignores ``ctx.cancelled`` does, stays in
+flight and keeps the lock until the handler actually returns: the session's
+next call waits for it (within its own deadline) instead of racing it.
 
 Memory estimate: ``state`` re-estimates only the value being stored (a deep
 ``sys.getsizeof`` walk; objects with an integer ``nbytes``, e.g. numpy arrays,
@@ -49,6 +53,7 @@ Resources count only the ``size=`` their handler declares.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import threading
@@ -67,7 +72,7 @@ from .logging import get_logger
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["Session", "SessionState", "SessionStore", "estimate_size"]
+__all__ = ["CallScope", "Session", "SessionState", "SessionStore", "estimate_size"]
 
 
 class Session:
@@ -119,19 +124,31 @@ class Session:
         self.touch()  # idle time counts from the end of the last call
 
     @contextlib.asynccontextmanager
-    async def call_scope(self, lock: bool = True) -> AsyncIterator[Session]:
+    async def call_scope(self, lock: bool = True) -> AsyncIterator[CallScope]:
         """What a dispatcher wraps a call in: counts it in flight (so the
         session is not expired or evicted under it), holds ``lock`` if asked,
-        and touches the session when the call ends."""
+        and touches the session when the call ends; or, if the call left work
+        running (:meth:`CallScope.outlive`), when that work finishes."""
         self.begin_call()
+        scope = CallScope(self)
+        locked = False
         try:
             if lock:
-                async with self.lock:
-                    yield self
-            else:
-                yield self
+                await self.lock.acquire()
+                locked = True
+            yield scope
         finally:
-            self.end_call()
+            if scope.until is not None and not scope.until.done():
+                # An abandoned handler still runs in this session: releasing
+                # now would let the next call interleave with it (lost updates).
+                scope.until.add_done_callback(lambda _: self._end_scope(locked))
+            else:
+                self._end_scope(locked)
+
+    def _end_scope(self, locked: bool) -> None:
+        if locked:
+            self.lock.release()
+        self.end_call()
 
     # -- resources and hooks -----------------------------------------------------------
 
@@ -210,6 +227,23 @@ class Session:
             "resources": sorted(self._resources),
             "calls": self.calls,
         }
+
+
+class CallScope:
+    """One call's hold on its session, yielded by :meth:`Session.call_scope`."""
+
+    __slots__ = ("session", "until")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        #: Work that outlives the call; the hold lasts until it is done.
+        self.until: asyncio.Future[Any] | None = None
+
+    def outlive(self, work: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
+        """Keep the session's lock and in-flight count past the call, until
+        ``work`` (a task, or a worker thread's future) finishes. Call on the
+        event loop; the release happens there too."""
+        self.until = asyncio.wrap_future(work)  # a thread's future: done callbacks come to the loop
 
 
 class SessionStore:

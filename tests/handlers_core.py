@@ -5,6 +5,7 @@ import asyncio
 import time
 
 from snakepit_bridge import command
+from snakepit_bridge.errors import BridgeError
 
 
 @command("boom")
@@ -64,3 +65,33 @@ def types(args):
 @command("kinds")
 def kinds(args):
     return {k: type(v).__name__ for k, v in args.items()}
+
+
+@command("exit_sync")
+def exit_sync(args):
+    """sys.exit() in a handler (library code does this): fails the call, not the worker."""
+    raise SystemExit(args.get("code", 3))
+
+
+@command("exit_async")
+async def exit_async(args):
+    await asyncio.sleep(0)
+    raise SystemExit(args.get("code", 4))
+
+
+@command("exit_stream")
+def exit_stream(args):
+    yield {"i": 0}
+    raise SystemExit(args.get("code", 5))
+
+
+@command("bad_details")
+def bad_details(args):
+    """Details that no codec encodes: the error must still arrive, without them."""
+    raise BridgeError("nope", details={"obj": object()})
+
+
+@command("bad_details_stream")
+def bad_details_stream(args):
+    yield {"i": 0}
+    raise BridgeError("nope", details={"obj": object()})

@@ -7,6 +7,7 @@ explicit end or a SIGTERM, which hooks ran and how often.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from snakepit_bridge import command
@@ -56,6 +57,17 @@ async def incr(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     session = ctx.require_session()
     n = session.state.get("n", 0)
     await asyncio.sleep(float(args.get("pause", 0.001)))
+    session.state["n"] = n + 1
+    return {"n": n + 1}
+
+
+@command("slow_incr")
+def slow_incr(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """``incr`` that sleeps ``pause`` s (default 0.5) without looking at
+    ``ctx.cancelled``: cut off at its deadline, it still finishes its write."""
+    session = ctx.require_session()
+    n = session.state.get("n", 0)
+    time.sleep(float(args.get("pause", 0.5)))
     session.state["n"] = n + 1
     return {"n": n + 1}
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from snakepit_bridge.config import Config
 from snakepit_bridge.dispatch import Dispatcher, Request
-from snakepit_bridge.errors import InvalidArgument
+from snakepit_bridge.errors import BridgeError, InvalidArgument
 from snakepit_bridge.registry import Kind, Registry
 
 reg = Registry()
@@ -338,3 +339,117 @@ async def test_deadline_covers_waiting_for_the_session_lock(d):
     holder.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await holder
+
+
+# -- SystemExit / KeyboardInterrupt from handlers -------------------------------------------------
+
+exits = Registry()
+
+
+@exits.command("exit_sync")
+def exit_sync(args):
+    raise args.get("exc", SystemExit(3))
+
+
+@exits.command("exit_async")
+async def exit_async(args):
+    await asyncio.sleep(0)
+    raise args.get("exc", SystemExit(4))
+
+
+@exits.command("exit_gen")
+def exit_gen(args):
+    yield {"i": 0}
+    raise args.get("exc", SystemExit(5))
+
+
+@exits.command("exit_agen")
+async def exit_agen(args):
+    yield {"i": 0}
+    raise args.get("exc", SystemExit(6))
+
+
+@exits.command("exit_late")
+async def exit_late(args):
+    try:
+        await asyncio.sleep(10)
+    finally:
+        raise SystemExit(7)  # while being cancelled past its deadline: must not reach the loop
+
+
+@pytest.fixture
+async def dx():
+    dispatcher = Dispatcher(exits, Config(stream_buffer=4))
+    dispatcher.log = RecordingLog()
+    yield dispatcher
+    await dispatcher.aclose()
+
+
+@pytest.mark.parametrize("command, message", [("exit_sync", "SystemExit: 3"), ("exit_async", "SystemExit: 4")])
+async def test_unary_system_exit_fails_the_call_not_the_worker(dx, command, message):
+    r = await dx.call(Request(command, {}))
+    assert not r.success and r.error == message and r.code == "UNKNOWN"
+    assert "SystemExit" in r.result["traceback"]
+    chunks = await chunks_of(dx, command)
+    assert [(c.error, c.is_final, c.index) for c in chunks] == [(message, True, 0)]
+    assert any(event == "handler raised" for _, event, _ in dx.log.lines)  # logged with its traceback
+    calls = [kw for _, event, kw in dx.log.lines if event == "call"]
+    assert calls and all(kw["outcome"] == "error" for kw in calls)
+    assert dx.stats.errors == 2
+
+
+@pytest.mark.parametrize("command, message", [("exit_gen", "SystemExit: 5"), ("exit_agen", "SystemExit: 6")])
+async def test_generator_system_exit_ends_the_stream_with_an_error_chunk(dx, command, message):
+    chunks = await chunks_of(dx, command)
+    assert [(c.data.get("i"), c.error, c.is_final, c.index) for c in chunks] == [
+        (0, "", False, 0), (None, message, True, 1)]
+    r = await dx.call(Request(command, {}))
+    assert not r.success and r.error == message and r.result["chunks"][0] == {"i": 0}
+
+
+@pytest.mark.parametrize("command", ["exit_sync", "exit_async", "exit_gen", "exit_agen"])
+async def test_keyboard_interrupt_from_a_handler_fails_the_call(dx, command):
+    chunks = await chunks_of(dx, command, {"exc": KeyboardInterrupt()})
+    assert chunks[-1].is_final and chunks[-1].error == "KeyboardInterrupt: "
+    r = await dx.call(Request(command, {"exc": KeyboardInterrupt()}))
+    assert not r.success and r.error == "KeyboardInterrupt: "
+
+
+async def test_system_exit_in_abandoned_coroutine_is_contained(dx):
+    r = await dx.call(Request("exit_late", {}, timeout_ms=30))
+    assert r.code == "DEADLINE_EXCEEDED"
+    await asyncio.sleep(0.05)  # the task has finished with SystemExit by now; the loop still runs
+    assert not dx._abandoned
+    assert (await dx.call(Request("exit_sync", {}))).error == "SystemExit: 3"
+
+
+# -- error details that do not encode ---------------------------------------------------------------
+
+
+@exits.command("bad_details")
+def bad_details(args):
+    raise BridgeError("nope", code="FAILED_PRECONDITION", details={"obj": object()})
+
+
+@exits.command("bad_details_stream")
+def bad_details_stream(args):
+    yield {"i": 0}
+    raise BridgeError("nope", code="FAILED_PRECONDITION", details={"obj": object()})
+
+
+def _json_encode(data):
+    return json.dumps(data)  # TypeError for an object(): like the wire codecs
+
+
+async def test_unencodable_error_details_fall_back_to_empty(dx):
+    r = await dx.call(Request("bad_details", {}, encode=_json_encode))
+    assert (r.success, r.error, r.code, r.result, r.payload) == (False, "nope", "FAILED_PRECONDITION", {}, "{}")
+    chunks = [c async for c in dx.stream(Request("bad_details", {}, encode=_json_encode))]
+    assert [(c.error, c.code, c.is_final, c.payload) for c in chunks] == [("nope", "FAILED_PRECONDITION", True, "{}")]
+    chunks = [c async for c in dx.stream(Request("bad_details_stream", {}, encode=_json_encode))]
+    assert [(c.index, c.error, c.is_final, c.payload) for c in chunks] == [
+        (0, "", False, '{"i": 0}'), (1, "nope", True, "{}")]
+    assert any(event.startswith("error details could not be encoded") for _, event, _ in dx.log.lines)
+    r = await dx.call(Request("bad_details_stream", {}, encode=_json_encode))  # Execute on a stream: collected
+    assert (r.success, r.error, r.code) == (False, "nope", "FAILED_PRECONDITION")
+    assert r.result == {"chunks": [{"i": 0}, {}], "chunk_count": 2} and json.loads(r.payload) == r.result

@@ -3,6 +3,7 @@ eviction, the reaper, busy sessions, and the dispatcher's use of sessions."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 
@@ -251,6 +252,31 @@ async def test_a_session_with_a_call_in_flight_does_not_expire():
     await until(lambda: "busy" in ran)
     await store.close_all()
     assert ran == ["idle", "busy"]
+
+
+@pytest.mark.parametrize("lock", [True, False])
+async def test_work_that_outlives_its_call_keeps_the_session_held(lock):
+    """Work abandoned at its deadline (here a worker thread's future) keeps the
+    lock and the in-flight count until it finishes; the release comes on the loop."""
+    store = SessionStore()
+    s = store.get("s")
+    work: concurrent.futures.Future[None] = concurrent.futures.Future()
+    async with s.call_scope(lock=lock) as call:
+        assert call.session is s
+        call.outlive(work)
+    assert s.busy and s.lock.locked() is lock
+    waiter = asyncio.ensure_future(s.lock.acquire())
+    await asyncio.sleep(0.02)
+    assert waiter.done() is not lock  # the next call waits for the abandoned work
+    threading.Thread(target=work.set_result, args=(None,)).start()
+    await until(lambda: waiter.done())
+    s.lock.release()
+    await until(lambda: not s.busy)
+    async with s.call_scope() as call:  # finished work: released at once, as before
+        call.outlive(asyncio.get_running_loop().create_future())
+        call.until.set_result(None)
+    assert not s.busy
+    await store.close_all()
 
 
 async def test_closed_store_refuses_new_sessions():

@@ -278,6 +278,21 @@ def test_a_slow_call_blocks_its_own_session_only(client):
     assert client.execute_in_session(a, "ping", timeout=5).success  # the lock was released
 
 
+def test_a_call_past_its_deadline_keeps_the_session_lock_until_its_handler_returns(client):
+    """A sync handler cannot be stopped at its deadline: the session stays
+    locked until it returns, so later calls wait for it and no update is lost."""
+    s = sid()
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        client.execute_in_session(s, "slow_incr", {"pause": 0.5}, timeout_ms=100)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 0.45  # the call itself did end at its deadline
+    ns = [client.execute_in_session(s, "incr", timeout=5).result["n"] for _ in range(3)]
+    assert ns == [2, 3, 4]  # the first waited for slow_incr's write
+    time.sleep(0.2)
+    assert client.execute_in_session(s, "retrieve", {"key": "n"}).result["value"] == 4
+
+
 # -- stdio (pool-worker mode) ---------------------------------------------------------------------
 
 
