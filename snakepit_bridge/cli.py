@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--binary-threshold", type=int, default=10_240, metavar="BYTES",
                    help="values above this many bytes travel binary (default 10240; 0 = structured values always binary)")
     p.add_argument("--max-message-mb", type=int, default=100, help="largest message either way, in MB (default 100)")
-    p.add_argument("--max-workers", type=int, default=256, help="threads for sync handlers and generators (default 256)")
+    p.add_argument("--max-workers", type=int, default=256, help="threads for sync handlers, and as many for sync generators (default 256)")
     p.add_argument("--stream-buffer", type=int, default=8, help="chunks a producer may run ahead of a slow client (default 8)")
     p.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS", help="idle sessions expire after this (default 3600)")
     p.add_argument("--max-sessions", type=int, default=10_000, help="cap on sessions; least recently used is evicted (default 10000)")

@@ -34,7 +34,7 @@ class Config:
     max_message_mb: int = 100
 
     # Execution
-    max_workers: int = 256  # threads for sync handlers and sync generators
+    max_workers: int = 256  # threads for sync handlers; as many again for sync generators
     stream_buffer: int = 8  # chunks a producer may run ahead of its consumer
     max_execute_chunks: int = 10_000  # Execute on a streaming command collects at most this many
 

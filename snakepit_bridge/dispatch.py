@@ -79,6 +79,12 @@ class Dispatcher:
         self.config = config or Config()
         self.sessions = sessions if sessions is not None else SessionStore.from_config(self.config)
         self.executor = executor or ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-handler")
+        # Sync generators hold a thread for as long as their stream is open
+        # (also while a slow reader keeps them waiting), so they get threads of
+        # their own: open streams can never starve unary sync calls, and one
+        # stream too many is refused instead of queued behind the others.
+        self._stream_threads = ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-stream")
+        self._threads_held = 0
         self.stats = Stats()
         self.closing = False
         self.log = get_logger("snakepit_bridge.dispatch")
@@ -166,6 +172,7 @@ class Dispatcher:
         await asyncio.gather(*(pump.close(CLOSE_WAIT) for pump in list(self._pumps)))
         await self.sessions.close_all()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._stream_threads.shutdown(wait=False, cancel_futures=True)
 
     # -- internals ----------------------------------------------------------------
 
@@ -254,17 +261,25 @@ class Dispatcher:
 
     def _start(self, handler: Handler, args: dict[str, Any], ctx: Context,
                encode: Callable[[dict[str, Any]], Any] | None = None) -> AsyncPump | ThreadPump:
-        gen = handler.invoke(args, ctx)
         if handler.kind is Kind.ASYNC_GENERATOR:
-            pump: AsyncPump | ThreadPump = AsyncPump(gen, self.config.stream_buffer)
+            pump: AsyncPump | ThreadPump = AsyncPump(handler.invoke(args, ctx), self.config.stream_buffer)
         else:
+            if self._threads_held >= self.config.max_workers:
+                raise ResourceExhausted(f"all {self.config.max_workers} stream threads are held by open sync "
+                                        "streams; close some, or raise --max-workers")
             # Sync generators get their chunks built and encoded in their own
             # thread, so a large value is never serialized on the event loop.
             transform = None if encode is None else (lambda item: encoded_chunk(to_chunk(item), encode))
-            pump = ThreadPump(gen, self.config.stream_buffer, self.executor, transform)
+            pump = ThreadPump(handler.invoke(args, ctx), self.config.stream_buffer, self._stream_threads, transform)
+            # Counted until the thread is free again (an abandoned generator keeps it).
+            self._threads_held += 1
+            pump.task.add_done_callback(self._thread_freed)
         self._pumps.add(pump)
         self.stats.active_streams += 1
         return pump
+
+    def _thread_freed(self, _: Any) -> None:
+        self._threads_held -= 1
 
     def _arm_deadline(self, pump: AsyncPump | ThreadPump, ctx: Context) -> asyncio.TimerHandle | None:
         """One timer per stream (not one per chunk): at the deadline the handler's

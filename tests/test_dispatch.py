@@ -453,3 +453,26 @@ async def test_unencodable_error_details_fall_back_to_empty(dx):
     r = await dx.call(Request("bad_details_stream", {}, encode=_json_encode))  # Execute on a stream: collected
     assert (r.success, r.error, r.code) == (False, "nope", "FAILED_PRECONDITION")
     assert r.result == {"chunks": [{"i": 0}, {}], "chunk_count": 2} and json.loads(r.payload) == r.result
+
+
+async def test_open_sync_streams_cannot_starve_sync_calls_and_one_too_many_is_refused():
+    d2 = Dispatcher(reg, Config(max_workers=2, stream_buffer=1))
+    try:
+        held = [d2.stream(Request("gen", {"n": 1_000_000, "tag": f"held-{i}"})) for i in range(2)]
+        for stream in held:  # each producer now waits on its full buffer, holding its thread
+            assert (await anext(stream)).index == 0
+        r = await asyncio.wait_for(d2.call(Request("f", {"x": 1})), 5)
+        assert r.success and r.result["x"] == 1
+        refused = [c async for c in d2.stream(Request("gen", {"n": 3, "tag": "refused"}))]
+        assert len(refused) == 1 and refused[0].is_final and refused[0].code == "RESOURCE_EXHAUSTED"
+        assert "--max-workers" in refused[0].error
+        await held[0].aclose()
+        for _ in range(200):  # the closed generator's thread is given back
+            if d2._threads_held < 2:
+                break
+            await asyncio.sleep(0.005)
+        chunks = [c async for c in d2.stream(Request("gen", {"n": 3, "tag": "after"}))]
+        assert [c.index for c in chunks] == [0, 1, 2, 3] and not chunks[-1].error
+        await held[1].aclose()
+    finally:
+        await d2.aclose()
