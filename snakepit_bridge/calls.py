@@ -26,6 +26,8 @@ class Request:
     #: Passed in by the transport: builds ``args`` from wire bytes (so that bad
     #: input fails inside dispatch, like every other error) ...
     decode: Callable[[], dict[str, Any]] | None = None
+    #: Wire bytes ``decode`` reads: above ``OFFLOAD_BYTES`` it runs in a thread.
+    decode_size: int = 0
     #: ... and turns a result or chunk map into the transport's payload.
     encode: Callable[[dict[str, Any]], Any] | None = None
 

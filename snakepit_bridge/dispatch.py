@@ -59,6 +59,8 @@ __all__ = ["Dispatcher", "Request", "Result", "Stats"]
 
 # How long closing a generator may take before it is abandoned (and logged).
 CLOSE_WAIT = 0.25
+# Arguments larger than this (wire bytes) are decoded in a worker thread.
+OFFLOAD_BYTES = 1 << 20
 # What becomes a call's error: a handler's sys.exit() must fail its call, not stop the
 # worker. Not CancelledError or GeneratorExit: they are how a call is cancelled.
 _FAILURES = (Exception, SystemExit, KeyboardInterrupt)
@@ -97,7 +99,7 @@ class Dispatcher:
         """Run one request to completion (see the module docstring)."""
         with self._observe(req) as obs:
             try:
-                handler = self._admit(req)
+                handler = await self._admit(req)
                 if handler.streaming:
                     return encoded(await self._collect(req, obs), req)
                 ctx = self._context(req, handler)
@@ -176,12 +178,16 @@ class Dispatcher:
 
     # -- internals ----------------------------------------------------------------
 
-    def _admit(self, req: Request) -> Handler:
+    async def _admit(self, req: Request) -> Handler:
         if self.closing:
             raise ShuttingDown()
         handler = self.registry.get(req.command)
         if req.decode is not None:
-            req.args, req.decode = req.decode(), None
+            decode, req.decode = req.decode, None
+            # Tens of MB of JSON take hundreds of ms to parse: not on the loop,
+            # where Health and every other call would wait for it.
+            big = req.decode_size > OFFLOAD_BYTES
+            req.args = await asyncio.get_running_loop().run_in_executor(self.executor, decode) if big else decode()
         return handler
 
     def _context(self, req: Request, handler: Handler) -> Context:
@@ -315,7 +321,7 @@ class Dispatcher:
         ctx: Context | None = None
         in_session = False
         try:
-            handler = self._admit(req)
+            handler = await self._admit(req)
             ctx = self._context(req, handler)
             if not handler.streaming:
                 value = await self._run_in_session(handler, req.args, ctx, req.encode)

@@ -476,3 +476,18 @@ async def test_open_sync_streams_cannot_starve_sync_calls_and_one_too_many_is_re
         await held[1].aclose()
     finally:
         await d2.aclose()
+
+
+async def test_large_arguments_are_decoded_off_the_event_loop(d):
+    from snakepit_bridge.dispatch import OFFLOAD_BYTES
+
+    where: list[int] = []
+
+    def decode() -> dict[str, Any]:
+        where.append(threading.get_ident())
+        return {"x": 1}
+
+    small = await d.call(Request("f", {}, decode=decode, decode_size=100))
+    big = await d.call(Request("f", {}, decode=decode, decode_size=OFFLOAD_BYTES + 1))
+    assert small.success and big.success and big.result["x"] == 1
+    assert where[0] == threading.get_ident() and where[1] != threading.get_ident()
