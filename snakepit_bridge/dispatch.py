@@ -48,6 +48,7 @@ from typing import Any
 from ._pump import END, AsyncPump, ThreadPump
 from .calls import CallRecord, Encoded, Request, Result, Stats, encoded
 from .chunks import Chunk, as_chunk_data, encoded_chunk, to_chunk
+from .codecs.values import json_exceeds
 from .config import Config
 from .context import Context
 from .errors import BridgeError, DeadlineExceeded, ResourceExhausted, ShuttingDown
@@ -103,7 +104,7 @@ class Dispatcher:
                 if handler.streaming:
                     return encoded(await self._collect(req, obs), req)
                 ctx = self._context(req, handler)
-                value = await self._run_in_session(handler, req.args, ctx, req.encode)
+                value = await self._off_loop(await self._run_in_session(handler, req.args, ctx, req.encode), req.encode)
                 if isinstance(value, Encoded):
                     return Result(True, value.data, payload=value.payload)
                 return encoded(Result(True, as_chunk_data(value)), req)
@@ -259,6 +260,16 @@ class Dispatcher:
                 if abandon is not None:
                     abandon(running)
 
+    async def _off_loop(self, value: Any, encode: Callable[[dict[str, Any]], Any] | None) -> Any:
+        """A coroutine's large result, encoded in a worker thread (as a sync
+        handler's is) so that Health and other calls do not wait for it."""
+        if encode is None or isinstance(value, Encoded):
+            return value
+        data = as_chunk_data(value)
+        if not json_exceeds(data, OFFLOAD_BYTES):
+            return data
+        return Encoded(data, await asyncio.get_running_loop().run_in_executor(self.executor, encode, data))
+
     def _check_abandoned(self, running: Any, ctx: Context) -> None:
         if not running.done():
             # A sync handler that never looks at ctx.cancelled keeps its thread.
@@ -324,7 +335,7 @@ class Dispatcher:
             handler = await self._admit(req)
             ctx = self._context(req, handler)
             if not handler.streaming:
-                value = await self._run_in_session(handler, req.args, ctx, req.encode)
+                value = await self._off_loop(await self._run_in_session(handler, req.args, ctx, req.encode), req.encode)
                 obs.chunks = 1
                 if isinstance(value, Encoded):
                     yield Chunk(value.data, is_final=True, payload=value.payload)

@@ -491,3 +491,30 @@ async def test_large_arguments_are_decoded_off_the_event_loop(d):
     big = await d.call(Request("f", {}, decode=decode, decode_size=OFFLOAD_BYTES + 1))
     assert small.success and big.success and big.result["x"] == 1
     assert where[0] == threading.get_ident() and where[1] != threading.get_ident()
+
+
+async def test_large_coroutine_results_are_encoded_off_the_event_loop():
+    r2 = Registry()
+
+    @r2.command("big")
+    async def big(args):
+        return {"xs": list(range(args["n"]))}
+
+    where: list[int] = []
+
+    def encode(values: dict[str, Any]) -> bytes:
+        where.append(threading.get_ident())
+        return json.dumps(values).encode()
+
+    d2 = Dispatcher(r2)
+    try:
+        small = await d2.call(Request("big", {"n": 10}, encode=encode))
+        large = await d2.call(Request("big", {"n": 1_000_000}, encode=encode))
+        chunks = [c async for c in d2.stream(Request("big", {"n": 1_000_000}, encode=encode))]
+    finally:
+        await d2.aclose()
+    assert small.success and json.loads(small.payload)["xs"] == list(range(10))
+    assert large.success and len(json.loads(large.payload)["xs"]) == 1_000_000
+    assert len(chunks) == 1 and chunks[0].is_final and chunks[0].payload is not None
+    loop_thread = threading.get_ident()
+    assert where[0] == loop_thread and where[1] != loop_thread and where[2] != loop_thread
