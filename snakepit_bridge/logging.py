@@ -12,8 +12,12 @@ lifecycle lines; per-chunk lines are ``debug`` only.
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from typing import Any
+
+import orjson
 
 import structlog
 
@@ -47,13 +51,23 @@ class SafeStderr:
             return False
 
 
+def _dumps(obj: Any, **_: Any) -> str:
+    # orjson: cheaper per line than the stdlib; objects it does not know are
+    # rendered with str(), and what it refuses (an int beyond 64 bits) falls
+    # back to the stdlib, so a log line never fails.
+    try:
+        return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(obj, default=str)
+
+
 def configure(level: str = "info", fmt: str = "console") -> None:
     """Route structlog and stdlib logging to stderr at ``level`` in ``fmt``
     ("console" or "json"). Stdlib loggers stay at WARNING or above unless
     ``level`` is debug: grpc and asyncio are chatty at info."""
     numeric = _LEVELS[level]
     renderer = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
