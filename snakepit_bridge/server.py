@@ -22,7 +22,7 @@ the event loop. Calls still running when the grace ends are cancelled by gRPC
 Orphans: with a piped stdin (as a pool starts it), EOF on stdin means the pool
 is gone. A terminal or /dev/null stdin is not watched, so ``make run`` and CI
 keep working. Second line: Linux's parent-death signal plus a poll of the
-parent pid (see :func:`_watch_parent`). ``--no-parent-watch`` turns both off.
+parent pid (see :func:`snakepit_bridge._lifecycle.watch_parent`). ``--no-parent-watch`` turns both off.
 Child processes are found by walking /proc (Linux; see
 :func:`snakepit_bridge._proc.terminate_descendants` for what that cannot reach).
 
@@ -53,7 +53,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ._proc import flush_and_exit, kill_descendants, set_parent_death_signal, terminate_descendants
+from ._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
+from ._lifecycle import say as _say
+from ._lifecycle import watch_parent as _watch_parent
+from ._proc import flush_and_exit, kill_descendants, terminate_descendants
 from ._proto import snakepit_pb2_grpc as pb_grpc
 from .config import Config
 from .dispatch import Dispatcher
@@ -65,19 +68,8 @@ from .transports.grpc import SERVICE_NAME, BridgeServicer
 __all__ = ["PortInUse", "serve", "READY_PREFIX"]
 
 READY_PREFIX = "GRPC_SERVER_READY_ON_PORT="
-#: Grace for in-flight calls when the pool is gone (stdin EOF, parent died).
-PARENT_GONE_GRACE = 0.25
-#: Shutdown may take the grace period plus this, then the watchdog exits.
-#: 1.5 s + 0.35 s stays under the pool's 2 s before SIGKILL.
-SHUTDOWN_MARGIN = 0.35
-#: How long a last-words log line may take before exiting without it.
-SAY_TIMEOUT = 0.1
 #: How long a handler's child processes get after SIGTERM before SIGKILL.
 CHILD_GRACE = 0.3
-#: How often the parent pid is re-checked (the portable orphan check).
-PARENT_POLL = 0.25
-#: Signal asked for on parent death (Linux); handled only if the parent changed.
-PARENT_DEATH_SIGNAL = signal.SIGHUP
 
 
 class PortInUse(Exception):
@@ -297,15 +289,6 @@ def _arm_watchdog(deadline: float, log: Any) -> None:
     threading.Thread(target=watch, name="snakepit-shutdown-watchdog", daemon=True).start()
 
 
-def _say(log: Any, event: str, level: str = "warning", **fields: Any) -> None:
-    """Log without risking the exit: from a signal handler the main thread
-    may hold the log stream's lock, and a full stderr pipe blocks a write;
-    give it SAY_TIMEOUT seconds, then move on (the line may come later)."""
-    t = threading.Thread(target=lambda: getattr(log, level)(event, **fields), daemon=True)
-    t.start()
-    t.join(SAY_TIMEOUT)
-
-
 async def _set_health(servicer: Any, status: int) -> None:
     for name in ("", SERVICE_NAME):
         result = servicer.set(name, status)
@@ -338,32 +321,3 @@ def _watch_stdin(request_stop: Callable[[str], None]) -> bool:
 
     threading.Thread(target=read_until_eof, name="snakepit-stdin-watch", daemon=True).start()
     return True
-
-
-def _watch_parent(parent: int, request_stop: Callable[[str], None], log: Any) -> None:
-    """Stop when the parent process dies. Two lines, neither on the event loop
-    (a handler may block it): Linux's parent-death signal, handled by a plain
-    signal handler (immediate), and a daemon thread polling ``os.getppid()``
-    every PARENT_POLL seconds (portable). Linux sends the signal when the
-    parent *thread* that started us exits, so the handler acts only if our
-    parent pid actually changed."""
-
-    def check(source: str) -> None:
-        if os.getppid() != parent:
-            request_stop(f"parent died ({source})")
-        elif source == "signal":
-            _say(log, "parent-death signal but the parent lives (its thread ended); ignored", level="debug")
-
-    if threading.current_thread() is threading.main_thread() and set_parent_death_signal(PARENT_DEATH_SIGNAL):
-        # Kept through shutdown: should the parent die in its last moments,
-        # SIGHUP's default action would end us with a non-zero status.
-        signal.signal(PARENT_DEATH_SIGNAL, lambda _signum, _frame: check("signal"))
-    # Re-check after arming the signal: the parent may have died before it was.
-    check("startup")
-
-    def poll() -> None:
-        while True:
-            time.sleep(PARENT_POLL)
-            check("poll")
-
-    threading.Thread(target=poll, name="snakepit-parent-watch", daemon=True).start()

@@ -87,7 +87,10 @@ from typing import Any
 
 import orjson
 
-from .._proc import flush_and_exit, kill_descendants, set_parent_death_signal, terminate_descendants
+from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
+from .._lifecycle import say as _say
+from .._lifecycle import watch_parent as _watch_parent
+from .._proc import flush_and_exit, kill_descendants, terminate_descendants
 from ..config import Config
 from ..dispatch import Dispatcher, Request
 from ..errors import BridgeError, ResourceExhausted
@@ -104,31 +107,14 @@ __all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_
 MAX_IN_FLIGHT = 64
 #: Our protocols, in our order of preference.
 SUPPORTED = ("msgpack", "json")
-#: Grace for requests in flight when the pool is gone (stdin EOF, parent
-#: died, stdout closed): nobody waits for the answers, and the contract says
-#: "EOF on stdin: exit 0 within a second". Same value as
-#: ``snakepit_bridge.server.PARENT_GONE_GRACE`` (not imported: server.py
-#: imports grpc, which stdio mode must not load).
-PARENT_GONE_GRACE = 0.25
 #: Stop reasons that mean the pool is gone (the short grace applies).
 POOL_GONE = ("stdin closed", "stdin failed", "stdout closed", "parent died")
-#: Once stopping begins, a watchdog ends the process this long after the grace
-#: whatever still runs (a thread stuck in a handler, a handler hogging the
-#: event loop). 1.5 s + 0.35 s stays under the pool's 2 s before SIGKILL; as
-#: ``snakepit_bridge.server.SHUTDOWN_MARGIN``.
-SHUTDOWN_MARGIN = 0.35
 #: After the grace period: how long cancelled work gets (within the margin,
 #: which cleanup needs too).
 CANCEL_WAIT = 0.1
 #: Watchdog budget for cleanup when serving ended without a stop request
 #: (a bug in the frame loop).
 CLEANUP_BUDGET = 1.5
-#: How often the parent pid is re-checked; signal asked for on parent death
-#: (Linux), handled only if the parent changed. As in server.py.
-PARENT_POLL = 0.25
-PARENT_DEATH_SIGNAL = signal.SIGHUP
-#: How long a last-words log line may take before exiting without it.
-SAY_TIMEOUT = 0.1
 #: Room for the response envelope around an encoded result, within the frame limit.
 ENVELOPE_ROOM = 1024
 
@@ -617,40 +603,3 @@ class _Watchdog:
             flush_and_exit(self._server.exit_code)
 
         threading.Thread(target=watch, name="snakepit-stdio-watchdog", daemon=True).start()
-
-
-def _say(log: Any, event: str, level: str = "warning", **fields: Any) -> None:
-    """Log without risking the exit (as server._say): from a signal handler the
-    main thread may hold the log stream's lock, and a full stderr pipe blocks
-    a write; give it SAY_TIMEOUT seconds, then move on."""
-    t = threading.Thread(target=lambda: getattr(log, level)(event, **fields), daemon=True)
-    t.start()
-    t.join(SAY_TIMEOUT)
-
-
-def _watch_parent(parent: int, parent_gone: Callable[[str], None], log: Any) -> None:
-    """Call ``parent_gone`` (once) when the parent process dies. Neither line
-    runs on the event loop (a handler may block it), as server._watch_parent:
-    Linux's parent-death signal with a plain handler, and a daemon thread
-    polling ``os.getppid()``. Linux sends the signal when the parent *thread*
-    that started us exits, so it counts only if the parent pid changed."""
-    told = itertools.count()
-
-    def check(source: str) -> None:
-        if os.getppid() != parent:
-            if not next(told):
-                parent_gone(f"parent died ({source})")
-        elif source == "signal":
-            _say(log, "parent-death signal but the parent lives (its thread ended); ignored", level="debug")
-
-    if threading.current_thread() is threading.main_thread() and set_parent_death_signal(PARENT_DEATH_SIGNAL):
-        # Kept through shutdown: SIGHUP's default action would end us with a non-zero status.
-        signal.signal(PARENT_DEATH_SIGNAL, lambda _signum, _frame: check("signal"))
-    check("startup")  # the parent may have died before the signal was armed
-
-    def poll() -> None:
-        while True:
-            time.sleep(PARENT_POLL)
-            check("poll")
-
-    threading.Thread(target=poll, name="snakepit-stdio-parent-watch", daemon=True).start()

@@ -1,0 +1,69 @@
+"""What both transports need to end well: shutdown timings, last-words log
+lines and the parent watcher. Nothing here runs on the event loop or imports
+grpc (stdio mode must not load it): a handler that blocks the loop must not
+keep SIGTERM or a dead parent from ending the process."""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._proc import set_parent_death_signal
+
+__all__ = ["PARENT_GONE_GRACE", "SHUTDOWN_MARGIN", "say", "watch_parent"]
+
+#: Grace for in-flight calls when the pool is gone (stdin EOF, parent died):
+#: nobody waits for the answers, and the worker must exit within a second.
+PARENT_GONE_GRACE = 0.25
+#: Shutdown may take the grace period plus this, then the watchdog exits.
+#: 1.5 s + 0.35 s stays under the pool's 2 s before SIGKILL.
+SHUTDOWN_MARGIN = 0.35
+#: How long a last-words log line may take before exiting without it.
+SAY_TIMEOUT = 0.1
+#: How often the parent pid is re-checked (the portable orphan check).
+PARENT_POLL = 0.25
+#: Signal asked for on parent death (Linux); handled only if the parent changed.
+PARENT_DEATH_SIGNAL = signal.SIGHUP
+
+
+def say(log: Any, event: str, level: str = "warning", **fields: Any) -> None:
+    """Log without risking the exit: from a signal handler the main thread
+    may hold the log stream's lock, and a full stderr pipe blocks a write;
+    give it SAY_TIMEOUT seconds, then move on (the line may come later)."""
+    t = threading.Thread(target=lambda: getattr(log, level)(event, **fields), daemon=True)
+    t.start()
+    t.join(SAY_TIMEOUT)
+
+
+def watch_parent(parent: int, parent_gone: Callable[[str], None], log: Any) -> None:
+    """Call ``parent_gone`` (once) when the parent process dies. Two lines,
+    neither on the event loop: Linux's parent-death signal, handled by a plain
+    signal handler (immediate), and a daemon thread polling ``os.getppid()``
+    every PARENT_POLL seconds (portable). Linux sends the signal when the
+    parent *thread* that started us exits, so it counts only if our parent
+    pid actually changed."""
+    told = itertools.count()  # next() is atomic: told once
+
+    def check(source: str) -> None:
+        if os.getppid() != parent:
+            if not next(told):
+                parent_gone(f"parent died ({source})")
+        elif source == "signal":
+            say(log, "parent-death signal but the parent lives (its thread ended); ignored", level="debug")
+
+    if threading.current_thread() is threading.main_thread() and set_parent_death_signal(PARENT_DEATH_SIGNAL):
+        # Kept through shutdown: should the parent die in its last moments,
+        # SIGHUP's default action would end us with a non-zero status.
+        signal.signal(PARENT_DEATH_SIGNAL, lambda _signum, _frame: check("signal"))
+    check("startup")  # the parent may have died before the signal was armed
+
+    def poll() -> None:
+        while True:
+            time.sleep(PARENT_POLL)
+            check("poll")
+
+    threading.Thread(target=poll, name="snakepit-parent-watch", daemon=True).start()
