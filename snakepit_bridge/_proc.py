@@ -9,7 +9,7 @@ import threading
 import time
 
 __all__ = ["CpuMeter", "descendants", "flush_and_exit", "kill_descendants", "rss_bytes", "set_parent_death_signal",
-           "terminate_descendants"]
+           "take_stdout", "terminate_descendants"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -158,3 +158,26 @@ def flush_and_exit(code: int, timeout: float = 0.2) -> None:
     t.start()
     t.join(timeout)
     os._exit(int(code))
+
+
+def take_stdout() -> int:
+    """Keep a private duplicate of fd 1 and return it; then fd 1 and
+    ``sys.stdout`` write to stderr (or /dev/null), so stray ``print()`` and
+    C-level writes of user code cannot reach the real stdout, which belongs
+    to the protocol (stdio frames, gRPC mode's ready line). The duplicate is
+    non-inheritable: child processes do not get it. Raises OSError if there
+    is no fd 1."""
+    for stream in (sys.stdout, sys.__stdout__):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stream: nothing to keep
+            pass
+    private = os.dup(1)
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    sys.stdout = sys.stderr
+    return private

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -116,29 +115,18 @@ def _fail(message: str, code: ExitCode) -> int:
 
 
 def _claim_stdout() -> int | None:
-    """gRPC mode: keep a private duplicate of fd 1 for the ready line, then
-    point fd 1 and ``sys.stdout`` at stderr; returns the duplicate (None when
-    there is no stdout). Done before the adapter is imported: anything it
-    writes to stdout (``print``, C-level writes, child processes) would
-    otherwise land in front of the ready line (``loading... GRPC_SERVER_...``)
-    and the pool would never see the worker ready. The duplicate stays open
-    for the life of the process: a launcher may treat EOF on stdout as death.
-    """
-    for stream in (sys.stdout, sys.__stdout__):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    """gRPC mode: keep a private duplicate of fd 1 for the ready line and point
+    fd 1 at stderr (None when there is no stdout). Done before the adapter is
+    imported: anything it writes to stdout would otherwise land in front of
+    the ready line (``loading... GRPC_SERVER_...``) and the pool would never
+    see the worker ready. The duplicate stays open for the life of the
+    process: a launcher may treat EOF on stdout as death."""
+    from ._proc import take_stdout
+
     try:
-        ready_fd = os.dup(1)  # non-inheritable: child processes do not get it
+        return take_stdout()
     except OSError:
         return None
-    try:
-        os.dup2(2, 1)
-    except OSError:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.close(null)
-    sys.stdout = sys.stderr
-    return ready_fd
 
 
 def main(argv: Sequence[str] | None = None) -> int:

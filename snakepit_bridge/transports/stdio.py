@@ -78,7 +78,6 @@ import datetime
 import itertools
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -90,7 +89,7 @@ import orjson
 from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
 from .._lifecycle import say as _say
 from .._lifecycle import watch_parent as _watch_parent
-from .._proc import flush_and_exit, kill_descendants, terminate_descendants
+from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_descendants
 from ..config import Config
 from ..dispatch import Dispatcher, Request
 from ..errors import BridgeError, ResourceExhausted
@@ -140,20 +139,13 @@ def claim_stdio() -> tuple[int, int]:
     global _claimed
     if _claimed is not None:
         return _claimed
-    for stream in (sys.stdout, sys.__stdout__):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    read_fd, write_fd = os.dup(0), os.dup(1)  # non-inheritable: child processes do not get them
-    null = os.open(os.devnull, os.O_RDWR)
+    read_fd = os.dup(0)  # non-inheritable: child processes do not get it
+    write_fd = take_stdout()
+    null = os.open(os.devnull, os.O_RDONLY)
     try:
         os.dup2(null, 0)
-        try:
-            os.dup2(2, 1)
-        except OSError:
-            os.dup2(null, 1)
     finally:
         os.close(null)
-    sys.stdout = sys.stderr
     _claimed = (read_fd, write_fd)
     return _claimed
 
