@@ -21,7 +21,9 @@ import orjson
 
 import structlog
 
-__all__ = ["SafeStderr", "configure", "get_logger"]
+from ._clock import iso_utc
+
+__all__ = ["ConsoleLines", "SafeStderr", "configure", "get_logger"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -61,27 +63,60 @@ def _dumps(obj: Any, **_: Any) -> str:
         return json.dumps(obj, default=str)
 
 
+def _stamp(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)``, at a quarter of its cost."""
+    event_dict["timestamp"] = iso_utc()
+    return event_dict
+
+
+class ConsoleLines:
+    """structlog's ``ConsoleRenderer(colors=False)`` layout (timestamp, padded
+    level and event, logger, sorted ``key=value``), built in one f-string: it
+    writes the line of every call, and the full renderer costs more than the
+    call itself. Lines with a stack or an exception go to the full renderer."""
+
+    _QUOTE = frozenset(" \t=\r\n\"'")
+
+    def __init__(self) -> None:
+        self._full = structlog.dev.ConsoleRenderer(colors=False)
+
+    def __call__(self, logger: Any, name: str, event_dict: dict[str, Any]) -> str:
+        if "exception" in event_dict or "exc_info" in event_dict or "stack" in event_dict:
+            return self._full(logger, name, event_dict)
+        pop = event_dict.pop
+        head = []
+        if "timestamp" in event_dict:
+            head.append(str(pop("timestamp")))
+        if "level" in event_dict:
+            head.append(f"[{pop('level'):<9}]")
+        if "event" in event_dict:
+            head.append(f"{pop('event')!s:<30}")
+        for key in ("logger", "logger_name"):
+            if key in event_dict:
+                head.append(f"[{pop(key)}]")
+        quote = self._QUOTE
+        head.extend(f"{k}={v if type(v) is str and quote.isdisjoint(v) else repr(v)}" for k, v in
+                    sorted(event_dict.items()))
+        return " ".join(head).rstrip(" ")
+
+
 def configure(level: str = "info", fmt: str = "console") -> None:
     """Route structlog and stdlib logging to stderr at ``level`` in ``fmt``
     ("console" or "json"). Stdlib loggers stay at WARNING or above unless
     ``level`` is debug: grpc and asyncio are chatty at info."""
     numeric = _LEVELS[level]
-    renderer = (
-        structlog.processors.JSONRenderer(serializer=_dumps)
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    renderer = structlog.processors.JSONRenderer(serializer=_dumps) if fmt == "json" else ConsoleLines()
     exc = structlog.processors.format_exc_info if fmt == "json" else structlog.processors.StackInfoRenderer()
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, stamp, exc, renderer],
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, _stamp, exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=SafeStderr()),
+        # One write per line (PrintLogger's print() makes two).
+        logger_factory=structlog.WriteLoggerFactory(file=SafeStderr()),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(SafeStderr())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, stamp],
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, _stamp],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc, renderer],
     ))
     root = logging.getLogger()
