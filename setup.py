@@ -8,7 +8,7 @@ CORE = [
     "grpcio-tools>=1.60",
     "protobuf>=4.25",
     "msgpack>=1.0",
-    "orjson>=3.9",
+    "orjson>=3.10",
     "structlog>=23.1",
 ]
 EXTRAS = {

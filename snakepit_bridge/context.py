@@ -18,12 +18,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Context"]
 
+_EVENT_LOCK = threading.Lock()
+
 
 class Context:
     """Request id, deadline, cancellation, logger and session of one call."""
 
-    __slots__ = ("request_id", "command", "deadline", "session", "log", "_cancelled", "dispatcher",
-                 "started", "_last_report")
+    __slots__ = ("request_id", "command", "deadline", "session", "_log", "_bound", "_cancelled", "_event",
+                 "dispatcher", "started", "_last_report")
 
     def __init__(
         self,
@@ -41,9 +43,12 @@ class Context:
         self.deadline = deadline
         #: The call's session, or None when the call carries no session id.
         self.session = session
-        #: A structlog logger bound to the request id and command.
-        self.log = log
-        self._cancelled = threading.Event()
+        self._log = log
+        self._bound: Any = None
+        # A flag, and an Event only once a sync handler waits on it: most
+        # calls never look, and an Event costs more than the rest of a ping.
+        self._cancelled = False
+        self._event: threading.Event | None = None
         #: The dispatcher running this call (worker-level facts: stats, registry, config).
         self.dispatcher = dispatcher
         #: ``time.monotonic()`` when the call started (progress reports elapsed time from it).
@@ -56,10 +61,20 @@ class Context:
     def cancelled(self) -> bool:
         """True once the caller went away, the deadline passed or the worker is
         shutting down. Long-running sync code should check it and return."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True  # before reading _event: see wait()
+        event = self._event
+        if event is not None:
+            event.set()
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to the request id and command."""
+        if self._bound is None:
+            self._bound = self._log.bind(request_id=self.request_id, command=self.command)
+        return self._bound
 
     def time_remaining(self) -> float | None:
         """Seconds until the deadline (may be negative), or None without one."""
@@ -70,13 +85,21 @@ class Context:
         should stop; a cheap call to sprinkle in loops."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise DeadlineExceeded(f"command {self.command!r} exceeded its deadline")
-        if self._cancelled.is_set():
+        if self._cancelled:
             raise Cancelled(f"command {self.command!r} was cancelled")
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds`` in a sync handler, waking early on
         cancellation; returns True if the call was cancelled."""
-        return self._cancelled.wait(seconds)
+        event = self._event
+        if event is None:
+            with _EVENT_LOCK:
+                if self._event is None:
+                    self._event = threading.Event()
+                event = self._event
+            if self._cancelled:  # cancel() ran before the Event existed
+                event.set()
+        return event.wait(seconds)
 
     # -- chunk helpers ----------------------------------------------------------
 

@@ -91,6 +91,8 @@ class Dispatcher:
         self.stats = Stats()
         self.closing = False
         self.log = get_logger("snakepit_bridge.dispatch")
+        # One line per call at info and debug; at warning only failed calls'.
+        self._call_lines = self.config.log_level in ("debug", "info")
         self._pumps: set[AsyncPump | ThreadPump] = set()
         self._abandoned: set[asyncio.Future[Any]] = set()  # strong refs to work past its deadline
 
@@ -104,17 +106,42 @@ class Dispatcher:
                 if handler.streaming:
                     return encoded(await self._collect(req, obs), req)
                 ctx = self._context(req, handler)
-                value = await self._off_loop(await self._run_in_session(handler, req.args, ctx, req.encode), req.encode)
-                if isinstance(value, Encoded):
-                    return Result(True, value.data, payload=value.payload)
-                return encoded(Result(True, as_chunk_data(value)), req)
+                value = await self._off_loop(handler, await self._run_in_session(handler, req.args, ctx, req.encode),
+                                             req.encode)
+                return self._succeeded(value, req)
             except asyncio.CancelledError:
                 obs.outcome = "cancelled"
                 raise
             except _FAILURES as exc:
-                code, message, details, payload = self._wire_error(exc, req)
-                obs.outcome, obs.error = "error", message
-                return Result(False, details, message, code, payload=payload)
+                return self._failed(exc, req, obs)
+
+    def call_now(self, req: Request) -> Result | None:
+        """:meth:`call`, without waiting, when an inline handler answers ``req``
+        outside a session and its arguments are decoded already: the answer
+        is ready when this returns (a transport can write it from the callback
+        that read the request). None when ``req`` needs :meth:`call` (nothing
+        has been done then, not even counting it)."""
+        handler = self.registry.find(req.command)
+        if (handler is None or handler.kind is not Kind.INLINE or req.decode is not None or self.closing
+                or req.session_id or "session_id" in req.args):
+            return None
+        with self._observe(req) as obs:
+            try:
+                # A handler that takes no context gets none: it would only be built and dropped.
+                ctx = self._context(req, handler) if handler.arity == 2 else None
+                return self._succeeded(handler.invoke(req.args, ctx), req)
+            except _FAILURES as exc:
+                return self._failed(exc, req, obs)
+
+    def _succeeded(self, value: Any, req: Request) -> Result:
+        if isinstance(value, Encoded):
+            return Result(True, value.data, payload=value.payload)
+        return encoded(Result(True, as_chunk_data(value)), req)
+
+    def _failed(self, exc: BaseException, req: Request, obs: CallRecord) -> Result:
+        code, message, details, payload = self._wire_error(exc, req)
+        obs.outcome, obs.error = "error", message
+        return Result(False, details, message, code, payload=payload)
 
     async def stream(self, req: Request) -> AsyncIterator[Chunk]:
         """Run one request as a stream of chunks (see the module docstring).
@@ -200,10 +227,9 @@ class Dispatcher:
         if isinstance(session_id, int) and not isinstance(session_id, bool):
             session_id = str(session_id)  # Elixir sends strings raw: "4242" arrives as JSON 4242
         session = self.sessions.get(session_id) if isinstance(session_id, str) and session_id else None
-        log = self.log.bind(request_id=req.request_id, command=req.command)
         return Context(
             request_id=req.request_id, command=req.command, deadline=deadline,
-            session=session, log=log, dispatcher=self,
+            session=session, log=self.log, dispatcher=self,
         )
 
     async def _run_in_session(self, handler: Handler, args: dict[str, Any], ctx: Context,
@@ -229,6 +255,8 @@ class Dispatcher:
                          encode: Callable[[dict[str, Any]], Any] | None = None,
                          abandon: Callable[[Any], None] | None = None) -> Any:
         """``abandon(running)`` is told of work left running past the call."""
+        if handler.kind is Kind.INLINE:
+            return handler.invoke(args, ctx)  # on the loop, now: nothing to wait for or abandon
         running: Any  # what to watch if the call is abandoned: the task, or the thread's future
         if handler.kind is Kind.COROUTINE:
             work: asyncio.Future[Any] = asyncio.ensure_future(_contained(handler.invoke(args, ctx)))
@@ -260,10 +288,11 @@ class Dispatcher:
                 if abandon is not None:
                     abandon(running)
 
-    async def _off_loop(self, value: Any, encode: Callable[[dict[str, Any]], Any] | None) -> Any:
+    async def _off_loop(self, handler: Handler, value: Any, encode: Callable[[dict[str, Any]], Any] | None) -> Any:
         """A coroutine's large result, encoded in a worker thread (as a sync
-        handler's is) so that Health and other calls do not wait for it."""
-        if encode is None or isinstance(value, Encoded):
+        handler's is) so that Health and other calls do not wait for it. An
+        inline handler's result is small by contract: not measured."""
+        if encode is None or isinstance(value, Encoded) or handler.kind is Kind.INLINE:
             return value
         data = as_chunk_data(value)
         if not json_exceeds(data, OFFLOAD_BYTES):
@@ -335,7 +364,8 @@ class Dispatcher:
             handler = await self._admit(req)
             ctx = self._context(req, handler)
             if not handler.streaming:
-                value = await self._off_loop(await self._run_in_session(handler, req.args, ctx, req.encode), req.encode)
+                value = await self._off_loop(handler, await self._run_in_session(handler, req.args, ctx, req.encode),
+                                             req.encode)
                 obs.chunks = 1
                 if isinstance(value, Encoded):
                     yield Chunk(value.data, is_final=True, payload=value.payload)
@@ -413,23 +443,45 @@ class Dispatcher:
         obs.outcome = "ok"
         return Result(True, body)
 
-    @contextlib.contextmanager
-    def _observe(self, req: Request) -> Iterator[CallRecord]:
+    def _observe(self, req: Request) -> _Observed:
         """Count the call and log one line for it when it ends."""
         self.stats.requests += 1
-        obs = CallRecord(req)
-        try:
-            yield obs
-        finally:
-            if obs.outcome == "error":
-                self.stats.errors += 1
-            duration_ms = round((time.perf_counter() - obs.started) * 1000, 3)
-            fields = dict(request_id=req.request_id, command=req.command, duration_ms=duration_ms, outcome=obs.outcome)
-            if obs.chunks:
-                fields["chunks"] = obs.chunks
-            if obs.error:
-                fields["error"] = obs.error
-            (self.log.warning if obs.outcome == "error" else self.log.info)("call", **fields)
+        return _Observed(self, CallRecord(req))
+
+    def _ended(self, obs: CallRecord) -> None:
+        if obs.outcome == "error":
+            self.stats.errors += 1
+        elif not self._call_lines:
+            return
+        duration_ms = round((time.perf_counter() - obs.started) * 1000, 3)
+        # Logged on the loop's next turn, not now: the transport's answer goes
+        # out first, and the client reads it while this line is written.
+        asyncio.get_running_loop().call_soon(self._log_call, obs, duration_ms)
+
+    def _log_call(self, obs: CallRecord, duration_ms: float) -> None:
+        req = obs.request
+        fields = dict(request_id=req.request_id, command=req.command, duration_ms=duration_ms, outcome=obs.outcome)
+        if obs.chunks:
+            fields["chunks"] = obs.chunks
+        if obs.error:
+            fields["error"] = obs.error
+        (self.log.warning if obs.outcome == "error" else self.log.info)("call", **fields)
+
+
+class _Observed:
+    """``with dispatcher._observe(req) as obs``: the call's record, logged at the end."""
+
+    __slots__ = ("_dispatcher", "_record")
+
+    def __init__(self, dispatcher: Dispatcher, record: CallRecord) -> None:
+        self._dispatcher = dispatcher
+        self._record = record
+
+    def __enter__(self) -> CallRecord:
+        return self._record
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._dispatcher._ended(self._record)
 
 
 def _invoke_encoded(handler: Handler, args: dict[str, Any], ctx: Context,

@@ -6,6 +6,12 @@ dispatch reads that data and never inspects the function again.
 
 Handler signatures: ``f()``, ``f(args)`` or ``f(args, ctx)``, where ``args`` is
 the decoded argument dict and ``ctx`` a :class:`~snakepit_bridge.context.Context`.
+
+A plain function runs in a worker thread, so it may block. One registered
+with ``inline=True`` (kind ``INLINE``) runs on the event loop instead, with no
+thread hop and no task: for quick, non-blocking code with a small result
+(the built-in ``ping``, ``compute`` and ``info``). While it runs nothing else
+in the worker does, and a deadline cannot cut it off.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ __all__ = ["Handler", "Kind", "Registry", "command", "default_registry"]
 
 class Kind(enum.Enum):
     FUNCTION = "function"
+    INLINE = "inline"  # a plain function run on the event loop
     COROUTINE = "coroutine"
     GENERATOR = "generator"
     ASYNC_GENERATOR = "async_generator"
@@ -93,15 +100,23 @@ class Registry:
         kind: Kind | None = None,
         description: str | None = None,
         replace: bool = True,
+        inline: bool = False,
     ) -> Handler:
         """Register ``func`` under ``name``; ``kind`` overrides classification
-        (for callables that return a generator without being generator functions)."""
+        (for callables that return a generator without being generator functions).
+        ``inline=True`` runs a plain function on the event loop (see the module
+        docstring); any other kind of handler raises ``TypeError``."""
         if not name or not isinstance(name, str):
             raise ValueError("a command name must be a non-empty string")
         if not replace and name in self._handlers:
             raise ValueError(f"command {name!r} is already registered")
+        kind = kind or classify(func)
+        if inline:
+            if kind not in (Kind.FUNCTION, Kind.INLINE):
+                raise TypeError(f"only a plain function can be inline; {name!r} is a {kind.value}")
+            kind = Kind.INLINE
         doc = description if description is not None else (inspect.getdoc(func) or "").split("\n")[0]
-        handler = Handler(name, func, kind or classify(func), _arity(func), doc)
+        handler = Handler(name, func, kind, _arity(func), doc)
         self._handlers[name] = handler
         return handler
 
@@ -120,6 +135,10 @@ class Registry:
             return self._handlers[name]
         except KeyError:
             raise UnknownCommand(name) from None
+
+    def find(self, name: str) -> Handler | None:
+        """The handler for ``name``, or None."""
+        return self._handlers.get(name)
 
     def update(self, other: "Registry") -> None:
         self._handlers.update(other._handlers)

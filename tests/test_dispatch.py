@@ -518,3 +518,75 @@ async def test_large_coroutine_results_are_encoded_off_the_event_loop():
     assert len(chunks) == 1 and chunks[0].is_final and chunks[0].payload is not None
     loop_thread = threading.get_ident()
     assert where[0] == loop_thread and where[1] != loop_thread and where[2] != loop_thread
+
+
+# -- call_now: inline handlers answered without waiting --------------------------------
+
+now_reg = Registry()
+
+
+@now_reg.command("quick", inline=True)
+def quick(args):
+    return {"doubled": args.get("x", 0) * 2}
+
+
+@now_reg.command("quick_ctx", inline=True)
+def quick_ctx(args, ctx):
+    return {"rid": ctx.request_id}
+
+
+@now_reg.command("quick_fail", inline=True)
+def quick_fail(args):
+    if args.get("exit"):
+        raise SystemExit(3)
+    raise InvalidArgument("no good")
+
+
+@now_reg.command("slow")
+def slow(args):
+    return {}
+
+
+async def test_call_now_answers_inline_handlers_and_counts_them():
+    d = Dispatcher(now_reg)
+    before = d.stats.requests
+    r = d.call_now(Request("quick", {"x": 21}, encode=lambda v: json.dumps(v).encode()))
+    assert r.success and r.result == {"doubled": 42} and r.payload == b'{"doubled": 42}'
+    assert d.call_now(Request("quick_ctx", {}, request_id="r-7")).result == {"rid": "r-7"}
+    assert d.stats.requests == before + 2 and d.stats.errors == 0
+
+
+async def test_call_now_failures_are_results_like_call():
+    d = Dispatcher(now_reg)
+    r = d.call_now(Request("quick_fail", {}))
+    assert not r.success and r.code == "INVALID_ARGUMENT" and r.error == "no good"
+    r = d.call_now(Request("quick_fail", {"exit": True}))  # sys.exit() in a handler fails that call only
+    assert not r.success and "SystemExit" in r.error
+    assert d.stats.errors == 2
+    assert (await d.call(Request("quick_fail", {}))).error == "no good"  # the same answer via call()
+
+
+async def test_call_now_declines_what_must_wait_and_does_nothing_then():
+    d = Dispatcher(now_reg)
+    declined = [Request("slow", {}), Request("no_such", {}), Request("quick", {"session_id": "s"}),
+                Request("quick", {}, session_id="s"), Request("quick", {}, decode=lambda: {})]
+    assert [d.call_now(req) for req in declined] == [None] * len(declined)
+    assert d.stats.requests == 0 and len(d.sessions) == 0
+    d.closing = True
+    assert d.call_now(Request("quick", {})) is None
+
+
+def test_context_wait_wakes_on_cancel_from_another_thread():
+    from snakepit_bridge.context import Context
+
+    ctx = Context(request_id="r", command="c", deadline=None, session=None, log=None)
+    assert not ctx.cancelled
+    timer = threading.Timer(0.05, ctx.cancel)
+    timer.start()
+    started = time.monotonic()
+    assert ctx.wait(5.0) is True and ctx.cancelled
+    assert time.monotonic() - started < 2
+    assert ctx.wait(5.0) is True  # already cancelled: at once
+    fresh = Context(request_id="r", command="c", deadline=None, session=None, log=None)
+    fresh.cancel()  # before any Event exists
+    assert fresh.wait(5.0) is True

@@ -152,3 +152,32 @@ def test_a_broken_log_pipe_fails_no_call_and_exit_stays_clean():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("event", [
+    {"timestamp": "2026-12-01T19:53:32.123456Z", "level": "info", "event": "call", "request_id": "12",
+     "command": "ping", "duration_ms": 0.052, "outcome": "ok"},
+    {"timestamp": "t", "level": "warning", "event": "an event name longer than thirty characters", "n": None,
+     "l": [1, "a"], "s": "has space", "q": "it's", "eq": "a=b", "empty": ""},
+    {"level": "error", "event": "from the stdlib", "logger": "thirdparty.lib", "x": 1.5},
+    {"event": 123},
+])
+def test_console_lines_look_like_structlogs_console_renderer(event):
+    import structlog
+
+    from snakepit_bridge.logging import ConsoleLines
+
+    assert ConsoleLines()(None, "info", dict(event)) == structlog.dev.ConsoleRenderer(colors=False)(None, "info",
+                                                                                                    dict(event))
+
+
+def test_iso_utc_matches_datetime():
+    import datetime
+
+    from snakepit_bridge._clock import iso_utc
+
+    for seconds in (0.0, 1.5, 1_764_619_999.999999, 1_764_620_000.000001, 4_102_444_800.25):
+        want = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        got = iso_utc(seconds)
+        assert got.startswith(want + ".") and got.endswith("Z") and len(got) == 27
+        assert abs(float(got[20:26]) / 1e6 - (seconds % 1)) < 2e-6

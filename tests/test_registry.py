@@ -68,3 +68,35 @@ def test_every_kind_runs_through_dispatch():
     plain, coro, gen, agen = asyncio.run(run())
     assert plain.result == {"x": 4} and coro.result == {"rid": "q"}
     assert gen == [{"i": 0}, {"i": 1}, {}] and agen == [{"i": 0}, {}]
+
+
+def test_inline_is_for_plain_functions_only():
+    r = Registry()
+    assert r.add("quick", lambda args: args, inline=True).kind is Kind.INLINE
+    assert not r.get("quick").streaming
+
+    async def coro(args):
+        return args
+
+    def gen(args):
+        yield args
+
+    for func in (coro, gen):
+        with pytest.raises(TypeError, match="only a plain function can be inline"):
+            r.add("bad", func, inline=True)
+    assert "bad" not in r
+
+
+def test_inline_handlers_run_on_the_loop_thread():
+    import threading
+
+    r = Registry()
+    r.add("where", lambda: {"thread": threading.current_thread().name}, inline=True)
+    r.add("thread", lambda: {"thread": threading.current_thread().name})
+    d = Dispatcher(r)
+
+    async def run():
+        return [(await d.call(Request(name, {}))).result["thread"] for name in ("where", "thread")]
+
+    inline, threaded = asyncio.run(run())
+    assert inline == threading.main_thread().name and threaded != inline
