@@ -4,7 +4,7 @@ Framing (Erlang's ``{:packet, 4}``): every frame is a 4-byte big-endian
 unsigned length followed by that many payload bytes, in both directions.
 
 :class:`FrameReader` and :class:`FrameWriter` never block the event loop: on a
-pipe, socket or terminal they use asyncio's pipe transports; on anything else
+pipe, socket or terminal they are non-blocking on the loop; on anything else
 (a regular file, ``/dev/null``) blocking I/O runs in one private thread.
 Both are bounded: the reader refuses a declared length above its limit before
 reading the payload (:class:`FrameTooLarge`) and reads no further ahead than a
@@ -16,11 +16,12 @@ The payload codecs are in :mod:`snakepit_bridge.codecs.frames`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 __all__ = ["FrameReader", "FrameTooLarge", "FrameWriter", "TruncatedFrame", "frame"]
 
@@ -58,112 +59,189 @@ def frame(payload: bytes) -> bytes:
 # -- reading ------------------------------------------------------------------------
 
 
-class _Source(Protocol):
-    async def readexactly(self, n: int) -> bytes: ...
-
-
-class _ThreadSource:
-    """Blocking reads in a private thread, for fds asyncio cannot poll."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = bytearray()
-        self.eof = False
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="snakepit-stdin")
-
-    async def readexactly(self, n: int) -> bytes:
-        loop = asyncio.get_running_loop()
-        while len(self.buffer) < n and not self.eof:
-            want = min(max(n - len(self.buffer), 65536), 1 << 20)
-            data = await loop.run_in_executor(self.pool, os.read, self.fd, want)
-            if data:
-                self.buffer += data
-            else:
-                self.eof = True
-        if len(self.buffer) < n:
-            partial = bytes(self.buffer)
-            self.buffer.clear()
-            raise asyncio.IncompleteReadError(partial, n)
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
-
-
-class _NotifyingProtocol(asyncio.StreamReaderProtocol):
-    """Tells the owner when the pipe reaches EOF (or fails) as soon as the
-    transport sees it, even while nobody is waiting for a frame."""
-
-    def __init__(self, reader: asyncio.StreamReader, on_eof: Callable[[], None]) -> None:
-        super().__init__(reader)
-        self._on_eof = on_eof
-
-    def eof_received(self) -> bool | None:
-        self._on_eof()
-        return super().eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._on_eof()
-        super().connection_lost(exc)
-
-
 class FrameReader:
-    """Reads frames from a file descriptor (which it then owns).
+    """Reads frames from a file descriptor (which it then owns), on the event loop.
 
-    On a pipe the transport reads ahead (up to READ_AHEAD bytes) whether or
-    not a frame is being awaited, so :attr:`on_eof` fires as soon as the
-    writer closes its end, also while the owner is busy with an earlier frame.
+    Push, not pull: whenever bytes arrive, :attr:`on_ready` is called (from
+    the loop) and the owner takes complete frames with :meth:`take`, which
+    never waits; so a frame can be answered in the very callback that read it.
+
+    Reads go straight into one reusable buffer (no allocation per read, one
+    ``read`` syscall per wake-up) and run READ_AHEAD bytes ahead whether or
+    not a frame is being taken, so :attr:`on_eof` fires as soon as the writer
+    closes its end, also while the owner is busy with an earlier frame. A
+    frame larger than that buffer gets a buffer of its own, read into directly
+    and handed out as is (a ``bytearray``): one copy from the pipe, none after.
+    An fd the loop cannot poll (a regular file, ``/dev/null``) is fed through
+    a pipe by a private thread.
     """
 
-    def __init__(self, source: _Source, limit: int) -> None:
-        self._source = source
+    def __init__(self, fd: int, limit: int) -> None:
         self.limit = limit
-        self._transport: asyncio.BaseTransport | None = None
-        #: Called (possibly more than once) when the pipe reaches EOF or fails.
+        #: Called (from the loop) when bytes arrived or the input ended: call :meth:`take`.
+        self.on_ready: Callable[[], None] | None = None
+        #: Called (possibly more than once) when the input reaches EOF or fails.
         self.on_eof: Callable[[], None] | None = None
+        self.fd = _pollable_fd(fd)
+        self._loop = asyncio.get_running_loop()
+        self._buf = bytearray(READ_AHEAD)
+        self._view = memoryview(self._buf)
+        self._start = 0  # unread bytes are _buf[_start:_end]
+        self._end = 0
+        self._big: bytearray | None = None  # a payload too large for _buf, being read
+        self._big_filled = 0
+        self._reading = False
+        self._closed = False
+        self.eof = False
+        self.error: OSError | None = None
+        os.set_blocking(self.fd, False)
+        _grow_pipe(self.fd)
+        self._resume()
 
     @classmethod
     async def open(cls, fd: int, limit: int) -> FrameReader:
-        if not _pollable(fd):
-            return cls(_ThreadSource(fd), limit)
-        _grow_pipe(fd)
-        loop = asyncio.get_running_loop()
-        stream = asyncio.StreamReader(limit=READ_AHEAD // 2, loop=loop)
-        self = cls(stream, limit)
-        pipe = os.fdopen(fd, "rb", buffering=0)
-        self._transport, _ = await loop.connect_read_pipe(lambda: _NotifyingProtocol(stream, self._eof_seen), pipe)
-        return self
+        return cls(fd, limit)
 
-    def _eof_seen(self) -> None:
-        if self.on_eof is not None:
-            self.on_eof()
+    @property
+    def ended(self) -> bool:
+        """The input ended and every frame in it was taken."""
+        return self.eof and self._end == self._start and self._big is None
 
-    async def read(self) -> bytes | None:
-        """The next frame's payload; None at EOF between frames (or after :meth:`close`).
-
-        Raises :class:`FrameTooLarge` (before reading the payload) and
-        :class:`TruncatedFrame` (EOF inside a frame).
-        """
-        try:
-            header = await self._source.readexactly(HEADER)
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                return None
-            raise TruncatedFrame(f"EOF inside a frame header ({len(exc.partial)} of {HEADER} bytes)") from None
-        size = int.from_bytes(header, "big")
+    def take(self) -> bytes | bytearray | None:
+        """The next complete frame's payload, without waiting; None if none is
+        buffered (yet: see :attr:`ended`). Raises :class:`FrameTooLarge` as soon
+        as a header declares more than the limit, :class:`TruncatedFrame` once
+        at EOF inside a frame, and the ``OSError`` a read failed with."""
+        big = self._big
+        if big is not None:
+            if self._big_filled < len(big):
+                return self._short()
+            self._big = None
+            self._resume()
+            return big
+        start, avail = self._start, self._end - self._start
+        if avail < HEADER:
+            return self._short()
+        size = int.from_bytes(self._view[start:start + HEADER], "big")
         if size > self.limit:
             raise FrameTooLarge(size, self.limit)
-        try:
-            return await self._source.readexactly(size)
-        except asyncio.IncompleteReadError as exc:
-            raise TruncatedFrame(f"EOF after {len(exc.partial)} of {size} payload bytes") from None
+        begin = start + HEADER
+        if avail >= HEADER + size:  # the usual case: the whole frame is here
+            self._start = begin + size
+            if self._start == self._end:
+                self._start = self._end = 0
+            if not self._reading:
+                self._resume()
+            return bytes(self._view[begin:begin + size])
+        if HEADER + size > len(self._buf):
+            big = bytearray(size)
+            big[:avail - HEADER] = self._view[begin:self._end]
+            self._big, self._big_filled = big, avail - HEADER
+            self._start = self._end = 0
+            self._resume()
+        elif start + HEADER + size > len(self._buf):
+            self._compact()
+        return self._short()
+
+    def _short(self) -> None:
+        """No complete frame: None, unless the input ended inside one."""
+        if not self.eof:
+            return None
+        if self._big is not None:
+            got, want = self._big_filled, len(self._big)
+            self._big = None
+            raise TruncatedFrame(f"EOF after {got} of {want} payload bytes")
+        avail = self._end - self._start
+        if avail == 0:
+            if self.error is not None:
+                error, self.error = self.error, None
+                raise error
+            return None
+        self._start = self._end = 0
+        if avail < HEADER:
+            raise TruncatedFrame(f"EOF inside a frame header ({avail} of {HEADER} bytes)")
+        raise TruncatedFrame(f"EOF after {avail - HEADER} payload bytes of a frame")
 
     def close(self) -> None:
-        """Stop reading the fd; a pending :meth:`read` then ends (buffered frames first)."""
-        if self._transport is not None:
-            self._transport.close()  # its connection_lost feeds EOF to the stream
-        elif isinstance(self._source, _ThreadSource):
-            self._source.eof = True
-            self._source.pool.shutdown(wait=False)
+        """Stop reading and close the fd; frames already buffered can still be taken."""
+        self._pause()
+        self.eof = True
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+    # -- the loop's side ------------------------------------------------------
+
+    def _resume(self) -> None:
+        if not self._reading and not self.eof:
+            self._reading = True
+            self._loop.add_reader(self.fd, self._readable)
+
+    def _pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self.fd)
+
+    def _compact(self) -> None:
+        if self._start:
+            left = self._end - self._start
+            self._buf[:left] = self._view[self._start:self._end]
+            self._start, self._end = 0, left
+
+    def _readable(self) -> None:
+        big = self._big
+        try:
+            if big is not None:
+                n = os.readv(self.fd, [memoryview(big)[self._big_filled:]])
+            else:
+                if self._end == len(self._buf):
+                    self._compact()
+                    if self._end == len(self._buf):  # full of frames not taken yet: wait for take()
+                        self._pause()
+                        return
+                n = os.readv(self.fd, [self._view[self._end:]])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.error = exc
+            n = 0
+        if n == 0:
+            self.eof = True
+            self._pause()
+            if self.on_eof is not None:
+                self.on_eof()
+        elif big is not None:
+            self._big_filled += n
+            if self._big_filled < len(big):
+                return  # the owner has nothing to take until it is complete
+        else:
+            self._end += n
+        if self.on_ready is not None:
+            self.on_ready()
+
+
+def _pollable_fd(fd: int) -> int:
+    """``fd`` itself if the loop can poll it, else the read end of a pipe a
+    daemon thread copies it into (blocking writes: no more than a pipe's
+    capacity read ahead). The thread ends at EOF, or when the pipe is closed."""
+    if _pollable(fd):
+        return fd
+    read_end, write_end = os.pipe()
+
+    def copy() -> None:
+        try:
+            while data := os.read(fd, 65536):
+                _write_all(write_end, data)
+        except OSError:
+            pass  # our end closed, or the input failed: either way, EOF
+        finally:
+            os.close(write_end)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    threading.Thread(target=copy, name="snakepit-stdin", daemon=True).start()
+    return read_end
 
 
 # -- writing ------------------------------------------------------------------------
@@ -244,11 +322,36 @@ class FrameWriter:
             if len(payload) <= JOIN_LIMIT:
                 self._transport.write(frame(payload))
             else:
-                self._transport.write(len(payload).to_bytes(HEADER, "big"))
-                self._transport.write(payload)
+                self._write_large(payload)
             return True
         self._pool.submit(_write_all, self.fd, frame(payload))
         return True
+
+    def _write_large(self, payload: bytes) -> None:
+        """Header and payload in one ``writev`` when nothing is queued (the
+        reader wakes once, for the whole frame, and the payload is not
+        copied); what the pipe does not take is queued in the transport."""
+        header = len(payload).to_bytes(HEADER, "big")
+        sent = 0
+        if not self._transport.get_write_buffer_size():
+            try:
+                sent = os.writev(self.fd, [header, payload])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                pass  # the transport's own write below reports it
+        if sent < HEADER:
+            self._transport.write(header[sent:])
+            self._transport.write(payload)
+        elif sent < HEADER + len(payload):
+            self._transport.write(memoryview(payload)[sent - HEADER:])
+
+    @property
+    def ready(self) -> bool:
+        """A frame written now goes out without waiting: the pipe is below its
+        high-water mark and no writer is waiting for it to drain."""
+        return (self._transport is not None and not self._protocol.paused and not self._turn.locked()
+                and not self.broken)
 
     async def write(self, payload: bytes) -> None:
         """Write one frame. While the pipe is over its high-water mark,

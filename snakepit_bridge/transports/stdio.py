@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import itertools
 import os
 import signal
@@ -86,12 +85,13 @@ from typing import Any
 
 import orjson
 
+from .._clock import iso_utc
 from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
 from .._lifecycle import say as _say
 from .._lifecycle import watch_parent as _watch_parent
 from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_descendants
 from ..config import Config
-from ..dispatch import Dispatcher, Request
+from ..dispatch import Dispatcher, Request, Result
 from ..errors import BridgeError, ResourceExhausted
 from ..exitcodes import ExitCode
 from ..logging import get_logger
@@ -121,10 +121,8 @@ _claimed: tuple[int, int] | None = None
 
 
 def now_iso(ns: int | None = None) -> str:
-    """UTC ISO 8601 with microseconds and ``Z``."""
-    seconds = time.time() if ns is None else ns / 1e9
-    stamp = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-    return stamp.isoformat(timespec="microseconds")[:-6] + "Z"
+    """UTC ISO 8601 with microseconds and ``Z`` (now, or ``ns`` since the epoch)."""
+    return iso_utc(None if ns is None else ns / 1e9)
 
 
 def claim_stdio() -> tuple[int, int]:
@@ -233,35 +231,35 @@ class StdioServer:
         #: Called with (reason, grace) when stopping begins (on the loop): arms the watchdog.
         self.on_stopping: Callable[[str, float], None] | None = None
         self._stop = asyncio.Event()
+        self._done = asyncio.Event()  # set once stopping and nothing is left to serve
         self._signalled = False
         self._halted = False  # no further frame is taken
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
-        # The transport reads ahead, so EOF is seen while a request still runs.
+        self._step: asyncio.Task[None] | None = None  # the frame being served by a task, if any
+        self._tasks: set[asyncio.Task[None]] = set()  # pipelined requests in flight
+        # The reader reads ahead, so EOF is seen while a request still runs.
         reader.on_eof = lambda: self._begin_stop("stdin closed")
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def serve(self) -> ExitCode:
         """Serve until EOF, a signal or a fatal framing error; returns the exit code."""
-        frames = asyncio.create_task(self._serve_frames(), name="stdio-frames")
-        stopping = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({frames, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not frames.done():
-            done, _ = await asyncio.wait({frames}, timeout=self.grace)
-            if not done:
+        self.reader.on_ready = self._pump
+        self._pump()  # frames may be buffered already
+        await self._stop.wait()
+        if not self._idle():
+            try:
+                await asyncio.wait_for(self._done.wait(), self.grace)
+            except (TimeoutError, asyncio.TimeoutError):
+                running = [t for t in (self._step, *self._tasks) if t is not None]
                 self.log.warning("requests still running after the grace period; cancelling them",
-                                 in_flight=len(self._tasks) or 1, grace_s=self.grace, reason=self.stop_reason)
+                                 in_flight=len(running) or 1, grace_s=self.grace, reason=self.stop_reason)
+                self._halted = True
                 self.dispatcher.interrupt_streams()
-                frames.cancel()
-                for task in list(self._tasks):
+                for task in running:
                     task.cancel()
-                await asyncio.wait({frames, *self._tasks}, timeout=CANCEL_WAIT)
-        stopping.cancel()
-        if frames.done() and not frames.cancelled() and frames.exception() is not None:
-            exc = frames.exception()
-            self.log.error("stdio loop failed", error=f"{type(exc).__name__}: {exc}")
-            self.exit_code = ExitCode.ERROR
+                if running:
+                    await asyncio.wait(running, timeout=CANCEL_WAIT)
         return self.exit_code
 
     def halt(self, reason: str, code: ExitCode | None = None) -> None:
@@ -272,7 +270,8 @@ class StdioServer:
             self.exit_code = code
         self._halted = True
         self._begin_stop(reason)
-        self.reader.close()  # a pending read ends
+        self.reader.close()
+        self._check_idle()
 
     def on_signal(self, name: str) -> None:
         if self._signalled:
@@ -294,45 +293,102 @@ class StdioServer:
                 self.on_stopping(reason, self.grace)
             self._stop.set()
 
+    def _idle(self) -> bool:
+        """Nothing left to do: no more frames will be served and none is running."""
+        return (self._halted or self.reader.ended) and self._step is None and not self._tasks
+
+    def _check_idle(self) -> None:
+        if self._idle():
+            self._done.set()
+
     # -- reading --------------------------------------------------------------------
 
-    async def _serve_frames(self) -> None:
-        """Read and serve frames in order until EOF or :meth:`halt`; then wait
-        for pipelined requests still in flight."""
-        reason = "stdin closed"
+    def _pump(self) -> None:
+        """Serve the frames read so far, in order (the reader calls this when
+        bytes arrive). A request that can be answered on the spot is answered
+        here, in the callback that read it: no task, no loop turn. Any other
+        frame is served by a task, ``_step``, and the pump goes on when it ends,
+        so requests are still served one at a time, in order."""
         try:
-            while not self._halted:
-                payload = await self.reader.read()
-                if payload is None or self._halted:
-                    break
-                await self._handle(payload)
+            while self._step is None and not self._halted:
+                payload = self.reader.take()
+                if payload is None:
+                    if self.reader.ended:
+                        self._begin_stop("stdin closed")
+                        self._check_idle()
+                    return
+                req = self._parse_now(payload)
+                if req is not None and self._answer_now(req):
+                    continue
+                self._step = asyncio.create_task(self._handle(payload, req))
+                self._step.add_done_callback(self._step_done)
         except TruncatedFrame as exc:
-            if not self._halted:
-                self.log.warning("stdin closed inside a frame; the partial frame is dropped", detail=str(exc))
+            self.log.warning("stdin closed inside a frame; the partial frame is dropped", detail=str(exc))
+            self._end_reading("stdin closed")
         except FrameTooLarge as exc:
             self.log.error(
                 "frame larger than the message limit; the stream cannot be resynchronized, exiting",
                 declared_bytes=exc.declared, limit_bytes=exc.limit, hint="raise --max-message-mb",
             )
             self.exit_code = ExitCode.PROTOCOL
-            reason = "frame too large"
+            self._end_reading("frame too large")
         except OSError as exc:
             self.log.error("reading stdin failed", error=str(exc))
-            reason = "stdin failed"
-        self._begin_stop(reason)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks))
+            self._end_reading("stdin failed")
+        except Exception as exc:  # noqa: BLE001 - a bug here must stop the worker, not hang it
+            self.log.error("stdio loop failed", error=f"{type(exc).__name__}: {exc}")
+            self.exit_code = ExitCode.ERROR
+            self._end_reading("stdio loop failed")
 
-    async def _handle(self, payload: bytes) -> None:
+    def _end_reading(self, reason: str) -> None:
+        self._halted = True
+        self.reader.close()
+        self._begin_stop(reason)
+        self._check_idle()
+
+    def _step_done(self, task: asyncio.Task[None]) -> None:
+        self._step = None
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log.error("request task failed", error=f"{type(exc).__name__}: {exc}")
+        self._pump()
+        self._check_idle()
+
+    def _parse_now(self, payload: bytes | bytearray) -> WireRequest | None:
+        """The request in a frame, for the on-the-spot path; None for anything
+        else (negotiation, bad input), which :meth:`_handle` then takes from the start."""
         if not self.settled:
-            self.settled = True
-            if await self._negotiate(payload):
-                return
-        req = await self._parse(payload)
+            return None
+        try:
+            return parse_request(self.codec.decode(payload))
+        except Exception:  # noqa: BLE001 - _handle decodes it again and answers the error
+            return None
+
+    def _answer_now(self, w: WireRequest) -> bool:
+        """Answer ``w`` here and now if nothing has to wait: an inline handler
+        outside a session (:meth:`Dispatcher.call_now`), a serial request with
+        nothing pipelined in flight, and room in the pipe. False: not served."""
+        if w.stream or w.pipeline or self._tasks or not self.writer.ready:
+            return False
+        result = self.dispatcher.call_now(self._request(w))
+        if result is None:
+            return False
+        if not self.writer.write_nowait(self._answer(w, result)):
+            self.log.warning("stdout is closed; stopping")
+            self.halt("stdout closed")
+        return True
+
+    async def _handle(self, payload: bytes | bytearray, req: WireRequest | None = None) -> None:
         if req is None:
-            return
+            if not self.settled:
+                self.settled = True
+                if await self._negotiate(payload):
+                    return
+            req = await self._parse(payload)
+            if req is None:
+                return
         if req.pipeline:
-            await self._slots.acquire()  # at the cap, stdin is not read until a slot frees
+            await self._slots.acquire()  # at the cap, no further frame is taken until a slot frees
             task = asyncio.create_task(self._serve(req))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
@@ -347,6 +403,7 @@ class StdioServer:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             self.log.error("request task failed", error=f"{type(exc).__name__}: {exc}")
+        self._check_idle()
 
     async def _negotiate(self, payload: bytes) -> bool:
         """Settle the codec from the first frame; True if it was a negotiation."""
@@ -438,11 +495,7 @@ class StdioServer:
                 _, message, _ = self.dispatcher.failure(exc, req)
                 payload = self._error_frame(w.id, message)
             else:
-                if result.success:
-                    payload = self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
-                                           ("timestamp", now_iso())], w.id)
-                else:
-                    payload = self._error_frame(w.id, result.error)
+                payload = self._answer(w, result)
             # The write only waits before putting the frame, so a cancellation
             # there means nothing was written and the handler below answers.
             await self._write(payload)
@@ -471,6 +524,12 @@ class StdioServer:
                 await self._write(self._chunk_frame(w.id, {}, index, True, message))
 
     # -- frames ---------------------------------------------------------------------
+
+    def _answer(self, w: WireRequest, result: Result) -> bytes:
+        if result.success:
+            return self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
+                                ("timestamp", now_iso())], w.id)
+        return self._error_frame(w.id, result.error)
 
     async def _write(self, payload: bytes) -> None:
         await self.writer.write(payload)
