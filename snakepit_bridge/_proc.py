@@ -147,6 +147,9 @@ def flush_and_exit(code: int, timeout: float = 0.2) -> None:
     (a full pipe nobody reads must not keep the process alive)."""
 
     def flush() -> None:
+        from .logging import flush as flush_logs
+
+        flush_logs()  # info lines held for a batched write
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 if stream is not None:

@@ -12,9 +12,12 @@ lifecycle lines; per-chunk lines are ``debug`` only.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import sys
+import threading
+import time
 from typing import Any
 
 import orjson
@@ -23,7 +26,7 @@ import structlog
 
 from ._clock import iso_utc
 
-__all__ = ["ConsoleLines", "SafeStderr", "configure", "get_logger"]
+__all__ = ["ConsoleLines", "HeldLines", "SafeStderr", "configure", "flush", "get_logger"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -51,6 +54,96 @@ class SafeStderr:
             return sys.stderr.isatty()
         except (OSError, ValueError):
             return False
+
+
+#: Lines at info and below are held at most this long, then written together ...
+HOLD_SECONDS = 0.1
+#: ... or as soon as this many characters are held.
+HOLD_CHARS = 64 * 1024
+
+
+class HeldLines:
+    """structlog's logger: rendered lines to stderr (through :class:`SafeStderr`).
+
+    A write to a file or a pipe costs more than the rest of a ping, and at
+    info every call logs a line. So lines at info and debug are held, up to
+    HOLD_SECONDS or HOLD_CHARS, and written with one write; a warning or an
+    error writes what is held and then itself at once, so lines keep their
+    order and a problem reaches stderr before anything else happens. The
+    exit path writes what is held (:func:`flush`); a SIGKILL loses at most
+    HOLD_SECONDS of info lines. Safe from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._out = SafeStderr()
+        self._lock = threading.Lock()
+        self._held: list[str] = []
+        self._chars = 0
+        self._due = threading.Event()  # something is held: the writer thread wakes
+        self._thread: threading.Thread | None = None
+
+    def hold(self, line: str) -> None:
+        with self._lock:
+            self._held.append(line)
+            self._chars += len(line) + 1
+            if self._chars < HOLD_CHARS:
+                if len(self._held) == 1:
+                    self._wake_writer()
+                return
+            self._write_held("")
+
+    def now(self, line: str) -> None:
+        with self._lock:
+            self._write_held(line + "\n")
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_held("")
+
+    debug = info = hold
+    msg = warning = warn = error = critical = fatal = exception = failure = now
+
+    def _write_held(self, tail: str) -> None:  # with the lock
+        if self._held:
+            self._held.append(tail)
+            tail = "\n".join(self._held)
+            self._held, self._chars = [], 0
+        if tail:
+            self._out.write(tail)
+            self._out.flush()
+
+    def _wake_writer(self) -> None:  # with the lock
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._writer, name="snakepit-log", daemon=True)
+            self._thread.start()
+        self._due.set()
+
+    def _writer(self) -> None:
+        while True:
+            self._due.wait()
+            time.sleep(HOLD_SECONDS)
+            with self._lock:
+                self._due.clear()
+                self._write_held("")
+
+
+_sink = HeldLines()
+atexit.register(lambda: _sink.flush())  # an ordinary interpreter exit (library use, tests)
+
+
+def flush() -> None:
+    """Write the log lines still held (the exit path calls this)."""
+    _sink.flush()
+
+
+class _Immediate:
+    """The stdlib handler's stream: each record at once, after what is held."""
+
+    def write(self, text: str) -> None:
+        _sink.now(text.removesuffix("\n"))
+
+    def flush(self) -> None:
+        pass
 
 
 def _dumps(obj: Any, **_: Any) -> str:
@@ -110,11 +203,10 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, _stamp, exc, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        # One write per line (PrintLogger's print() makes two).
-        logger_factory=structlog.WriteLoggerFactory(file=SafeStderr()),
+        logger_factory=lambda *_: _sink,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(SafeStderr())
+    handler = logging.StreamHandler(_Immediate())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, _stamp],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc, renderer],

@@ -181,3 +181,27 @@ def test_iso_utc_matches_datetime():
         got = iso_utc(seconds)
         assert got.startswith(want + ".") and got.endswith("Z") and len(got) == 27
         assert abs(float(got[20:26]) / 1e6 - (seconds % 1)) < 2e-6
+
+
+def test_info_lines_are_held_briefly_and_never_reordered(monkeypatch):
+    import io
+    import sys
+
+    from snakepit_bridge.logging import HOLD_CHARS, HOLD_SECONDS, HeldLines
+    from tests.handlers_ops import wait_until
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    sink = HeldLines()
+    sink.info("a")
+    sink.debug("b")
+    assert err.getvalue() == ""  # held for one batched write
+    sink.warning("c")  # a warning goes out at once, after what was held
+    assert err.getvalue() == "a\nb\nc\n"
+    sink.info("d")
+    assert wait_until(lambda: err.getvalue().endswith("c\nd\n"), timeout=HOLD_SECONDS * 30) is not None
+    sink.info("x" * HOLD_CHARS)  # past the cap: written now
+    assert err.getvalue().endswith("x" * HOLD_CHARS + "\n")
+    sink.info("e")
+    sink.flush()  # what the exit path does
+    assert err.getvalue().endswith("\ne\n")
