@@ -13,6 +13,7 @@ import time
 
 from snakepit_bridge import logging as bridge_logging
 from snakepit_bridge.codecs import encode_map
+from snakepit_bridge.config import Config
 from snakepit_bridge.dispatch import Dispatcher, Request
 from snakepit_bridge.registry import Registry
 
@@ -28,6 +29,10 @@ def _registry() -> Registry:
 
     @registry.command("async_ping")
     async def async_ping(args):
+        return {"ok": True}
+
+    @registry.command("inline_ping", inline=True)
+    def inline_ping(args):
         return {"ok": True}
 
     return registry
@@ -64,14 +69,16 @@ async def _run(n: int) -> list[Row]:
         sys.stderr = io.StringIO() if level == "info" else real_stderr  # the log line's cost, not its output
         try:
             bridge_logging.configure(level, "console")
-            dispatcher = Dispatcher(_registry())
-            for command, kind in (("async_ping", "async handler"), ("sync_ping", "sync handler (worker thread)")):
+            dispatcher = Dispatcher(_registry(), Config(log_level=level))
+            for command, kind in (("inline_ping", "inline handler"), ("async_ping", "async handler"),
+                                  ("sync_ping", "sync handler (worker thread)")):
                 await _calls(dispatcher, command, 200)
                 wall, cpu = await _calls(dispatcher, command, n)
                 rows.append(Row(section, f"{kind}, {label}", "µs/call", wall, direct, bridge_cpu=cpu,
                                 note=""))
             await dispatcher.aclose()
         finally:
+            bridge_logging.flush()  # the held lines go to the null stream, not the terminal
             sys.stderr = real_stderr
             bridge_logging.configure("warning", "console")
     return rows
