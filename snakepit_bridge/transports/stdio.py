@@ -24,6 +24,12 @@ way answers ``{"chunks": [...], "chunk_count": n}``. Timestamps are UTC ISO
 8601 with microseconds and a ``Z`` (``2026-01-02T03:04:05.123456Z``), the form
 Elixir's ``DateTime.to_iso8601(DateTime.utc_now())`` sends.
 
+Serving. A request that can be answered without waiting (an inline handler
+outside a session, :meth:`Dispatcher.call_now`, with room in the pipe) is
+answered in the very loop callback that read its frame: no task, no extra
+turn of the loop. Any other frame is served by a task, and the frames after
+it wait for that task, so the order is the same either way.
+
 Optional request fields (extensions; a Snakepit 0.3 pool sends none of them):
 
 * ``"stream": true``: the answer is chunk frames ``{"id", "chunk": map,
