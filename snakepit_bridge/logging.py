@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -103,6 +104,14 @@ class HeldLines:
     debug = info = hold
     msg = warning = warn = error = critical = fatal = exception = failure = now
 
+    def _forked(self) -> None:
+        """In a forked child: fresh lock and writer (another thread may have
+        held the lock at the fork), and no copy of the parent's held lines."""
+        self._lock = threading.Lock()
+        self._due = threading.Event()
+        self._thread = None
+        self._held, self._chars = [], 0
+
     def _write_held(self, tail: str) -> None:  # with the lock
         if self._held:
             self._held.append(tail)
@@ -129,6 +138,7 @@ class HeldLines:
 
 _sink = HeldLines()
 atexit.register(lambda: _sink.flush())  # an ordinary interpreter exit (library use, tests)
+os.register_at_fork(after_in_child=lambda: _sink._forked())  # a handler using multiprocessing's fork
 
 
 def flush() -> None:

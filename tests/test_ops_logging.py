@@ -205,3 +205,27 @@ def test_info_lines_are_held_briefly_and_never_reordered(monkeypatch):
     sink.info("e")
     sink.flush()  # what the exit path does
     assert err.getvalue().endswith("\ne\n")
+
+
+def test_a_forked_child_logs_without_the_parents_lock_or_lines():
+    import os
+    import threading
+
+    from snakepit_bridge import logging as bridge_logging
+
+    sink = bridge_logging._sink
+    sink.flush()
+    sink.info("held in the parent")
+    with sink._lock:  # as if another thread were writing at the moment of the fork
+        pid = os.fork()
+        if pid == 0:  # the child: must not deadlock on the inherited lock, nor repeat the parent's line
+            ok = not sink._held and sink._lock.acquire(timeout=2)
+            if ok:
+                sink._lock.release()
+                done = threading.Event()
+                threading.Thread(target=lambda: (sink.flush(), done.set()), daemon=True).start()
+                ok = done.wait(2)
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    sink.flush()
