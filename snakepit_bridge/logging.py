@@ -174,8 +174,8 @@ def _stamp(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, An
 
 class ConsoleLines:
     """structlog's ``ConsoleRenderer(colors=False)`` layout (timestamp, padded
-    level and event, logger, sorted ``key=value``), built in one f-string: it
-    writes the line of every call, and the full renderer costs more than the
+    level and event, logger, sorted ``key=value``) in a few string joins: it
+    renders the line of every call, and the full renderer costs more than the
     call itself. Lines with a stack or an exception go to the full renderer."""
 
     _QUOTE = frozenset(" \t=\r\n\"'")

@@ -98,10 +98,6 @@ class FrameReader:
         _grow_pipe(self.fd)
         self._resume()
 
-    @classmethod
-    async def open(cls, fd: int, limit: int) -> FrameReader:
-        return cls(fd, limit)
-
     @property
     def ended(self) -> bool:
         """The input ended and every frame in it was taken."""

@@ -584,7 +584,7 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
     log = get_logger("snakepit_bridge.stdio")
     loop = asyncio.get_running_loop()
     parent = os.getppid() if parent_pid is None else parent_pid
-    reader = await FrameReader.open(read_fd, config.max_message_bytes)
+    reader = FrameReader(read_fd, config.max_message_bytes)
     writer = await FrameWriter.open(write_fd)
     dispatcher = Dispatcher(registry, config)
     server = StdioServer(dispatcher, reader, writer, protocol=config.protocol)
