@@ -134,7 +134,8 @@ class AsyncClient:
         return r.error
 
     async def _close_generator(self, request: pb.CloseGeneratorRequest) -> None:
-        with contextlib.suppress(grpc.RpcError):  # the bridge's reaper is the backstop
+        # Best effort (the channel may be closed already); the bridge's reaper is the backstop.
+        with contextlib.suppress(Exception):
             await self.stub.CloseGenerator(request, timeout=CLOSE_TIMEOUT, metadata=self.metadata)
 
     def _close_task(self, request: pb.CloseGeneratorRequest) -> asyncio.Task[None]:
