@@ -27,7 +27,7 @@ async def astate(c: AsyncClient, t: str) -> dict:
     return (await c.execute("t_state", {"tag": t})).result
 
 
-async def until(predicate, timeout: float = 3.0):
+async def until(predicate, timeout: float = 5.0):
     """Await ``predicate()`` until it is truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not (value := await predicate()):

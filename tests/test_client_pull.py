@@ -61,7 +61,7 @@ def test_break_out_of_a_for_loop_closes_the_generator_at_once(client, kind, pref
         if chunk.index == 5:
             break
     del pull, chunk  # the loop dropped its iterator: the finalizer sends CloseGenerator
-    wait_for(lambda: state(client, t)["closed"], timeout=2)
+    wait_for(lambda: state(client, t)["closed"], timeout=5)  # the ttl is 300 s
     assert "closed by CloseGenerator" in gone_because(client, gid)  # not the reaper
     wait_for(lambda: active_streams(client) == 0)
 
@@ -95,7 +95,7 @@ def test_a_collected_iterator_closes_its_generator(client):
     gid = pull.generator_id
     del pull
     gc.collect()
-    wait_for(lambda: state(client, t)["closed"], timeout=2)
+    wait_for(lambda: state(client, t)["closed"], timeout=5)  # the ttl is 300 s
     assert "closed by CloseGenerator" in gone_because(client, gid)
 
 
