@@ -68,7 +68,7 @@ def every_kind(c: Client) -> None:
     c.execute_in_session("s", "b")
     list(c.stream("c"))
     list(c.stream("d", session_id="s"))
-    list(c.pull("e"))
+    list(c.pull("e", session_id="s2", timeout_ms=1500))
     c.init_generator("f")
 
 
@@ -77,7 +77,7 @@ async def every_kind_async(c: AsyncClient) -> None:
     await c.execute_in_session("s", "b")
     [x async for x in c.stream("c")]
     [x async for x in c.stream("d", session_id="s")]
-    [x async for x in c.pull("e")]
+    [x async for x in c.pull("e", session_id="s2", timeout_ms=1500)]
     await c.init_generator("f")
 
 
@@ -97,6 +97,8 @@ def test_every_request_says_what_the_client_decodes(recorder, options, expected)
         every_kind(c)
     assert [type(r).__name__ for r in recorder.requests] == KINDS
     assert [list(r.accept_encodings) for r in recorder.requests] == [expected] * len(KINDS)
+    init = recorder.requests[4]
+    assert (init.command, init.session_id, init.timeout_ms) == ("e", "s2", 1500)
 
 
 @pytest.mark.parametrize(("options", "expected"), [({}, list(ACCEPT_ENCODINGS)), ({"elixir_style": True}, [])])
@@ -106,8 +108,9 @@ async def test_the_async_client_builds_the_same_requests(recorder, options, expe
         await every_kind_async(c)
     assert [type(r).__name__ for r in recorder.requests] == KINDS
     assert [list(r.accept_encodings) for r in recorder.requests] == [expected] * len(KINDS)
-    session = recorder.requests[1]
+    session, init = recorder.requests[1], recorder.requests[4]
     assert (session.session_id, session.command) == ("s", "b")
+    assert (init.command, init.session_id, init.timeout_ms) == ("e", "s2", 1500)
 
 
 def test_describe_parses_the_descriptions(recorder):
