@@ -22,11 +22,11 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import bench_dispatch, bench_grpc, bench_payload, bench_stdio
+from . import bench_client, bench_dispatch, bench_grpc, bench_payload, bench_stdio
 from .procs import ROOT, Server, bare_grpc_cmd, bridge_cmd
 from .report import Results, Row
 
-SECTIONS = ("startup", "dispatch", "unary", "streams", "first", "cancel", "lead", "payload", "stdio")
+SECTIONS = ("startup", "dispatch", "unary", "streams", "first", "cancel", "lead", "payload", "stdio", "client")
 BRIDGE_ARGS = ["--adapter", "benchmarks.handlers"]
 
 
@@ -99,7 +99,7 @@ def run(only: set[str], quick: bool) -> tuple[Results, dict]:
     section("startup", "Startup", lambda: results.add(*bench_grpc.startup(reps, BRIDGE_ARGS)))
     section("dispatch", "In-process dispatch", lambda: results.add(*bench_dispatch.dispatch(2000 if quick else 5000)))
 
-    grpc_sections = {"unary", "streams", "first", "cancel", "lead", "payload"} & only
+    grpc_sections = {"unary", "streams", "first", "cancel", "lead", "payload", "client"} & only
     if grpc_sections:
         with contextlib.ExitStack() as stack:
             try:
@@ -126,6 +126,8 @@ def _grpc_sections(section, results: Results, baseline: dict, bridge: Server, ba
     section("cancel", "Cancel to finalizer",
             lambda: results.add(*asyncio.run(bench_grpc.cancellation(bridge, bare, results.meta["cancel_reps"]))))
     section("lead", "Producer lead", lambda: results.add(*asyncio.run(bench_grpc.producer_lead(bridge, bare))))
+    section("client", "Client pull",
+            lambda: results.add(*bench_client.pull(bridge, 200 if quick else 400, 50, 1 if quick else 3)))
 
     def payload() -> None:
         with Server(bridge_cmd("--port", "0", *BRIDGE_ARGS, "--binary-threshold",

@@ -71,3 +71,13 @@ def bench_lead(args: dict[str, Any]):
 def bench_probe(args: dict[str, Any]) -> dict[str, Any]:
     tag = args["tag"]
     return {"finalized": FINALIZED.get(tag, 0), "produced": PRODUCED.get(tag, 0)}
+
+
+@command("bench_pull_work")
+def bench_pull_work(args: dict[str, Any]):
+    """``count`` small chunks, each after ``work_ms`` (default 1) of work (a sleep:
+    the producer takes time per item without taking a core from the client)."""
+    delay = args.get("work_ms", 1) / 1000
+    for i in range(args.get("count", 0)):
+        time.sleep(delay)
+        yield {"i": i}
