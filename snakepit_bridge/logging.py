@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import orjson
-
 import structlog
 
 from ._clock import iso_utc

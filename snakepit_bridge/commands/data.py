@@ -249,7 +249,7 @@ class _Pipeline:
             for k, fn, f, o in self.transform:
                 values[k] = [fn(x, f, o) for x in values[k]]
         if self.aggregate:
-            for st, vals in zip(self.stats, values):
+            for st, vals in zip(self.stats, values, strict=True):
                 st.add(vals)
             self._count_groups(groups)
         if kept_rows is None:
@@ -257,8 +257,8 @@ class _Pipeline:
         return [self._as_dict(row, parsed) for row, parsed in kept_rows]
 
     def _as_dict(self, row: list[str], parsed: list[float | None]) -> dict[str, Any]:
-        out: dict[str, Any] = dict(zip(self.header, row))
-        for k, (name, x) in enumerate(zip(self.numeric, parsed)):
+        out: dict[str, Any] = dict(zip(self.header, row, strict=True))
+        for k, (name, x) in enumerate(zip(self.numeric, parsed, strict=True)):
             if x is not None and self.transform:
                 for kk, fn, f, o in self.transform:
                     if kk == k:
@@ -285,7 +285,7 @@ class _Pipeline:
         }
         if self.aggregate:
             stats["aggregates"] = {
-                "columns": {name: st.result() for name, st in zip(self.numeric, self.stats)},
+                "columns": {name: st.result() for name, st in zip(self.numeric, self.stats, strict=True)},
                 "group_by": self.group_by,
                 "groups": dict(self.groups) if self.group_by is not None else {},
                 "groups_truncated": self.groups_truncated,

@@ -96,6 +96,7 @@ from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
 from .._lifecycle import say as _say
 from .._lifecycle import watch_parent as _watch_parent
 from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_descendants
+from ..codecs.frames import CODECS, Codec, Encoded, PayloadError
 from ..config import Config
 from ..dispatch import Dispatcher, Request, Result
 from ..errors import BridgeError, ResourceExhausted
@@ -103,7 +104,6 @@ from ..exitcodes import ExitCode
 from ..logging import get_logger
 from ..registry import Registry
 from ._framing import FrameReader, FrameTooLarge, FrameWriter, TruncatedFrame
-from ..codecs.frames import CODECS, Codec, Encoded, PayloadError
 
 __all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_protocol", "claim_stdio",
            "parse_request", "run"]
