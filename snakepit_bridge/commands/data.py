@@ -120,7 +120,7 @@ def _parse_operations(raw: Any) -> dict[str, dict[str, Any]]:
     if isinstance(raw, str):
         raw = [raw]
     if isinstance(raw, list):
-        items = [(name, {}) for name in raw]
+        items: list[tuple[str, Any]] = [(name, {}) for name in raw]
     elif isinstance(raw, dict):
         items = [(k, {} if v is True or v is None else v) for k, v in raw.items() if v is not False]
     else:
@@ -371,8 +371,9 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
     header_bytes = 0
     try:
         if path is None:
-            total: int | None = _int_arg(args, "total_rows", 1000, 0, 10**12)
-            header, rows = ["id", "value", "category"], _synthetic(total)
+            wanted = _int_arg(args, "total_rows", 1000, 0, 10**12)
+            total: int | None = wanted
+            header, rows = ["id", "value", "category"], _synthetic(wanted)
             size = 0
         else:
             if not isinstance(path, str) or not path:
@@ -393,7 +394,7 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
             position = _Position()
             rows = _csv_rows(csv.reader(position.lines(text), delimiter=delimiter), ctx)
             if has_header:
-                header = next(rows, None) or []
+                header = next(rows, [])
                 header_bytes = position.bytes
             else:
                 first = next(rows, None)
@@ -427,7 +428,7 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
                 percent = min(99.99, round(100.0 * fraction, 2))
             else:
                 percent = round(100.0 * pipe.read / exact, 2) if exact else 100.0
-            out = {
+            out: dict[str, Any] = {
                 "chunk_number": number, "rows_in_chunk": len(chunk), "processed_rows": pipe.read,
                 "total_rows": exact, "total_rows_estimated": estimated, "progress_percent": percent,
                 "memory_usage_mb": rss_mb(), "kept_rows": pipe.kept, "skipped_rows": pipe.skipped,

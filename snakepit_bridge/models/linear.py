@@ -131,7 +131,7 @@ def load_model(path: str | Path, *, arg: str = "model_path") -> LinearModel:
         if missing:
             raise InvalidArgument(f"{where} lacks key(s) {missing} (has {sorted(archive.files)}); "
                                   "expected weights (C, D), bias (C,), labels (C,)")
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for key in ("weights", "bias", "labels", "kind"):
             if key not in archive.files:
                 continue
