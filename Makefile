@@ -7,8 +7,10 @@ STAMP  := $(VENV)/.installed
 PROTO_OUT := snakepit_bridge/_proto
 PROTO_GEN := $(PROTO_OUT)/snakepit_pb2.py $(PROTO_OUT)/snakepit_pb2_grpc.py
 PORT   ?= 50051
+# Everything ruff checks (its rules are in pyproject.toml); mypy checks the package.
+LINT_PATHS := snakepit_bridge tests benchmarks tools priv/python grpc_bridge.py setup.py
 
-.PHONY: install proto-python run test bench clean
+.PHONY: install proto-python run lint test bench clean
 
 # Byte-compiled ahead: where PYTHONDONTWRITEBYTECODE is set, every worker
 # start would otherwise compile the package from source (~80 ms of startup).
@@ -35,11 +37,16 @@ $(PROTO_GEN) &: protos/snakepit.proto $(STAMP)
 run: install
 	$(BIN)/python grpc_bridge.py --port $(PORT)
 
-test: install
+# Lint first, so CI (which runs `make test`) fails on a new finding.
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(PROTO_GEN) $(PROTO_OUT)/*.pyi .pytest_cache *.egg-info
+	rm -rf $(VENV) $(PROTO_GEN) $(PROTO_OUT)/*.pyi .pytest_cache .mypy_cache .ruff_cache *.egg-info build dist

@@ -1,5 +1,19 @@
-"""Packaging for snakepit-bridge: the Python worker daemon behind a Snakepit pool."""
+"""Packaging for snakepit-bridge: the Python worker daemon behind a Snakepit pool.
+
+The protobuf and gRPC modules in ``snakepit_bridge/_proto`` are generated from
+``protos/snakepit.proto`` while the package is built (see ``BuildPyWithProtos``),
+not committed: the .proto is the one source of truth, and the generated code then
+always matches the grpcio-tools (and so the grpcio and protobuf) it is built with.
+"""
+import os
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+PROTO = "protos/snakepit.proto"
 
 CORE = [
     "grpcio>=1.60",
@@ -23,9 +37,46 @@ EXTRAS = {
         "psutil>=5.9",
         "numpy>=1.26",
         "matplotlib>=3.8",
+        # `make lint` gates `make test`: the checkers are held to a minor release, so a
+        # new release's new findings arrive with a deliberate bump, not in an unrelated CI run.
+        "ruff~=0.17.6",
+        "mypy~=2.4.1",
+        "types-protobuf>=5.26",
+        "grpc-stubs~=1.53.0",
     ],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+
+def generate_protos(out_dir: str) -> None:
+    """Run grpc_tools.protoc on the .proto into ``out_dir`` (what `make proto-python` does)."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    os.makedirs(out_dir, exist_ok=True)
+    argv = ["grpc_tools.protoc", f"-I{HERE / 'protos'}", f"-I{well_known}", f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", str(HERE / PROTO)]
+    if protoc.main(argv) != 0:
+        raise RuntimeError(f"grpc_tools.protoc failed on {PROTO}")
+    # The generated _grpc module imports its sibling as a top-level module; make it
+    # package-relative so the code lives inside snakepit_bridge (the Makefile's sed).
+    grpc_py = Path(out_dir) / "snakepit_pb2_grpc.py"
+    text = re.sub(r"^import snakepit_pb2 as", "from . import snakepit_pb2 as", grpc_py.read_text(), flags=re.M)
+    grpc_py.write_text(text)
+
+
+class BuildPyWithProtos(build_py):
+    """build_py that also generates snakepit_bridge/_proto/snakepit_pb2*.py(i)."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            # An editable install imports from the checkout: generate there (as make does).
+            generate_protos(str(HERE / "snakepit_bridge" / "_proto"))
+        else:
+            generate_protos(os.path.join(self.build_lib, "snakepit_bridge", "_proto"))
+
 
 setup(
     name="snakepit-bridge",
@@ -37,4 +88,5 @@ setup(
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["snakepit-bridge=snakepit_bridge.cli:main"]},
+    cmdclass={"build_py": BuildPyWithProtos},
 )

@@ -20,7 +20,6 @@ import sys
 import time
 import traceback
 from datetime import datetime, timezone
-from pathlib import Path
 
 from . import bench_client, bench_dispatch, bench_grpc, bench_payload, bench_stdio
 from .procs import ROOT, Server, bare_grpc_cmd, bridge_cmd

@@ -202,11 +202,12 @@ def stdio(pings: int, echo_reps: int) -> list[Row]:
         cpu_ms = {k: sum(c for _, c in v) / echo_reps * 1000 for k, v in big.items()}
         section = f"stdio, {label} (goal: within 10% of a bare framed loop)"
 
-        def ping_row(name: str, key: str, bare: str) -> Row:
+        # Called within this iteration; the defaults bind this iteration's values all the same.
+        def ping_row(name: str, key: str, bare: str, rate=rate, cpu=cpu, section=section) -> Row:
             return Row(section, name, "calls/s", rate[key], rate[bare], higher_is_better=True,
                        bridge_cpu=cpu[key], bare_cpu=cpu[bare])
 
-        def echo_row(name: str, bare: str) -> Row:
+        def echo_row(name: str, bare: str, ms=ms, cpu_ms=cpu_ms, section=section) -> Row:
             return Row(section, name, "ms", ms["bridge"], ms[bare], bridge_cpu=cpu_ms["bridge"], bare_cpu=cpu_ms[bare])
 
         rows += [

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from typing import NoReturn
 
 __all__ = ["CpuMeter", "descendants", "flush_and_exit", "kill_descendants", "rss_bytes", "set_parent_death_signal",
            "take_stdout", "terminate_descendants"]
@@ -140,7 +141,7 @@ def _signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
-def flush_and_exit(code: int, timeout: float = 0.2) -> None:
+def flush_and_exit(code: int, timeout: float = 0.2) -> NoReturn:
     """Flush stdout/stderr and ``os._exit(code)``. Used at the end of every run:
     a normal interpreter exit joins concurrent.futures worker threads, and a
     handler blocked forever would hang it. The flush gets ``timeout`` seconds
@@ -170,7 +171,7 @@ def take_stdout() -> int:
     to the protocol (stdio frames, gRPC mode's ready line). The duplicate is
     non-inheritable: child processes do not get it. Raises OSError if there
     is no fd 1."""
-    for stream in (sys.stdout, sys.__stdout__):
+    for stream in filter(None, (sys.stdout, sys.__stdout__)):  # __stdout__ is None without a console
         try:
             stream.flush()
         except Exception:  # noqa: BLE001 - a closed or broken stream: nothing to keep

@@ -123,7 +123,7 @@ class SessionState(dict):
             dict.__setitem__(self, key, value)
             self._sizes[key] = size
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         """All or nothing: the cap is checked against every new value at once."""
         items = dict(*args, **kwargs)
         sizes = {k: estimate_size(k) + estimate_size(v) for k, v in items.items()}
@@ -132,7 +132,9 @@ class SessionState(dict):
             dict.update(self, items)
             self._sizes.update(sizes)
 
-    def __ior__(self, other: Any) -> SessionState:  # type: ignore[override]
+    # `|=` updates in place (and checks the cap) while the inherited `|` builds a plain dict, as
+    # with dict itself; mypy calls the pair incompatible because the two return types differ.
+    def __ior__(self, other: Any) -> SessionState:  # type: ignore[misc]
         self.update(other)
         return self
 

@@ -27,7 +27,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, NoReturn
 
 from .config import Config, ConfigError
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Argv (and the auth-token variable) -> a validated :class:`Config`.
     Raises SystemExit(2) on bad flags and :class:`ConfigError` on bad combinations."""
     ns = _parser().parse_args(argv)

@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -143,7 +143,7 @@ class Dispatcher:
         obs.outcome, obs.error = "error", message
         return Result(False, details, message, code, payload=payload)
 
-    async def stream(self, req: Request) -> AsyncIterator[Chunk]:
+    async def stream(self, req: Request) -> AsyncGenerator[Chunk, None]:
         """Run one request as a stream of chunks (see the module docstring).
 
         The caller must iterate to the end or ``aclose()`` the iterator (e.g.
@@ -354,7 +354,7 @@ class Dispatcher:
                              f"{pump.close_error}", **where)
 
     async def _produce(self, req: Request, obs: CallRecord, check: Callable[[dict[str, Any]], Any] | None = None
-                       ) -> AsyncIterator[Chunk]:
+                       ) -> AsyncGenerator[Chunk, None]:
         index = 0
         pump: AsyncPump | ThreadPump | None = None
         timer: asyncio.TimerHandle | None = None

@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import threading
 import time
@@ -170,9 +171,9 @@ class Session:
                 self.state.charge(size)
             self._resources[name] = resource
             self._sizes[name] = size
-            closer = close or getattr(resource, "close", None)
+            closer: Hook | None = functools.partial(close, resource) if close else getattr(resource, "close", None)
             if callable(closer):
-                self._hooks.append((name, (lambda: closer(resource)) if close else closer))
+                self._hooks.append((name, closer))
         return resource
 
     def resource(self, name: str) -> Any:
@@ -201,7 +202,7 @@ class Session:
         with self._guard:
             if self.closed:
                 raise FailedPrecondition(f"session {self.id!r} has ended; cannot add a close hook")
-            self._hooks.append((name or getattr(hook, "__qualname__", "hook"), hook))
+            self._hooks.append((name or str(getattr(hook, "__qualname__", "hook")), hook))
 
     def take_hooks(self) -> list[tuple[str, Hook]]:
         """Mark the session ended and hand over its hooks, newest first. Only
@@ -266,7 +267,7 @@ class SessionStore:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
-        self._closing: set[asyncio.Task[None]] = set()  # strong refs to hook runs in flight
+        self._closing: set[asyncio.Task[Any]] = set()  # strong refs to hook runs in flight
         self._hook_threads = asyncio.Semaphore(HOOK_THREADS)
         self.log = get_logger("snakepit_bridge.sessions")
 
@@ -460,4 +461,4 @@ class SessionStore:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             self.log.error("session reaper crashed; idle sessions will not expire", error=repr(exc),
-                           traceback="".join(traceback.format_exception(exc)))  # type: ignore[arg-type]
+                           traceback="".join(traceback.format_exception(exc)))

@@ -77,11 +77,13 @@ class Bridge:
             self.port = self.wait_ready(ready_timeout)
 
     def _drain(self) -> None:
+        assert self.proc.stderr is not None  # a pipe: Popen was given stderr=PIPE
         for line in iter(self.proc.stderr.readline, b""):
             self._stderr.append(line)
 
     def wait_ready(self, timeout: float) -> int:
         """The port from the ready line; kills the process and raises with its stderr if none comes."""
+        assert self.proc.stdout is not None  # a pipe: Popen was given stdout=PIPE
         port = read_ready_port(self.proc.stdout, timeout, self.stdout_lines)
         if port is None:
             self.kill()

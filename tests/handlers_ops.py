@@ -43,8 +43,8 @@ async def hog_loop(args: dict[str, Any]) -> dict[str, Any]:
     """A coroutine that blocks the event loop itself (a bug, but it happens);
     writes ``marker`` first so a test knows the loop is now stuck."""
     if "marker" in args:
-        Path(args["marker"]).write_text("hogging")
-    time.sleep(float(args.get("seconds", 3600)))
+        Path(args["marker"]).write_text("hogging")  # noqa: ASYNC240 -- blocking on purpose
+    time.sleep(float(args.get("seconds", 3600)))  # noqa: ASYNC251 -- blocking the loop is the point
     return {}
 
 

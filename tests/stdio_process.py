@@ -294,7 +294,7 @@ def t_noisy(args: dict, ctx) -> dict:
     sys.__stdout__.write("NOISY-sys.__stdout__\n")
     sys.__stdout__.flush()
     os.write(1, b"NOISY-fd1 write\n")
-    warnings.warn("NOISY-warning")
+    warnings.warn("NOISY-warning", stacklevel=1)
     logging.getLogger("user").error("NOISY-stdlib logging")
     ctx.log.info("NOISY-structlog")
     subprocess.run(["echo", "NOISY-child process"], check=True)

@@ -70,7 +70,7 @@ def reference(path: Path, numeric: list[str], drop: bool, transform=None, group_
                     skipped += 1
                     continue
             kept += 1
-            for c, x in zip(numeric, parsed):
+            for c, x in zip(numeric, parsed, strict=True):
                 if x is not None:
                     values[c].append(transform(x) if transform else x)
             if group_by:

@@ -27,8 +27,8 @@ from snakepit_bridge.codecs import (
     encode_map,
     encode_value,
     json_exceeds,
+    npy,
 )
-from snakepit_bridge.codecs import npy
 from snakepit_bridge.codecs.frames import JsonCodec, MsgpackCodec, PayloadError
 from snakepit_bridge.errors import InvalidArgument
 
@@ -101,7 +101,7 @@ def _same(a, b) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b

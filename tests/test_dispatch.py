@@ -235,7 +235,7 @@ async def test_cancelling_the_consumer_closes_the_generator(d):
     started = asyncio.Event()
 
     async def consume() -> None:
-        async for chunk in d.stream(Request("sleepy", {})):
+        async for _ in d.stream(Request("sleepy", {})):
             started.set()
 
     task = asyncio.create_task(consume())
@@ -543,7 +543,7 @@ def quick_fail(args):
 
 
 @now_reg.command("slow")
-def slow(args):
+def slow_now(args):
     return {}
 
 

@@ -12,7 +12,6 @@ import pytest
 from snakepit_bridge._proto import snakepit_pb2 as pb
 from snakepit_bridge.client import Client
 from snakepit_bridge.generators import DEFAULT_BATCH
-from tests.bridge_process import Bridge
 from tests.test_streaming import active_streams, state, wait_for
 
 ADAPTER = ("--adapter", "tests.handlers_streaming")

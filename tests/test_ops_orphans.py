@@ -155,7 +155,8 @@ def test_parent_death_is_noticed_while_a_handler_blocks_the_event_loop(tmp_path)
     try:
         with Client(f"127.0.0.1:{port}") as c:
             c.wait_ready()
-            call = c.stub.Execute.future(pb.ExecuteRequest(command="ops_hog_loop", args=encode_args({"marker": str(marker)})[0]))
+            # Held, not read: a future that is garbage-collected cancels its call.
+            _call = c.stub.Execute.future(pb.ExecuteRequest(command="ops_hog_loop", args=encode_args({"marker": str(marker)})[0]))
             assert wait_until(marker.exists, 5) is not None
             parent.kill()
             parent.wait(5)

@@ -8,7 +8,6 @@ its streaming handler, so the handler sits next to the test that uses it.
 from __future__ import annotations
 
 import grpc
-import msgpack
 import numpy as np
 import pytest
 

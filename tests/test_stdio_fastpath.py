@@ -46,7 +46,7 @@ def test_a_burst_of_mixed_requests_is_answered_in_order(protocol):
         answers = [b.recv() for _ in ids]
         assert [a["id"] for a in answers] == ids
         assert [a["success"] for a in answers] == [ok for _, _, ok in plan]
-        by_command = {command: a for (command, _, _), a in zip(plan, answers)}
+        by_command = {command: a for (command, _, _), a in zip(plan, answers, strict=True)}
         assert by_command["compute"]["error"] == "division by zero"
         assert "no_such_command" in by_command["no_such_command"]["error"]
         assert by_command["info"]["result"]["total_requests"] >= len(MIX)
@@ -176,5 +176,5 @@ async def test_reader_serves_a_regular_file_through_a_thread(tmp_path):
 
 async def _until(condition, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 -- polls a plain attribute; there is no event to await
             await asyncio.sleep(0.005)

@@ -18,7 +18,6 @@ import pytest
 from snakepit_bridge._proto import snakepit_pb2 as pb
 from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
 from snakepit_bridge.client import Client, encode_args
-from tests.bridge_process import Bridge
 
 KINDS = ["sync", "async"]
 BUFFER = 8  # the default --stream-buffer
@@ -122,7 +121,7 @@ def test_memory_stays_flat_while_a_slow_client_reads_a_large_stream(bridge, clie
     base = proc.memory_info().rss
     peak = base
     count = 1
-    for chunk in stream:
+    for _ in stream:
         count += 1
         if count % 256 == 0:
             peak = max(peak, proc.memory_info().rss)
@@ -144,7 +143,7 @@ def test_cancel_closes_a_yielding_generator_promptly(client, kind):
             next(stream)
         cancelled_at = time.monotonic()
         stream.cancel()
-        st = wait_for(lambda: (s := state(client, t))["closed"] and s)
+        st = wait_for(lambda t=t: (s := state(client, t))["closed"] and s)
         latencies.append(st["closed_at"] - cancelled_at)
     # The requirement is 10 ms; the machine is shared, so the test asserts a
     # generous median (measured: about 1 ms sync, under 1 ms async).

@@ -2,8 +2,8 @@
 basic command set (ping, echo, compute, info, store/retrieve and sessions)."""
 from __future__ import annotations
 
-from ._base import BuiltinAdapter
 from ..commands import BASIC
+from ._base import BuiltinAdapter
 
 
 class GenericCommandHandler(BuiltinAdapter):

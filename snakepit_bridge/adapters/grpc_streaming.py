@@ -3,8 +3,8 @@
 It serves every built-in command."""
 from __future__ import annotations
 
-from ._base import BuiltinAdapter
 from ..commands import ALL
+from ._base import BuiltinAdapter
 
 
 class GRPCStreamingHandler(BuiltinAdapter):

@@ -94,7 +94,7 @@ class Codec:
 
     name = ""
 
-    def decode(self, payload: bytes) -> Any:
+    def decode(self, payload: bytes | bytearray) -> Any:
         raise NotImplementedError
 
     def encode_value(self, value: Any) -> bytes:
@@ -104,7 +104,7 @@ class Codec:
         """A map frame of ``fields`` in order; :class:`Encoded` values are spliced in."""
         raise NotImplementedError
 
-    def recover_id(self, payload: bytes) -> int | None:
+    def recover_id(self, payload: bytes | bytearray) -> int | None:
         """Best effort: the top-level ``id`` of a frame that does not decode."""
         raise NotImplementedError
 
@@ -127,7 +127,7 @@ def _dumps(value: Any) -> bytes:
 class JsonCodec(Codec):
     name = "json"
 
-    def decode(self, payload: bytes) -> Any:
+    def decode(self, payload: bytes | bytearray) -> Any:
         try:
             # Not orjson.loads: it turns integers beyond 64 bits into floats.
             return loads_json(payload)
@@ -154,7 +154,7 @@ class JsonCodec(Codec):
             parts.append(b'"%s":%s' % (key.encode(), data))
         return b"{" + b",".join(parts) + b"}"
 
-    def recover_id(self, payload: bytes) -> int | None:
+    def recover_id(self, payload: bytes | bytearray) -> int | None:
         depth = 0
         for match in _JSON_TOKENS.finditer(payload):
             token = match.group()
@@ -175,7 +175,7 @@ class MsgpackCodec(Codec):
     def __init__(self) -> None:
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
-    def decode(self, payload: bytes) -> Any:
+    def decode(self, payload: bytes | bytearray) -> Any:
         try:
             return msgpack.unpackb(payload, raw=False, strict_map_key=False)
         except UnicodeDecodeError:
@@ -202,7 +202,7 @@ class MsgpackCodec(Codec):
             parts.append(value.data if isinstance(value, Encoded) else pack(value))
         return b"".join(parts)
 
-    def recover_id(self, payload: bytes) -> int | None:
+    def recover_id(self, payload: bytes | bytearray) -> int | None:
         unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=max(len(payload), 1))
         try:
             unpacker.feed(payload)

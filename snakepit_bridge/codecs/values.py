@@ -280,9 +280,9 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD) -> tuple[bytes,
 
             return npy.dumps(np.asarray(value)), NPY
         return _dumps_json(value), JSON
-    data = _json_within(value, threshold)
-    if data is not None:
-        return data, JSON
+    small = _json_within(value, threshold)
+    if small is not None:
+        return small, JSON
     try:
         return _dumps_msgpack(value), MSGPACK
     except (OverflowError, TypeError, ValueError) as exc:
@@ -294,7 +294,7 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD) -> tuple[bytes,
         return data, JSON
 
 
-def loads_json(data: bytes) -> Any:
+def loads_json(data: bytes | bytearray) -> Any:
     """JSON text to Python; ``ValueError`` if it is not JSON. Ints beyond 64
     bits come back exact in texts up to 16 KiB, as floats (orjson) above."""
     value = orjson.loads(data)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import operator
 import os
-import sys
 import platform
+import sys
 import time
 from typing import Any
 

@@ -120,7 +120,7 @@ def _parse_operations(raw: Any) -> dict[str, dict[str, Any]]:
     if isinstance(raw, str):
         raw = [raw]
     if isinstance(raw, list):
-        items = [(name, {}) for name in raw]
+        items: list[tuple[str, Any]] = [(name, {}) for name in raw]
     elif isinstance(raw, dict):
         items = [(k, {} if v is True or v is None else v) for k, v in raw.items() if v is not False]
     else:
@@ -249,7 +249,7 @@ class _Pipeline:
             for k, fn, f, o in self.transform:
                 values[k] = [fn(x, f, o) for x in values[k]]
         if self.aggregate:
-            for st, vals in zip(self.stats, values):
+            for st, vals in zip(self.stats, values, strict=True):
                 st.add(vals)
             self._count_groups(groups)
         if kept_rows is None:
@@ -257,8 +257,8 @@ class _Pipeline:
         return [self._as_dict(row, parsed) for row, parsed in kept_rows]
 
     def _as_dict(self, row: list[str], parsed: list[float | None]) -> dict[str, Any]:
-        out: dict[str, Any] = dict(zip(self.header, row))
-        for k, (name, x) in enumerate(zip(self.numeric, parsed)):
+        out: dict[str, Any] = dict(zip(self.header, row, strict=True))
+        for k, (name, x) in enumerate(zip(self.numeric, parsed, strict=True)):
             if x is not None and self.transform:
                 for kk, fn, f, o in self.transform:
                     if kk == k:
@@ -285,7 +285,7 @@ class _Pipeline:
         }
         if self.aggregate:
             stats["aggregates"] = {
-                "columns": {name: st.result() for name, st in zip(self.numeric, self.stats)},
+                "columns": {name: st.result() for name, st in zip(self.numeric, self.stats, strict=True)},
                 "group_by": self.group_by,
                 "groups": dict(self.groups) if self.group_by is not None else {},
                 "groups_truncated": self.groups_truncated,
@@ -371,8 +371,9 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
     header_bytes = 0
     try:
         if path is None:
-            total: int | None = _int_arg(args, "total_rows", 1000, 0, 10**12)
-            header, rows = ["id", "value", "category"], _synthetic(total)
+            wanted = _int_arg(args, "total_rows", 1000, 0, 10**12)
+            total: int | None = wanted
+            header, rows = ["id", "value", "category"], _synthetic(wanted)
             size = 0
         else:
             if not isinstance(path, str) or not path:
@@ -393,7 +394,7 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
             position = _Position()
             rows = _csv_rows(csv.reader(position.lines(text), delimiter=delimiter), ctx)
             if has_header:
-                header = next(rows, None) or []
+                header = next(rows, [])
                 header_bytes = position.bytes
             else:
                 first = next(rows, None)
@@ -427,7 +428,7 @@ def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
                 percent = min(99.99, round(100.0 * fraction, 2))
             else:
                 percent = round(100.0 * pipe.read / exact, 2) if exact else 100.0
-            out = {
+            out: dict[str, Any] = {
                 "chunk_number": number, "rows_in_chunk": len(chunk), "processed_rows": pipe.read,
                 "total_rows": exact, "total_rows_estimated": estimated, "progress_percent": percent,
                 "memory_usage_mb": rss_mb(), "kept_rows": pipe.kept, "skipped_rows": pipe.skipped,

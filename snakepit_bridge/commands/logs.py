@@ -283,7 +283,7 @@ def tail_and_analyze(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
                         if rx.search(line):
                             matches += 1
                             ts = parse_timestamp(line)
-                            chunk = {
+                            chunk: dict[str, Any] = {
                                 "event": "match", "log_line": line, "line_number": number,
                                 "pattern_matched": text, "severity": severity_of(line, text, sev),
                                 "timestamp": ts or datetime.now(timezone.utc).isoformat(),

@@ -45,7 +45,7 @@ def features(text: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashed feature buckets of ``text``: (sorted unique indices, L2-normalised counts)."""
     words = _TOKEN.findall(text.lower())
     grams = [f"w:{w}" for w in words]
-    grams += [f"b:{a} {b}" for a, b in zip(words, words[1:])]
+    grams += [f"b:{a} {b}" for a, b in zip(words, words[1:], strict=False)]  # adjacent pairs
     for w in words:
         padded = f" {w} "
         grams += [f"c:{padded[i:i + 3]}" for i in range(len(padded) - 2)]
@@ -91,7 +91,7 @@ class LinearModel:
         probs = np.exp(logits)
         probs /= probs.sum()
         best = int(np.argmax(probs))
-        return self.labels[best], float(probs[best]), {lab: float(p) for lab, p in zip(self.labels, probs)}
+        return self.labels[best], float(probs[best]), {lab: float(p) for lab, p in zip(self.labels, probs, strict=True)}
 
 
 def _vector(item: Any, dim: int) -> np.ndarray:
@@ -131,7 +131,7 @@ def load_model(path: str | Path, *, arg: str = "model_path") -> LinearModel:
         if missing:
             raise InvalidArgument(f"{where} lacks key(s) {missing} (has {sorted(archive.files)}); "
                                   "expected weights (C, D), bias (C,), labels (C,)")
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for key in ("weights", "bias", "labels", "kind"):
             if key not in archive.files:
                 continue

@@ -111,13 +111,15 @@ class FrameReader:
         big = self._big
         if big is not None:
             if self._big_filled < len(big):
-                return self._short()
+                self._short()
+                return None
             self._big = None
             self._resume()
             return big
         start, avail = self._start, self._end - self._start
         if avail < HEADER:
-            return self._short()
+            self._short()
+            return None
         size = int.from_bytes(self._view[start:start + HEADER], "big")
         if size > self.limit:
             raise FrameTooLarge(size, self.limit)
@@ -137,10 +139,11 @@ class FrameReader:
             self._resume()
         elif start + HEADER + size > len(self._buf):
             self._compact()
-        return self._short()
+        self._short()
+        return None
 
     def _short(self) -> None:
-        """No complete frame: None, unless the input ended inside one."""
+        """No complete frame: nothing to do, unless the input ended inside one (raises)."""
         if not self.eof:
             return None
         if self._big is not None:
@@ -288,7 +291,7 @@ class FrameWriter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._transport: asyncio.WriteTransport | None = None
-        self._protocol: _WriteProtocol | None = None
+        self._protocol: _WriteProtocol  # set with _transport, read only while that is set
         self._pool: ThreadPoolExecutor | None = None
         self._turn = asyncio.Lock()
         self.broken = False
@@ -320,6 +323,7 @@ class FrameWriter:
             else:
                 self._write_large(payload)
             return True
+        assert self._pool is not None  # no transport: open() made the thread instead
         self._pool.submit(_write_all, self.fd, frame(payload))
         return True
 
@@ -327,6 +331,7 @@ class FrameWriter:
         """Header and payload in one ``writev`` when nothing is queued (the
         reader wakes once, for the whole frame, and the payload is not
         copied); what the pipe does not take is queued in the transport."""
+        assert self._transport is not None  # called from write_nowait's pipe branch
         header = len(payload).to_bytes(HEADER, "big")
         sent = 0
         if not self._transport.get_write_buffer_size():

@@ -96,6 +96,7 @@ from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
 from .._lifecycle import say as _say
 from .._lifecycle import watch_parent as _watch_parent
 from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_descendants
+from ..codecs.frames import CODECS, Codec, Encoded, PayloadError
 from ..config import Config
 from ..dispatch import Dispatcher, Request, Result
 from ..errors import BridgeError, ResourceExhausted
@@ -103,7 +104,6 @@ from ..exitcodes import ExitCode
 from ..logging import get_logger
 from ..registry import Registry
 from ._framing import FrameReader, FrameTooLarge, FrameWriter, TruncatedFrame
-from ..codecs.frames import CODECS, Codec, Encoded, PayloadError
 
 __all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_protocol", "claim_stdio",
            "parse_request", "run"]
@@ -365,6 +365,7 @@ class StdioServer:
         else (negotiation, bad input), which :meth:`_handle` then takes from the start."""
         if not self.settled:
             return None
+        assert self.codec is not None  # settled: _negotiate chose it
         try:
             return parse_request(self.codec.decode(payload))
         except Exception:  # noqa: BLE001 - _handle decodes it again and answers the error
@@ -411,7 +412,7 @@ class StdioServer:
             self.log.error("request task failed", error=f"{type(exc).__name__}: {exc}")
         self._check_idle()
 
-    async def _negotiate(self, payload: bytes) -> bool:
+    async def _negotiate(self, payload: bytes | bytearray) -> bool:
         """Settle the codec from the first frame; True if it was a negotiation."""
         msg = None
         if payload[:1] == b"{":
@@ -437,7 +438,8 @@ class StdioServer:
             self.codec = CODECS[guess]()
         return False
 
-    async def _parse(self, payload: bytes) -> WireRequest | None:
+    async def _parse(self, payload: bytes | bytearray) -> WireRequest | None:
+        assert self.codec is not None  # _negotiate settled it
         try:
             return parse_request(self.codec.decode(payload))
         except PayloadError as exc:
@@ -466,6 +468,7 @@ class StdioServer:
     def _encode(self, values: dict[str, Any]) -> bytes:
         """Dispatch's encoder: a failure here becomes the request's error."""
         codec = self.codec
+        assert codec is not None  # requests are served only once the codec is settled
         try:
             data = codec.encode_value(values)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -541,6 +544,7 @@ class StdioServer:
         await self.writer.write(payload)
 
     def _frame(self, fields: list[tuple[str, Any]], rid: int | str) -> bytes:
+        assert self.codec is not None  # answers are sent only once the codec is settled
         try:
             return self.codec.envelope(fields)
         except Exception as exc:  # noqa: BLE001 - e.g. an error text with lone surrogates
@@ -581,6 +585,7 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
     owns_process = read_fd is None or write_fd is None
     if owns_process:
         read_fd, write_fd = claim_stdio()
+    assert read_fd is not None and write_fd is not None  # given, or claimed just above
     log = get_logger("snakepit_bridge.stdio")
     loop = asyncio.get_running_loop()
     parent = os.getppid() if parent_pid is None else parent_pid
@@ -615,7 +620,7 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
             watchdog.arm(grace_for(why, config.grace_period) + SHUTDOWN_MARGIN, why)
         loop.call_soon_threadsafe(server.halt, why)
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():  # signal.signal works only there
         for sig in signals:
             previous[sig] = signal.signal(sig, on_signal)
