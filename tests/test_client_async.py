@@ -67,7 +67,7 @@ async def test_cancelling_the_task_that_iterates_a_stream_cancels_the_call(aclie
     seen = asyncio.Event()
 
     async def consume():
-        async for chunk in aclient.stream(f"t_count_{kind}", {"tag": t, "delay": 0.01}):
+        async for _chunk in aclient.stream(f"t_count_{kind}", {"tag": t, "delay": 0.01}):
             seen.set()
 
     task = asyncio.create_task(consume())
@@ -126,7 +126,7 @@ async def test_cancelling_a_task_working_on_a_chunk_closes_the_generator(aclient
     working = asyncio.Event()
 
     async def consume():
-        async for chunk in aclient.pull("t_count_async", {"tag": t}, batch_size=4):
+        async for _chunk in aclient.pull("t_count_async", {"tag": t}, batch_size=4):
             working.set()
             await asyncio.sleep(30)  # the caller's own work, cancelled
 

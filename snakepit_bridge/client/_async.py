@@ -61,7 +61,7 @@ class AsyncClient:
         """Close the channel, after the generator closes still in flight (at most a few seconds)."""
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=CLOSE_TIMEOUT)
-        await self.channel.close()
+        await self.channel.close(None)
 
     async def wait_ready(self, timeout: float = 5.0) -> None:
         await asyncio.wait_for(self.channel.channel_ready(), timeout)
@@ -174,8 +174,9 @@ class AsyncStream:
         except asyncio.CancelledError:
             self.call.cancel()
             raise
-        if r is grpc.aio.EOF:
+        if r is grpc.aio.EOF:  # type: ignore[attr-defined]  # exported at run time, absent from grpc-stubs
             raise StopAsyncIteration
+        assert isinstance(r, pb.StreamResponse)
         return chunk(r, self.elixir_style)
 
     def cancel(self) -> None:
