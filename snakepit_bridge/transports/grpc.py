@@ -82,7 +82,7 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
             timeout_ms=timeout_ms,
             session_id=session_id,
             deadline=None if remaining is None else time.monotonic() + remaining,
-            decode=lambda: decode_map(args, arg_encodings),
+            decode=lambda hints=None: decode_map(args, arg_encodings, hints),
             decode_size=sum(len(value) for value in args.values()),
             encode=self._encoder(request_id),
         )

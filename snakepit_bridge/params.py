@@ -1,0 +1,454 @@
+"""Declared parameters: a handler that says what it takes gets it decoded and checked.
+
+A handler declares its parameters in one of two ways (decided once, when it
+is registered; see :func:`declare`):
+
+* a record on ``args``: ``def resize(args: ResizeArgs, ctx)``, where
+  ``ResizeArgs`` is a standard-library ``@dataclass`` or a ``msgspec.Struct``;
+* keyword-only parameters: ``def resize(ctx, *, width: int, height: int = 0)``
+  (``ctx`` may come first or be keyword-only, or be left out; ``**extra``
+  takes any other keys as they arrived, undecoded).
+
+Anything else (``def h(args, ctx)``, ``args: dict[str, Any]``) is untyped and
+gets the argument dict exactly as before.
+
+Types: ``str``, ``int``, ``float``, ``bool``, ``bytes``, ``None`` and
+optionals, ``Literal``, lists, tuples, sets, dicts, nested dataclasses and
+Structs, ``Any``, and numpy arrays (``numpy.ndarray`` or
+``numpy.typing.NDArray[dtype]``, from npy bytes or nested lists). Bounds and
+descriptions: ``Annotated[int, Param(ge=0, description="...")]`` (or
+``msgspec.Meta``). Checking is strict: ``"3"`` is not an int, ``1`` is not a
+bool; an int is a float.
+
+Over gRPC a parameter declared ``str`` (or a ``Literal`` of strings) keeps
+the bytes it received as text when the caller named no encoding: Snakepit's
+Elixir client sends strings raw, so ``"123"`` stays ``"123"`` rather than
+becoming the number 123 (``str | None``: the bytes ``null`` are None).
+``bytes`` keeps the raw bytes. Every other type is decoded as before (JSON,
+else text, else bytes) and then checked.
+
+Missing, unknown and ill-typed arguments fail the call with
+:class:`~snakepit_bridge.errors.InvalidArgument` listing every problem by
+field (``details["errors"]``). Keys a Snakepit 0.3 pool adds on its own
+(:data:`RESERVED`: ``session_id``, ``worker_id``, ``initialization``) are
+tolerated and dropped unless declared.
+
+Nothing here imports the validation library (msgspec) at registration: the
+decoder of a command is built on its first typed call (or describe) and
+cached, so a worker imports msgspec only once a typed command is used.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from .errors import InvalidArgument
+
+__all__ = ["Param", "Params", "RESERVED", "declare"]
+
+#: Argument keys a Snakepit 0.3 pool sends on its own (the session of a
+#: GRPCWorker call, the init ping's): tolerated by every typed command.
+RESERVED = ("session_id", "worker_id", "initialization")
+
+#: Wire hints (see :func:`snakepit_bridge.codecs.values.decode_map`).
+UTF8, RAW, UTF8_OR_NULL, RAW_OR_NULL = "utf8", "raw", "utf8|null", "raw|null"
+
+_MISSING: Any = dataclasses.MISSING
+_NONE = type(None)
+_lib: Any = None  # msgspec, once a decoder is built
+
+
+class Param:
+    """Bounds and a description for one parameter, in ``Annotated[T, Param(...)]``.
+
+    Standard library only (the built-ins declare with it without importing
+    msgspec); the names are msgspec.Meta's, which it becomes when the
+    decoder is built."""
+
+    __slots__ = ("description", "ge", "gt", "le", "lt", "min_length", "max_length")
+
+    def __init__(self, description: str | None = None, *, ge: float | None = None, gt: float | None = None,
+                 le: float | None = None, lt: float | None = None, min_length: int | None = None,
+                 max_length: int | None = None) -> None:
+        self.description = description
+        self.ge, self.gt, self.le, self.lt = ge, gt, le, lt
+        self.min_length, self.max_length = min_length, max_length
+
+    def meta(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+
+    def __repr__(self) -> str:
+        return "Param(" + ", ".join(f"{k}={v!r}" for k, v in self.meta().items()) + ")"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: Any
+    default: Any = _MISSING
+    factory: Callable[[], Any] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING and self.factory is None
+
+
+class Params:
+    """What one command declared, and its decoder (built on first use)."""
+
+    def __init__(self, command: str, fields: list[Field], build: Callable[..., Any] | None, title: str, *,
+                 open_: bool = False, ctx: str | None = None) -> None:
+        self.command = command
+        self.fields = tuple(fields)
+        #: The record class, or None for keyword parameters (``bind`` returns their dict).
+        self.build = build
+        self.keywords = build is None
+        self.open = open_  # keyword form with **extra: other keys pass through
+        self.ctx = ctx  # keyword form: "positional", "keyword" or None
+        self.title = title
+        self.names = frozenset(f.name for f in fields)
+        #: Per-key wire hints for decode_map: how to read bytes that name no encoding.
+        self.hints = {f.name: h for f in fields if (h := _wire_hint(f.type)) is not None}
+        self._drop = tuple(k for k in RESERVED if k not in self.names)
+        self._bytes = tuple(f.name for f in fields if _wire_hint(f.type) in (RAW, RAW_OR_NULL))
+        self._arrays = tuple((f.name, dt) for f in fields if (dt := _array_dtype(f.type)) is not None)
+        self._mirror: Any = None
+        self._types: dict[str, Any] = {}
+
+    # -- decoding ------------------------------------------------------------------
+
+    def bind(self, args: dict[str, Any]) -> Any:
+        """The handler's arguments from the decoded ``args``: a record, or the
+        keyword dict. Raises :class:`InvalidArgument` listing every problem."""
+        mirror = self._mirror or self._build()
+        extra = None
+        if self.open:
+            extra = {k: v for k, v in args.items() if k not in self.names and k != "ctx"}
+        elif self._drop and any(k in args for k in self._drop):
+            args = {k: v for k, v in args.items() if k not in self._drop}
+        if self._bytes:
+            args = self._text_to_bytes(args)
+        try:
+            value = _lib.convert(args, mirror, dec_hook=_dec_hook)
+        except Exception:  # noqa: BLE001 - ValidationError, or a hook's: find every problem
+            raise self._invalid(args) from None
+        kwargs = _lib.structs.asdict(value)
+        if self._arrays:
+            self._cast_arrays(kwargs)
+        if self.build is None:
+            if extra:
+                kwargs.update(extra)
+            return kwargs
+        return self.build(**kwargs)
+
+    def call(self, func: Callable[..., Any], kwargs: dict[str, Any], ctx: Any) -> Any:
+        """Call a keyword-form handler."""
+        if self.ctx == "positional":
+            return func(ctx, **kwargs)
+        if self.ctx == "keyword":
+            return func(ctx=ctx, **kwargs)
+        return func(**kwargs)
+
+    def _build(self) -> Any:
+        global _lib
+        import msgspec  # here, not at start-up: only typed calls pay for it
+
+        _lib = msgspec
+        spec: list[Any] = []
+        for f in self.fields:
+            t = _translate(f.type)
+            self._types[f.name] = t
+            if f.factory is not None:
+                spec.append((f.name, t, msgspec.field(default_factory=f.factory)))
+            elif f.required:
+                spec.append((f.name, t))
+            else:
+                spec.append((f.name, t, f.default))
+        self._mirror = msgspec.defstruct(self.title, spec, kw_only=True, forbid_unknown_fields=not self.open)
+        return self._mirror
+
+    def _text_to_bytes(self, args: dict[str, Any]) -> dict[str, Any]:
+        """JSON frames (stdio) carry bytes as text or ``{"__base64__": ...}``."""
+        fixed = None
+        for name in self._bytes:
+            v = args.get(name)
+            if isinstance(v, str) or (isinstance(v, dict) and len(v) == 1 and isinstance(v.get("__base64__"), str)):
+                if fixed is None:
+                    fixed = dict(args)
+                try:
+                    fixed[name] = v.encode("utf-8") if isinstance(v, str) else base64.b64decode(v["__base64__"])
+                except ValueError:
+                    pass  # left as it is: the check reports it
+        return args if fixed is None else fixed
+
+    def _cast_arrays(self, kwargs: dict[str, Any]) -> None:
+        for name, dtype in self._arrays:
+            arr = kwargs.get(name)
+            if arr is None or dtype is Any or arr.dtype == dtype:
+                continue
+            try:
+                kwargs[name] = arr.astype(dtype, casting="same_kind")
+            except TypeError as exc:
+                raise InvalidArgument(f"invalid arguments for {self.command!r}: {name}: {exc}",
+                                      details={"errors": {name: str(exc)}}) from None
+
+    def _invalid(self, args: dict[str, Any]) -> InvalidArgument:
+        problems: dict[str, str] = {}
+        for f in self.fields:
+            if f.name not in args:
+                if f.required:
+                    problems[f.name] = "missing (required)"
+                continue
+            value = args[f.name]
+            try:
+                _lib.convert(value, self._types[f.name], dec_hook=_dec_hook)
+            except Exception as exc:  # noqa: BLE001
+                problems[f.name] = _explain(exc, f.name, value)
+        for key in args:
+            if key not in self.names and not self.open and key not in RESERVED:
+                problems[str(key)] = "unknown argument"
+        if not problems:  # cannot happen; never leave the caller without a reason
+            problems["args"] = "invalid"
+        text = "; ".join(f"{k}: {v}" for k, v in problems.items())
+        return InvalidArgument(f"invalid arguments for {self.command!r}: {text}", details={"errors": problems})
+
+    # -- describing ----------------------------------------------------------------
+
+    def schema(self) -> dict[str, Any]:
+        """JSON Schema (draft 2020-12) of the args map."""
+        mirror = self._mirror or self._build()
+        _, components = _lib.json.schema_components([mirror], schema_hook=_schema_hook,
+                                                    ref_template="#/$defs/{name}")
+        body = dict(components.pop(mirror.__name__))
+        body.pop("title", None)
+        out: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema", **body}
+        if components:
+            out["$defs"] = components
+        return out
+
+
+# -- registration -----------------------------------------------------------------------
+
+
+def declare(command: str, func: Callable[..., Any]) -> Params | None:
+    """The parameters ``func`` declares, or None when it is untyped.
+
+    Raises ``TypeError`` for a declaration that cannot work (annotations that
+    do not resolve, positional parameters beside keyword-only ones)."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    keyword = [p for p in params if p.kind is p.KEYWORD_ONLY and p.name != "ctx"]
+    if keyword:
+        return _keywords(command, func, params, keyword)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional:
+        return None
+    record = _record_type(positional[0].annotation, func)
+    return None if record is None else _record(command, record)
+
+
+def _globals(func: Callable[..., Any]) -> dict[str, Any]:
+    return getattr(inspect.unwrap(func), "__globals__", {})
+
+
+def _record_type(annotation: Any, func: Callable[..., Any]) -> type | None:
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, _globals(func))  # noqa: S307 - the handler's own annotation
+        except Exception:  # noqa: BLE001 - e.g. a TYPE_CHECKING-only name: untyped, as before
+            return None
+    if not isinstance(annotation, type):
+        return None
+    if dataclasses.is_dataclass(annotation) or hasattr(annotation, "__struct_fields__"):
+        return annotation
+    if hasattr(annotation, "model_fields"):
+        raise TypeError(f"{annotation.__name__} is a pydantic model; declare parameters with a @dataclass "
+                        "or a msgspec.Struct")
+    return None
+
+
+def _record(command: str, cls: type) -> Params:
+    fields: list[Field] = []
+    if hasattr(cls, "__struct_fields__"):
+        import msgspec  # the handler's module imported it already
+
+        for f in msgspec.structs.fields(cls):
+            default = _MISSING if f.default is msgspec.NODEFAULT else f.default
+            factory = None if f.default_factory is msgspec.NODEFAULT else f.default_factory
+            fields.append(Field(f.name, f.type, default, factory))
+    else:
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"command {command!r}: the annotations of {cls.__name__} do not resolve "
+                            f"({type(exc).__name__}: {exc}); define the record at module level") from None
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            factory = None if f.default_factory is _MISSING else f.default_factory
+            fields.append(Field(f.name, hints.get(f.name, Any), f.default, factory))
+    return Params(command, fields, cls, cls.__name__)
+
+
+def _keywords(command: str, func: Callable[..., Any], params: list[inspect.Parameter],
+              keyword: list[inspect.Parameter]) -> Params:
+    ctx = None
+    for p in params:
+        if p.name == "ctx":
+            ctx = "keyword" if p.kind is p.KEYWORD_ONLY else "positional"
+        elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            raise TypeError(f"command {command!r}: a handler with keyword-only parameters takes nothing "
+                            f"else positionally but ctx (got {p.name!r})")
+    fields = []
+    for p in keyword:
+        annotation = p.annotation
+        if annotation is p.empty:
+            annotation = Any
+        elif isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, _globals(func))  # noqa: S307
+            except Exception as exc:  # noqa: BLE001
+                raise TypeError(f"command {command!r}: the annotation of {p.name!r} does not resolve "
+                                f"({type(exc).__name__}: {exc})") from None
+        fields.append(Field(p.name, annotation, _MISSING if p.default is p.empty else p.default))
+    title = re.sub(r"\W", "_", command) or "args"
+    return Params(command, fields, None, title, open_=any(p.kind is p.VAR_KEYWORD for p in params), ctx=ctx)
+
+
+# -- types -------------------------------------------------------------------------------
+
+
+def _strip(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _is_text(tp: Any) -> bool:
+    return tp is str or (get_origin(tp) is Literal and all(isinstance(a, str) for a in get_args(tp)))
+
+
+def _wire_hint(tp: Any) -> str | None:
+    """How a parameter of type ``tp`` reads gRPC bytes that name no encoding."""
+    tp = _strip(tp)
+    if _is_text(tp):
+        return UTF8
+    if tp is bytes:
+        return RAW
+    if _is_union(tp):
+        members = [_strip(a) for a in get_args(tp)]
+        if len(members) == 2 and _NONE in members:
+            other = members[0] if members[1] is _NONE else members[1]
+            if _is_text(other):
+                return UTF8_OR_NULL
+            if other is bytes:
+                return RAW_OR_NULL
+    return None
+
+
+def _is_ndarray(tp: Any) -> bool:
+    t = get_origin(tp) or tp
+    return isinstance(t, type) and t.__name__ == "ndarray" and t.__module__ == "numpy"
+
+
+def _array_dtype(tp: Any) -> Any:
+    """For a top-level array parameter: its declared dtype (``Any``: none); else None."""
+    tp = _strip(tp)
+    if _is_union(tp):
+        members = [a for a in get_args(tp) if a is not _NONE]
+        tp = _strip(members[0]) if len(members) == 1 else None
+    if not _is_ndarray(tp):
+        return None
+    args = get_args(tp)
+    if len(args) == 2:
+        dtype_args = get_args(args[1])
+        if dtype_args and dtype_args[0] is not Any and not isinstance(dtype_args[0], typing.TypeVar):
+            import numpy as np  # the handler's module imported it already
+
+            return np.dtype(dtype_args[0])
+    return Any
+
+
+def _translate(tp: Any) -> Any:
+    """``tp`` as msgspec takes it: Param becomes msgspec.Meta, numpy array aliases the ndarray class."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *extras = get_args(tp)
+        metas = [_lib.Meta(**e.meta()) if isinstance(e, Param) else e for e in extras]
+        return Annotated[(_translate(base), *metas)]  # type: ignore[valid-type]
+    if _is_ndarray(tp):
+        return get_origin(tp) or tp
+    if origin is None or origin is Literal:
+        return tp
+    args = get_args(tp)
+    new = tuple(a if a is Ellipsis else _translate(a) for a in args)
+    if new == args:
+        return tp
+    if _is_union(tp):
+        return Union[new]  # type: ignore[valid-type]
+    try:
+        return origin[new]
+    except TypeError:
+        return tp
+
+
+def _dec_hook(tp: Any, obj: Any) -> Any:
+    if _is_ndarray(tp):
+        return _to_array(obj)
+    raise NotImplementedError(f"type {tp!r} is not supported")
+
+
+def _to_array(obj: Any) -> Any:
+    import numpy as np
+
+    from .codecs import npy
+
+    if isinstance(obj, np.ndarray):
+        return obj
+    if isinstance(obj, (bytes, bytearray, memoryview)) and bytes(obj[:6]) == npy.MAGIC:
+        return npy.loads(bytes(obj))
+    if isinstance(obj, list):
+        arr = np.asarray(obj)
+        if arr.dtype.hasobject:
+            raise ValueError("Expected a numeric array, got a list of mixed values")
+        return arr
+    raise TypeError(f"Expected `ndarray` (npy bytes or nested lists), got `{type(obj).__name__}`")
+
+
+def _schema_hook(tp: Any) -> dict[str, Any]:
+    if _is_ndarray(tp):
+        return {"description": "numpy array: npy bytes (arg_encodings npy) or nested lists of numbers"}
+    raise NotImplementedError
+
+
+_AT = re.compile(r" - at `\$(.*)`$")
+
+
+def _explain(exc: Exception, name: str, value: Any) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$[1]``` as ``Expected `int`, got `str` (at name[1])``."""
+    text = str(exc) or type(exc).__name__
+    m = _AT.search(text)
+    if m is not None:
+        text = text[:m.start()]
+        if m.group(1):
+            return f"{text} (at {name}{m.group(1)})"
+    if ", got" not in text and isinstance(value, (int, float, str, bytes)) and not isinstance(value, bool):
+        text = f"{text}, got {value!r:.60}"
+    return text
