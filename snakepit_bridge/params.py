@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -209,13 +210,13 @@ class Params:
             try:
                 _lib.convert(value, self._types[f.name], dec_hook=_dec_hook)
             except Exception as exc:  # noqa: BLE001
-                problems[f.name] = _explain(exc, f.name, value)
+                problems[f.name] = _explain(exc, f.name, value, f.type)
         for key in args:
             if key not in self.names and not self.open and key not in RESERVED:
                 problems[str(key)] = "unknown argument"
         if not problems:  # cannot happen; never leave the caller without a reason
             problems["args"] = "invalid"
-        text = "; ".join(f"{k}: {v}" for k, v in problems.items())
+        text = "; ".join(f"{k!r}: {v}" for k, v in problems.items())
         return InvalidArgument(f"invalid arguments for {self.command!r}: {text}", details={"errors": problems})
 
     # -- describing ----------------------------------------------------------------
@@ -391,8 +392,17 @@ def _translate(tp: Any) -> Any:
     origin = get_origin(tp)
     if origin is Annotated:
         base, *extras = get_args(tp)
+        base = _translate(base)
+        if _is_union(base) and any(isinstance(e, Param) for e in extras):
+            # msgspec takes bounds on a union's members (``int | float``), not on the union.
+            bounds = [Param(**{k: v for k, v in e.meta().items() if k != "description"})
+                      for e in extras if isinstance(e, Param)]
+            members = tuple(m if m is _NONE else _translate(Annotated[(m, *_for(m, bounds))])
+                            for m in get_args(base))
+            base = Union[members]  # type: ignore[valid-type]
+            extras = [Param(e.description) if isinstance(e, Param) else e for e in extras]
         metas = [_lib.Meta(**e.meta()) if isinstance(e, Param) else e for e in extras]
-        return Annotated[(_translate(base), *metas)]  # type: ignore[valid-type]
+        return Annotated[(base, *metas)]  # type: ignore[valid-type]
     if _is_ndarray(tp):
         return get_origin(tp) or tp
     if origin is None or origin is Literal:
@@ -407,6 +417,20 @@ def _translate(tp: Any) -> Any:
         return origin[new]
     except TypeError:
         return tp
+
+
+def _for(member: Any, bounds: list[Param]) -> list[Param]:
+    """Bounds as an ``int`` member takes them: ``ge=0.005`` is ``ge=1`` for ints."""
+    if member is not int:
+        return bounds
+    out = []
+    for b in bounds:
+        m = b.meta()
+        for k, rounding in (("ge", math.ceil), ("lt", math.ceil), ("le", math.floor), ("gt", math.floor)):
+            if k in m:
+                m[k] = rounding(m[k])
+        out.append(Param(**m))
+    return out
 
 
 def _dec_hook(tp: Any, obj: Any) -> Any:
@@ -441,14 +465,16 @@ def _schema_hook(tp: Any) -> dict[str, Any]:
 _AT = re.compile(r" - at `\$(.*)`$")
 
 
-def _explain(exc: Exception, name: str, value: Any) -> str:
+def _explain(exc: Exception, name: str, value: Any, tp: Any) -> str:
     """msgspec's ``Expected `int`, got `str` - at `$[1]``` as ``Expected `int`, got `str` (at name[1])``."""
-    text = str(exc) or type(exc).__name__
+    text = (str(exc) or type(exc).__name__).replace("`array`", "`list`").replace("`object`", "`map`")
     m = _AT.search(text)
     if m is not None:
         text = text[:m.start()]
         if m.group(1):
             return f"{text} (at {name}{m.group(1)})"
+    if text.startswith("Invalid enum value") and get_origin(_strip(tp)) is Literal:
+        return f"{text}; expected one of {', '.join(map(repr, get_args(_strip(tp))))}"
     if ", got" not in text and isinstance(value, (int, float, str, bytes)) and not isinstance(value, bool):
         text = f"{text}, got {value!r:.60}"
     return text
