@@ -9,6 +9,7 @@ From a shell::
 
     python -m snakepit_bridge.client --port 50051 call ping '{"a": 1}'
     python -m snakepit_bridge.client --port 50051 stream ping_stream '{"count": 3}'
+    python -m snakepit_bridge.client --port 50051 describe compute
 
 Arguments are sent unambiguously: strings as ``utf8``, bytes as ``raw``,
 numpy arrays as ``npy``, everything else by the bridge's own rules (:func:`~snakepit_bridge.codecs.encode_value`:
@@ -178,6 +179,16 @@ class Client:
         return self.stub.GetInfo(pb.InfoRequest(include_capabilities=capabilities, include_stats=stats),
                                  timeout=timeout, metadata=self.metadata)
 
+    def describe(self, *commands: str, timeout: float | None = None) -> list[dict[str, Any]]:
+        """What each command takes (every command when none is named), from the
+        Describe RPC: ``[{name, streaming, doc, typed, params_schema}]`` with the
+        JSON Schema decoded. ``ValueError`` names commands the worker lacks."""
+        r = self.stub.Describe(pb.DescribeRequest(commands=list(commands)), timeout=timeout, metadata=self.metadata)
+        if r.error:
+            raise ValueError(r.error)
+        return [{"name": c.name, "streaming": c.streaming, "doc": c.doc, "typed": c.typed,
+                 "params_schema": orjson.loads(c.params_schema or "{}")} for c in r.commands]
+
     # -- pull-based generators -----------------------------------------------------------
 
     def init_generator(self, command: str, args: Mapping[str, Any] | None = None, *,
@@ -259,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("args", nargs="?", default="{}", help="arguments as a JSON object")
     sub.add_parser("health")
     sub.add_parser("info")
+    sub.add_parser("describe", help="what each command takes (JSON Schema)").add_argument("command", nargs="?")
     ns = p.parse_args(argv)
     with Client(f"{ns.host}:{ns.port}", token=ns.token) as client:
         try:
@@ -272,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(_show({"worker_type": i.worker_type, "version": i.version,
                              "supported_commands": list(i.supported_commands),
                              "capabilities": dict(i.capabilities)}))
+                return 0
+            if ns.verb == "describe":
+                try:
+                    described = client.describe(*([ns.command] if ns.command else []))
+                except ValueError as exc:
+                    sys.stderr.write(f"{exc}\n")
+                    return 1
+                print(orjson.dumps(described[0] if ns.command else described, option=orjson.OPT_INDENT_2).decode())
                 return 0
             args = orjson.loads(ns.args)
             if ns.verb == "call":
