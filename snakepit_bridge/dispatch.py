@@ -218,7 +218,7 @@ class Dispatcher:
         if req.decode is not None:
             decode, req.decode = req.decode, None
             # A declared str (bytes) parameter reads its wire bytes as text (raw), not as JSON.
-            hints = params.hints if params is not None else None
+            hints = params.wire_hints() if params is not None else None
             # Tens of MB of JSON take hundreds of ms to parse: not on the loop,
             # where Health and every other call would wait for it.
             if req.decode_size > OFFLOAD_BYTES:

@@ -88,12 +88,14 @@ class Param:
         return "Param(" + ", ".join(f"{k}={v!r}" for k, v in self.meta().items()) + ")"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Field:
-    name: str
-    type: Any
-    default: Any = _MISSING
-    factory: Callable[[], Any] | None = None
+    """One declared parameter (resolved on the command's first use)."""
+
+    __slots__ = ("name", "type", "default", "factory")
+
+    def __init__(self, name: str, type_: Any, default: Any = _MISSING,
+                 factory: Callable[[], Any] | None = None) -> None:
+        self.name, self.type, self.default, self.factory = name, type_, default, factory
 
     @property
     def required(self) -> bool:
@@ -101,26 +103,45 @@ class Field:
 
 
 class Params:
-    """What one command declared, and its decoder (built on first use)."""
+    """What one command declared, and its decoder.
 
-    def __init__(self, command: str, fields: list[Field], build: Callable[..., Any] | None, title: str, *,
-                 open_: bool = False, ctx: str | None = None) -> None:
+    Registration records only the form (a record class, or keyword
+    parameters): reading the fields' types waits for the command's first call
+    (or describe), so declaring costs start-up nothing but the signature."""
+
+    def __init__(self, command: str, read_fields: Callable[[], list[Field]], build: Callable[..., Any] | None,
+                 title: str, *, open_: bool = False, ctx: str | None = None) -> None:
         self.command = command
-        self.fields = tuple(fields)
+        self._read_fields = read_fields
         #: The record class, or None for keyword parameters (``bind`` returns their dict).
         self.build = build
         self.keywords = build is None
         self.open = open_  # keyword form with **extra: other keys pass through
         self.ctx = ctx  # keyword form: "positional", "keyword" or None
         self.title = title
+        self.fields: tuple[Field, ...] = ()
+        self.names: frozenset[str] = frozenset()
+        #: Per-key wire hints for decode_map (how to read bytes that name no
+        #: encoding): None until resolved, see :meth:`wire_hints`.
+        self.hints: dict[str, str] | None = None
+        self._drop: tuple[str, ...] = ()
+        self._bytes: tuple[str, ...] = ()
+        self._arrays: tuple[tuple[str, Any], ...] = ()
+        self._mirror: Any = None
+        self._types: dict[str, Any] = {}
+
+    def wire_hints(self) -> dict[str, str]:
+        return self.hints if self.hints is not None else self._resolve()
+
+    def _resolve(self) -> dict[str, str]:
+        fields = tuple(self._read_fields())
+        self.fields = fields
         self.names = frozenset(f.name for f in fields)
-        #: Per-key wire hints for decode_map: how to read bytes that name no encoding.
-        self.hints = {f.name: h for f in fields if (h := _wire_hint(f.type)) is not None}
         self._drop = tuple(k for k in RESERVED if k not in self.names)
         self._bytes = tuple(f.name for f in fields if _wire_hint(f.type) in (RAW, RAW_OR_NULL))
         self._arrays = tuple((f.name, dt) for f in fields if (dt := _array_dtype(f.type)) is not None)
-        self._mirror: Any = None
-        self._types: dict[str, Any] = {}
+        self.hints = {f.name: h for f in fields if (h := _wire_hint(f.type)) is not None}
+        return self.hints
 
     # -- decoding ------------------------------------------------------------------
 
@@ -161,6 +182,8 @@ class Params:
         import msgspec  # here, not at start-up: only typed calls pay for it
 
         _lib = msgspec
+        if self.hints is None:
+            self._resolve()
         spec: list[Any] = []
         for f in self.fields:
             t = _translate(f.type)
@@ -237,15 +260,16 @@ class Params:
 # -- registration -----------------------------------------------------------------------
 
 
-def declare(command: str, func: Callable[..., Any]) -> Params | None:
-    """The parameters ``func`` declares, or None when it is untyped.
-
-    Raises ``TypeError`` for a declaration that cannot work (annotations that
-    do not resolve, positional parameters beside keyword-only ones)."""
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
-        return None
+def declare(command: str, func: Callable[..., Any], sig: inspect.Signature | None = None) -> Params | None:
+    """The parameters ``func`` (whose signature is ``sig``) declares, or None
+    when it is untyped. Reads only the form: the fields' types are read on
+    first use. Raises ``TypeError`` for a form that cannot work (positional
+    parameters beside keyword-only ones, a pydantic model)."""
+    if sig is None:
+        try:
+            sig = inspect.signature(func)
+        except (TypeError, ValueError):
+            return None
     params = list(sig.parameters.values())
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return None
@@ -282,26 +306,28 @@ def _record_type(annotation: Any, func: Callable[..., Any]) -> type | None:
 
 
 def _record(command: str, cls: type) -> Params:
-    fields: list[Field] = []
-    if hasattr(cls, "__struct_fields__"):
-        import msgspec  # the handler's module imported it already
+    def read() -> list[Field]:
+        fields: list[Field] = []
+        if hasattr(cls, "__struct_fields__"):
+            import msgspec  # the handler's module imported it already
 
-        for f in msgspec.structs.fields(cls):
-            default = _MISSING if f.default is msgspec.NODEFAULT else f.default
-            factory = None if f.default_factory is msgspec.NODEFAULT else f.default_factory
-            fields.append(Field(f.name, f.type, default, factory))
-    else:
+            for f in msgspec.structs.fields(cls):
+                default = _MISSING if f.default is msgspec.NODEFAULT else f.default
+                factory = None if f.default_factory is msgspec.NODEFAULT else f.default_factory
+                fields.append(Field(f.name, f.type, default, factory))
+            return fields
         try:
             hints = typing.get_type_hints(cls, include_extras=True)
         except Exception as exc:  # noqa: BLE001
             raise TypeError(f"command {command!r}: the annotations of {cls.__name__} do not resolve "
                             f"({type(exc).__name__}: {exc}); define the record at module level") from None
         for f in dataclasses.fields(cls):
-            if not f.init:
-                continue
-            factory = None if f.default_factory is _MISSING else f.default_factory
-            fields.append(Field(f.name, hints.get(f.name, Any), f.default, factory))
-    return Params(command, fields, cls, cls.__name__)
+            if f.init:
+                factory = None if f.default_factory is _MISSING else f.default_factory
+                fields.append(Field(f.name, hints.get(f.name, Any), f.default, factory))
+        return fields
+
+    return Params(command, read, cls, cls.__name__)
 
 
 def _keywords(command: str, func: Callable[..., Any], params: list[inspect.Parameter],
@@ -313,20 +339,24 @@ def _keywords(command: str, func: Callable[..., Any], params: list[inspect.Param
         elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             raise TypeError(f"command {command!r}: a handler with keyword-only parameters takes nothing "
                             f"else positionally but ctx (got {p.name!r})")
-    fields = []
-    for p in keyword:
-        annotation = p.annotation
-        if annotation is p.empty:
-            annotation = Any
-        elif isinstance(annotation, str):
-            try:
-                annotation = eval(annotation, _globals(func))  # noqa: S307
-            except Exception as exc:  # noqa: BLE001
-                raise TypeError(f"command {command!r}: the annotation of {p.name!r} does not resolve "
-                                f"({type(exc).__name__}: {exc})") from None
-        fields.append(Field(p.name, annotation, _MISSING if p.default is p.empty else p.default))
+
+    def read() -> list[Field]:
+        fields = []
+        for p in keyword:
+            annotation = p.annotation
+            if annotation is p.empty:
+                annotation = Any
+            elif isinstance(annotation, str):
+                try:
+                    annotation = eval(annotation, _globals(func))  # noqa: S307
+                except Exception as exc:  # noqa: BLE001
+                    raise TypeError(f"command {command!r}: the annotation of {p.name!r} does not resolve "
+                                    f"({type(exc).__name__}: {exc})") from None
+            fields.append(Field(p.name, annotation, _MISSING if p.default is p.empty else p.default))
+        return fields
+
     title = re.sub(r"\W", "_", command) or "args"
-    return Params(command, fields, None, title, open_=any(p.kind is p.VAR_KEYWORD for p in params), ctx=ctx)
+    return Params(command, read, None, title, open_=any(p.kind is p.VAR_KEYWORD for p in params), ctx=ctx)
 
 
 # -- types -------------------------------------------------------------------------------
@@ -462,13 +492,10 @@ def _schema_hook(tp: Any) -> dict[str, Any]:
     raise NotImplementedError
 
 
-_AT = re.compile(r" - at `\$(.*)`$")
-
-
 def _explain(exc: Exception, name: str, value: Any, tp: Any) -> str:
     """msgspec's ``Expected `int`, got `str` - at `$[1]``` as ``Expected `int`, got `str` (at name[1])``."""
     text = (str(exc) or type(exc).__name__).replace("`array`", "`list`").replace("`object`", "`map`")
-    m = _AT.search(text)
+    m = re.search(r" - at `\$(.*)`$", text)
     if m is not None:
         text = text[:m.start()]
         if m.group(1):

@@ -88,11 +88,17 @@ def classify(func: Callable[..., Any]) -> Kind:
     return Kind.FUNCTION
 
 
-def _arity(func: Callable[..., Any]) -> int:
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
     try:
-        params = inspect.signature(func).parameters.values()
+        return inspect.signature(func)
     except (TypeError, ValueError):  # builtins without a signature
+        return None
+
+
+def _arity(func: Callable[..., Any], sig: inspect.Signature | None) -> int:
+    if sig is None:
         return 1
+    params = sig.parameters.values()
     positional = [
         p for p in params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
@@ -138,8 +144,9 @@ class Registry:
                 raise TypeError(f"only a plain function can be inline; {name!r} is a {kind.value}")
             kind = Kind.INLINE
         doc = description if description is not None else _first_paragraph(inspect.getdoc(func))
-        params = declare(name, func)
-        arity = KEYWORDS if params is not None and params.keywords else _arity(func)
+        sig = _signature(func)
+        params = declare(name, func, sig) if sig is not None else None
+        arity = KEYWORDS if params is not None and params.keywords else _arity(func, sig)
         handler = Handler(name, func, kind, arity, doc, params)
         self._handlers[name] = handler
         return handler

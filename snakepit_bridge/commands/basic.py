@@ -63,7 +63,7 @@ def echo_payload(args: dict[str, Any]) -> dict[str, Any]:
 _PAYLOAD_KINDS = ("bytes", "str", "array", "list", "dict")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class PayloadArgs:
     kind: Literal["bytes", "str", "array", "list", "dict"] = "bytes"
     size: Annotated[int, Param("about this many bytes", ge=0, le=2**31)] = 1024
@@ -115,7 +115,7 @@ def _is_inf(x: float | int) -> bool:
     return isinstance(x, float) and math.isinf(x)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ComputeArgs:
     operation: Literal["add", "subtract", "multiply", "divide", "power"]
     a: int | float
@@ -172,7 +172,7 @@ def info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return result
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class DescribeArgs:
     command: Annotated[str, Param("one command; every command when left out")] | None = None
 

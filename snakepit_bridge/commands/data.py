@@ -359,7 +359,7 @@ def _count_rows(path: str, delimiter: str, has_header: bool, ctx: Context) -> in
     return max(0, n - 1) if has_header else n
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class DatasetArgs:
     file_path: Annotated[str, Param("a CSV file; synthetic rows when left out", min_length=1)] | None = None
     total_rows: Annotated[int, Param("synthetic rows (without file_path)", ge=0, le=10**12)] = 1000

@@ -74,7 +74,7 @@ def get_model(model_path: str | None) -> LinearModel:
     return _load_cached(path, st.st_size, st.st_mtime_ns)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class InferenceArgs:
     batch_items: Annotated[list[Any], Param("strings or {\"text\": str} (text model), numeric vectors "
                                             "(linear_v1 model)", max_length=_MAX_ITEMS)]

@@ -247,7 +247,7 @@ class _Follower:
         return None, []
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class TailArgs:
     log_path: Annotated[str, Param("the log file", min_length=1)]
     patterns: Annotated[list[str | dict[str, str]] | dict[str, str] | str, Param(

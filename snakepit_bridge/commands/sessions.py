@@ -42,23 +42,23 @@ def _where(ctx: Context) -> str:
 _Key = Annotated[str, Param("the key", min_length=1)]
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class KeyArgs:
     key: _Key
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class StoreArgs:
     key: _Key
     value: Annotated[Any, Param("any value")]
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class NoArgs:
     """No arguments (a session id, like every reserved key, is tolerated)."""
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ListArgs:
     limit: Annotated[int, Param("at most this many sessions", ge=0)] = 100
 

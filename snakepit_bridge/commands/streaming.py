@@ -15,7 +15,7 @@ from ..registry import Registry
 registry = Registry()
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class PingStreamArgs:
     count: Annotated[int, Param("pings to send", ge=0, le=10**9)] = 5
     interval: Annotated[int | float, Param("seconds between pings", ge=0, le=86400)] = 0
