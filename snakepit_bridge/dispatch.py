@@ -128,7 +128,7 @@ class Dispatcher:
         with self._observe(req) as obs:
             try:
                 # A handler that takes no context gets none: it would only be built and dropped.
-                ctx = self._context(req, handler) if handler.arity >= 2 else None
+                ctx = self._context(req, handler) if handler.takes_ctx else None
                 args = req.args if handler.params is None else handler.params.bind(req.args)
                 return self._succeeded(handler.invoke(args, ctx), req)
             except _FAILURES as exc:

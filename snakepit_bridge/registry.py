@@ -56,6 +56,10 @@ class Handler:
     def streaming(self) -> bool:
         return self.kind.streaming
 
+    @property
+    def takes_ctx(self) -> bool:
+        return self.arity == 2 or (self.arity == KEYWORDS and self.params.ctx is not None)  # type: ignore[union-attr]
+
     def invoke(self, args: dict[str, Any], ctx: Any) -> Any:
         """Call the function; for generators this only creates the generator."""
         if self.arity == 2:

@@ -13,7 +13,6 @@ import os
 import sys
 import platform
 import time
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from .. import __version__
@@ -63,18 +62,12 @@ def echo_payload(args: dict[str, Any]) -> dict[str, Any]:
 _PAYLOAD_KINDS = ("bytes", "str", "array", "list", "dict")
 
 
-@dataclass(repr=False, eq=False)
-class PayloadArgs:
-    kind: Literal["bytes", "str", "array", "list", "dict"] = "bytes"
-    size: Annotated[int, Param("about this many bytes", ge=0, le=2**31)] = 1024
-
-
 @registry.command("make_payload")
-def make_payload(args: PayloadArgs) -> dict[str, Any]:
+def make_payload(*, kind: Literal["bytes", "str", "array", "list", "dict"] = "bytes",
+                 size: Annotated[int, Param("about this many bytes", ge=0, le=2**31)] = 1024) -> dict[str, Any]:
     """``{"value": v}`` where ``v`` is about ``size`` bytes of ``kind``:
     bytes, str (ASCII), array (float64 numpy), list (of floats), dict (of
     short strings). Deterministic content; for tests and benchmarks."""
-    kind, size = args.kind, args.size
     if kind not in _PAYLOAD_KINDS:
         raise InvalidArgument(f"unknown kind {kind!r}; expected one of {', '.join(_PAYLOAD_KINDS)}")
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 2**31:
@@ -115,21 +108,14 @@ def _is_inf(x: float | int) -> bool:
     return isinstance(x, float) and math.isinf(x)
 
 
-@dataclass(repr=False, eq=False)
-class ComputeArgs:
-    operation: Literal["add", "subtract", "multiply", "divide", "power"]
-    a: int | float
-    b: int | float
-
-
 @registry.command("compute", inline=True)
-def compute(args: ComputeArgs) -> dict[str, Any]:
+def compute(*, operation: Literal["add", "subtract", "multiply", "divide", "power"], a: int | float,
+            b: int | float) -> dict[str, Any]:
     """Arithmetic on ``a`` and ``b``: add, subtract, multiply, divide, power."""
-    name = args.operation
+    name = operation
     func = _OPERATIONS.get(name)
     if func is None:
         raise InvalidArgument(f"unknown operation {name!r}; expected one of {', '.join(_OPERATIONS)}")
-    a, b = args.a, args.b
     if name == "divide" and b == 0:
         raise InvalidArgument("division by zero")
     if name == "power":
@@ -172,21 +158,18 @@ def info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return result
 
 
-@dataclass(repr=False, eq=False)
-class DescribeArgs:
-    command: Annotated[str, Param("one command; every command when left out")] | None = None
-
-
 @registry.command("describe")
-def describe(args: DescribeArgs, ctx: Context) -> dict[str, Any]:
+def describe(ctx: Context, *,
+             command: Annotated[str, Param("one command; every command when left out")] | None = None
+             ) -> dict[str, Any]:
     """What each command takes (``params_schema``, JSON Schema), whether it
     streams, and its docstring's first paragraph: ``{"commands": [...]}``.
 
     A thread, not inline: the first describe builds every schema."""
     registry_ = ctx.dispatcher.registry if ctx.dispatcher is not None else registry
-    if args.command is None:
+    if command is None:
         return {"commands": [h.describe() for h in sorted(registry_, key=lambda h: h.name)]}
-    handler = registry_.find(args.command)
+    handler = registry_.find(command)
     if handler is None:
-        raise NotFound(f"unknown command {args.command!r}")
+        raise NotFound(f"unknown command {command!r}")
     return {"commands": [handler.describe()]}

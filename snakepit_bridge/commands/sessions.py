@@ -43,43 +43,25 @@ _Key = Annotated[str, Param("the key", min_length=1)]
 
 
 @dataclass(repr=False, eq=False)
-class KeyArgs:
-    key: _Key
-
-
-@dataclass(repr=False, eq=False)
-class StoreArgs:
-    key: _Key
-    value: Annotated[Any, Param("any value")]
-
-
-@dataclass(repr=False, eq=False)
 class NoArgs:
     """No arguments (a session id, like every reserved key, is tolerated)."""
 
 
-@dataclass(repr=False, eq=False)
-class ListArgs:
-    limit: Annotated[int, Param("at most this many sessions", ge=0)] = 100
-
-
 @registry.command("store")
-def store(args: StoreArgs, ctx: Context) -> dict[str, Any]:
+def store(ctx: Context, *, key: _Key, value: Annotated[Any, Param("any value")]) -> dict[str, Any]:
     """Keep ``value`` under ``key`` in the session (or the worker-global store).
 
     Sync on purpose: estimating a large value's size walks it, off the event loop.
     """
-    key = args.key
     target = _target(ctx)
-    target.state[key] = args.value
+    target.state[key] = value
     return {"status": "ok", "key": key, "stored": True, "session_id": ctx.session.id if ctx.session else None,
             "size_bytes": target.state.nbytes}
 
 
 @registry.command("retrieve")
-async def retrieve(args: KeyArgs, ctx: Context) -> dict[str, Any]:
+async def retrieve(ctx: Context, *, key: _Key) -> dict[str, Any]:
     """The value stored under ``key``; NOT_FOUND naming the key if there is none."""
-    key = args.key
     state = _target(ctx).state
     try:
         value = state[key]
@@ -89,9 +71,8 @@ async def retrieve(args: KeyArgs, ctx: Context) -> dict[str, Any]:
 
 
 @registry.command("delete")
-async def delete(args: KeyArgs, ctx: Context) -> dict[str, Any]:
+async def delete(ctx: Context, *, key: _Key) -> dict[str, Any]:
     """Remove ``key``; ``deleted`` says whether it was there (deleting twice is not an error)."""
-    key = args.key
     state = _target(ctx).state
     deleted = state.pop(key, _ABSENT) is not _ABSENT
     return {"key": key, "deleted": deleted, "session_id": ctx.session.id if ctx.session else None,
@@ -122,9 +103,9 @@ async def end_session(args: NoArgs, ctx: Context) -> dict[str, Any]:
 
 
 @registry.command("list_sessions")
-async def list_sessions(args: ListArgs, ctx: Context) -> dict[str, Any]:
+async def list_sessions(ctx: Context, *,
+                        limit: Annotated[int, Param("at most this many sessions", ge=0)] = 100) -> dict[str, Any]:
     """The worker's sessions, most recently used first (at most ``limit``, default 100)."""
-    limit = args.limit
     store = _store(ctx)
     now = time.monotonic()
     sessions = store.sessions()
