@@ -219,7 +219,7 @@ class Params:
             try:
                 kwargs[name] = arr.astype(dtype, casting="same_kind")
             except TypeError as exc:
-                raise InvalidArgument(f"invalid arguments for {self.command!r}: {name}: {exc}",
+                raise InvalidArgument(f"invalid arguments for {self.command!r}: {name!r}: {exc}",
                                       details={"errors": {name: str(exc)}}) from None
 
     def _invalid(self, args: dict[str, Any]) -> InvalidArgument:

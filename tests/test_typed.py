@@ -288,3 +288,68 @@ def test_a_msgspec_struct_declares_too():
     good, bad = asyncio.run(run())
     assert good.result == {"name": "n", "size": 1, "struct": True}
     assert bad.result == {"errors": {"name": "missing (required)"}}
+
+
+@dataclass
+class _Unresolvable:
+    a: NoSuchType  # noqa: F821 - on purpose: fails when first used, not at registration
+
+
+@dataclass
+class _Ints:
+    xs: np.typing.NDArray[np.int64]
+    blob: bytes = b""
+
+
+def _calls(reg: Registry, *requests: Request):
+    async def run():
+        d = Dispatcher(reg)
+        try:
+            return [await d.call(r) for r in requests]
+        finally:
+            await d.aclose()
+
+    return asyncio.run(run())
+
+
+def test_unresolvable_annotations_fail_the_call_not_the_registration():
+    reg = Registry()
+    reg.add("u", lambda args: args)
+    reg.get("u").func.__annotations__["args"] = _Unresolvable
+    reg.add("u", reg.get("u").func)
+    (r,) = _calls(reg, Request("u", {"a": 1}))
+    assert not r.success and "annotations of _Unresolvable do not resolve" in r.error
+
+
+def test_array_dtype_casts_same_kind_only_and_bytes_take_text_and_base64():
+    reg = Registry()
+
+    @reg.command("ints")
+    def ints(args: _Ints):
+        return {"dtype": str(args.xs.dtype), "blob": args.blob}
+
+    ok, text, b64, bad = _calls(reg, Request("ints", {"xs": np.array([1, 2], dtype=np.int32)}),
+                                Request("ints", {"xs": [1], "blob": "hé"}),
+                                Request("ints", {"xs": [1], "blob": {"__base64__": "AP8="}}),
+                                Request("ints", {"xs": np.array([1.5])}))
+    assert ok.result["dtype"] == "int64"
+    assert text.result["blob"] == "hé".encode() and b64.result["blob"] == b"\x00\xff"
+    assert not bad.success and bad.code == "INVALID_ARGUMENT" and "'xs'" in bad.error
+
+
+def test_ctx_may_be_keyword_only_or_absent_and_reserved_keys_are_dropped():
+    reg = Registry()
+
+    @reg.command("kw_ctx")
+    def kw_ctx(*, n: int, ctx):
+        return {"n": n, "ctx": ctx.command}
+
+    @reg.command("no_ctx")
+    def no_ctx(*, n: int):
+        return {"n": n}
+
+    a, b, c = _calls(reg, Request("kw_ctx", {"n": 1}),
+                     Request("no_ctx", {"n": 2, "worker_id": "w", "initialization": True, "session_id": "s"}),
+                     Request("no_ctx", {"n": 2, "other": 1}))
+    assert a.result == {"n": 1, "ctx": "kw_ctx"} and b.result == {"n": 2}
+    assert c.result == {"errors": {"other": "unknown argument"}}
