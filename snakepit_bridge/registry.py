@@ -71,10 +71,17 @@ class Handler:
         return self.params.call(self.func, args, ctx)  # type: ignore[union-attr]
 
     def describe(self) -> dict[str, Any]:
-        """``{name, streaming, doc, typed, params_schema}``; the schema is ``{}`` when untyped."""
+        """``{name, streaming, doc, typed, params_schema}``; the schema is ``{}`` when
+        untyped, and says why when a declaration has none (one bad declaration
+        must not hide the other commands)."""
+        schema: dict[str, Any] = {}
+        if self.params is not None:
+            try:
+                schema = self.params.schema()
+            except Exception as exc:  # noqa: BLE001 - e.g. a type msgspec cannot describe
+                schema = {"$comment": f"no schema: {type(exc).__name__}: {exc}"}
         return {"name": self.name, "streaming": self.streaming, "doc": self.description,
-                "typed": self.params is not None,
-                "params_schema": self.params.schema() if self.params is not None else {}}
+                "typed": self.params is not None, "params_schema": schema}
 
 
 #: ``Handler.arity`` of a handler that declares keyword-only parameters.

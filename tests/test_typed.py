@@ -319,6 +319,8 @@ def test_unresolvable_annotations_fail_the_call_not_the_registration():
     reg.add("u", reg.get("u").func)
     (r,) = _calls(reg, Request("u", {"a": 1}))
     assert not r.success and "annotations of _Unresolvable do not resolve" in r.error
+    described = reg.get("u").describe()  # and describing it says so, without failing
+    assert described["typed"] and "do not resolve" in described["params_schema"]["$comment"]
 
 
 def test_array_dtype_casts_same_kind_only_and_bytes_take_text_and_base64():
