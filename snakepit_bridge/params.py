@@ -167,7 +167,11 @@ class Params:
             if extra:
                 kwargs.update(extra)
             return kwargs
-        return self.build(**kwargs)
+        try:
+            return self.build(**kwargs)
+        except (TypeError, ValueError) as exc:  # a record's own check (__post_init__) refused them
+            raise InvalidArgument(f"invalid arguments for {self.command!r}: {exc}",
+                                  details={"errors": {"args": str(exc)}}) from None
 
     def call(self, func: Callable[..., Any], kwargs: dict[str, Any], ctx: Any) -> Any:
         """Call a keyword-form handler."""

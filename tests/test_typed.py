@@ -355,3 +355,25 @@ def test_ctx_may_be_keyword_only_or_absent_and_reserved_keys_are_dropped():
                      Request("no_ctx", {"n": 2, "other": 1}))
     assert a.result == {"n": 1, "ctx": "kw_ctx"} and b.result == {"n": 2}
     assert c.result == {"errors": {"other": "unknown argument"}}
+
+
+@dataclass
+class _Range:
+    lo: int
+    hi: int
+
+    def __post_init__(self):
+        if self.lo > self.hi:
+            raise ValueError(f"lo ({self.lo}) must not exceed hi ({self.hi})")
+
+
+def test_a_records_own_check_is_an_invalid_argument():
+    reg = Registry()
+
+    @reg.command("range")
+    def range_(args: _Range):
+        return {"span": args.hi - args.lo}
+
+    good, bad = _calls(reg, Request("range", {"lo": 1, "hi": 3}), Request("range", {"lo": 3, "hi": 1}))
+    assert good.result == {"span": 2}
+    assert (bad.code, bad.error) == ("INVALID_ARGUMENT", "invalid arguments for 'range': lo (3) must not exceed hi (1)")
