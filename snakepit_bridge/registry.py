@@ -157,7 +157,10 @@ class Registry:
         doc = description if description is not None else _first_paragraph(inspect.getdoc(func))
         sig = _signature(func)
         params = declare(name, func, sig) if sig is not None else None
-        arity = KEYWORDS if params is not None and params.keywords else _arity(func, sig)
+        if params is None:
+            arity = _arity(func, sig)
+        else:  # a record on args is passed even when the parameter has a default
+            arity = KEYWORDS if params.keywords else max(_arity(func, sig), 1)
         handler = Handler(name, func, kind, arity, doc, params)
         self._handlers[name] = handler
         return handler
