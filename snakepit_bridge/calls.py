@@ -25,7 +25,7 @@ class Request:
     deadline: float | None = None
     #: Passed in by the transport: builds ``args`` from wire bytes (so that bad
     #: input fails inside dispatch, like every other error); called with the
-    #: handler's wire hints (:attr:`Params.hints`) when it declares parameters ...
+    #: handler's wire hints (``Params.wire_hints()``) when it declares parameters ...
     decode: Callable[..., dict[str, Any]] | None = None
     #: Wire bytes ``decode`` reads: above ``OFFLOAD_BYTES`` it runs in a thread.
     decode_size: int = 0
