@@ -124,11 +124,12 @@ class Params:
         #: Per-key wire hints for decode_map (how to read bytes that name no
         #: encoding): None until resolved, see :meth:`wire_hints`.
         self.hints: dict[str, str] | None = None
-        self._drop: tuple[str, ...] = ()
+        self._drop: frozenset[str] = frozenset()
         self._bytes: tuple[str, ...] = ()
         self._arrays: tuple[tuple[str, Any], ...] = ()
         self._mirror: Any = None
         self._types: dict[str, Any] = {}
+        self._hook: Any = None  # numpy arrays need the decoding hook; passing one costs every call
 
     def wire_hints(self) -> dict[str, str]:
         return self.hints if self.hints is not None else self._resolve()
@@ -137,7 +138,7 @@ class Params:
         fields = tuple(self._read_fields())
         self.fields = fields
         self.names = frozenset(f.name for f in fields)
-        self._drop = tuple(k for k in RESERVED if k not in self.names)
+        self._drop = frozenset(k for k in RESERVED if k not in self.names)
         self._bytes = tuple(f.name for f in fields if _wire_hint(f.type) in (RAW, RAW_OR_NULL))
         self._arrays = tuple((f.name, dt) for f in fields if (dt := _array_dtype(f.type)) is not None)
         self.hints = {f.name: h for f in fields if (h := _wire_hint(f.type)) is not None}
@@ -152,12 +153,12 @@ class Params:
         extra = None
         if self.open:
             extra = {k: v for k, v in args.items() if k not in self.names and k != "ctx"}
-        elif self._drop and any(k in args for k in self._drop):
+        elif not self._drop.isdisjoint(args):
             args = {k: v for k, v in args.items() if k not in self._drop}
         if self._bytes:
             args = self._text_to_bytes(args)
         try:
-            value = _lib.convert(args, mirror, dec_hook=_dec_hook)
+            value = _lib.convert(args, mirror, dec_hook=self._hook)
         except Exception:  # noqa: BLE001 - ValidationError, or a hook's: find every problem
             raise self._invalid(args) from None
         kwargs = _lib.structs.asdict(value)
@@ -198,6 +199,8 @@ class Params:
                 spec.append((f.name, t))
             else:
                 spec.append((f.name, t, f.default))
+        if any(_has_array(t) for t in self._types.values()):
+            self._hook = _dec_hook
         self._mirror = msgspec.defstruct(self.title, spec, kw_only=True, forbid_unknown_fields=not self.open)
         return self._mirror
 
@@ -235,7 +238,7 @@ class Params:
                 continue
             value = args[f.name]
             try:
-                _lib.convert(value, self._types[f.name], dec_hook=_dec_hook)
+                _lib.convert(value, self._types[f.name], dec_hook=self._hook)
             except Exception as exc:  # noqa: BLE001
                 problems[f.name] = _explain(exc, f.name, value, f.type)
         for key in args:
@@ -465,6 +468,10 @@ def _for(member: Any, bounds: list[Param]) -> list[Param]:
                 m[k] = rounding(m[k])
         out.append(Param(**m))
     return out
+
+
+def _has_array(tp: Any) -> bool:
+    return _is_ndarray(tp) or any(_has_array(a) for a in get_args(tp) if a is not Ellipsis)
 
 
 def _dec_hook(tp: Any, obj: Any) -> Any:
