@@ -22,6 +22,8 @@ CORE = [
     "grpcio-tools>=1.60",
     "protobuf>=4.25",
     "msgpack>=1.0",
+    # Typed commands' decoding and checks; imported on the first typed call only.
+    "msgspec>=0.18",
     "orjson>=3.10",
     "structlog>=23.1",
 ]

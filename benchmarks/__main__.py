@@ -61,6 +61,11 @@ def goals(results: Results, baseline: dict) -> list[str]:
         if row.section.startswith("stdio") and not row.name.startswith("spawn") and row.ratio:
             out.append(f"{row.section.split(' (')[0]}, {row.name}: {(row.ratio - 1) * 100:+.0f}% "
                        f"(goal within +10%: {verdict(row.ratio <= 1.10)})")
+    for row in results.rows:
+        if row.section.startswith("Typed commands") and row.bridge is not None and row.bare is not None:
+            added = row.bridge - row.bare
+            out.append(f"Typed 5-argument command, {row.name.split(', ', 1)[1]}: {added:+.1f} µs per call over "
+                       f"untyped (goal at most +10: {verdict(added <= 10)})")
     row = _find(results, "First chunk", "async generator: p50")
     if row and row.bridge is not None:
         out.append(f"First chunk of a 1,000,000-item stream in a few ms: {row.bridge:.2f} ms p50")

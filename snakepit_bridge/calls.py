@@ -24,12 +24,21 @@ class Request:
     #: A deadline the transport already knows (``time.monotonic()``), e.g. gRPC's.
     deadline: float | None = None
     #: Passed in by the transport: builds ``args`` from wire bytes (so that bad
-    #: input fails inside dispatch, like every other error) ...
-    decode: Callable[[], dict[str, Any]] | None = None
+    #: input fails inside dispatch, like every other error); called with the
+    #: handler's wire hints (``Params.wire_hints()``) when it declares parameters ...
+    decode: Callable[..., dict[str, Any]] | None = None
     #: Wire bytes ``decode`` reads: above ``OFFLOAD_BYTES`` it runs in a thread.
     decode_size: int = 0
     #: ... and turns a result or chunk map into the transport's payload.
     encode: Callable[[dict[str, Any]], Any] | None = None
+    #: Set by dispatch for a handler that declares its parameters: what it is
+    #: called with (its record, or its keyword arguments), bound from ``args``.
+    bound: Any = None
+
+    @property
+    def handler_args(self) -> Any:
+        """What the handler is called with: ``bound`` once set, else ``args``."""
+        return self.args if self.bound is None else self.bound
 
 
 @dataclass(slots=True)

@@ -102,12 +102,12 @@ class Dispatcher:
         """Run one request to completion (see the module docstring)."""
         with self._observe(req) as obs:
             try:
-                handler = await self._admit(req)
+                handler = await self.admit(req)
                 if handler.streaming:
                     return encoded(await self._collect(req, obs), req)
                 ctx = self._context(req, handler)
-                value = await self._off_loop(handler, await self._run_in_session(handler, req.args, ctx, req.encode),
-                                             req.encode)
+                value = await self._off_loop(handler, await self._run_in_session(handler, req.handler_args, ctx,
+                                                                                 req.encode), req.encode)
                 return self._succeeded(value, req)
             except asyncio.CancelledError:
                 obs.outcome = "cancelled"
@@ -128,8 +128,9 @@ class Dispatcher:
         with self._observe(req) as obs:
             try:
                 # A handler that takes no context gets none: it would only be built and dropped.
-                ctx = self._context(req, handler) if handler.arity == 2 else None
-                return self._succeeded(handler.invoke(req.args, ctx), req)
+                ctx = self._context(req, handler) if handler.takes_ctx else None
+                args = req.args if handler.params is None else handler.params.bind(req.args)
+                return self._succeeded(handler.invoke(args, ctx), req)
             except _FAILURES as exc:
                 return self._failed(exc, req, obs)
 
@@ -206,16 +207,27 @@ class Dispatcher:
 
     # -- internals ----------------------------------------------------------------
 
-    async def _admit(self, req: Request) -> Handler:
+    async def admit(self, req: Request) -> Handler:
+        """The handler for ``req``, with ``req.args`` decoded and, when the
+        handler declares its parameters, ``req.bound`` checked and bound
+        (InvalidArgument listing every problem otherwise). Idempotent."""
         if self.closing:
             raise ShuttingDown()
         handler = self.registry.get(req.command)
+        params = handler.params
         if req.decode is not None:
             decode, req.decode = req.decode, None
+            # A declared str (bytes) parameter reads its wire bytes as text (raw), not as JSON.
+            hints = params.wire_hints() if params is not None else None
             # Tens of MB of JSON take hundreds of ms to parse: not on the loop,
             # where Health and every other call would wait for it.
-            big = req.decode_size > OFFLOAD_BYTES
-            req.args = await asyncio.get_running_loop().run_in_executor(self.executor, decode) if big else decode()
+            if req.decode_size > OFFLOAD_BYTES:
+                req.args, req.bound = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, _decode_and_bind, decode, hints, params)
+                return handler
+            req.args = decode(hints) if hints else decode()
+        if params is not None and req.bound is None:
+            req.bound = params.bind(req.args)
         return handler
 
     def _context(self, req: Request, handler: Handler) -> Context:
@@ -361,11 +373,11 @@ class Dispatcher:
         ctx: Context | None = None
         in_session = False
         try:
-            handler = await self._admit(req)
+            handler = await self.admit(req)
             ctx = self._context(req, handler)
             if not handler.streaming:
-                value = await self._off_loop(handler, await self._run_in_session(handler, req.args, ctx, req.encode),
-                                             req.encode)
+                value = await self._off_loop(handler, await self._run_in_session(handler, req.handler_args, ctx,
+                                                                                 req.encode), req.encode)
                 obs.chunks = 1
                 if isinstance(value, Encoded):
                     yield Chunk(value.data, is_final=True, payload=value.payload)
@@ -377,7 +389,7 @@ class Dispatcher:
                 # block the session for as long as the stream is open).
                 ctx.session.begin_call()
                 in_session = True
-            pump = self._start(handler, req.args, ctx, req.encode)
+            pump = self._start(handler, req.handler_args, ctx, req.encode)
             timer = self._arm_deadline(pump, ctx)
             debug = self.config.log_level == "debug"  # decided once: per-chunk lines cost nothing otherwise
             while True:
@@ -421,7 +433,8 @@ class Dispatcher:
         errors: list[str] = []
         code = "UNKNOWN"
         limit = self.config.max_execute_chunks
-        inner = Request(req.command, req.args, req.request_id, req.timeout_ms, req.session_id, req.deadline, req.decode)
+        inner = Request(req.command, req.args, req.request_id, req.timeout_ms, req.session_id, req.deadline, req.decode,
+                        bound=req.bound)
         # Not encoded chunk by chunk (call() encodes the whole body), but error details checked.
         async with contextlib.aclosing(self._produce(inner, obs, req.encode)) as stream:
             async for chunk in stream:
@@ -482,6 +495,12 @@ class _Observed:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._dispatcher._ended(self._record)
+
+
+def _decode_and_bind(decode: Callable[..., dict[str, Any]], hints: dict[str, str] | None,
+                     params: Any) -> tuple[dict[str, Any], Any]:
+    args = decode(hints) if hints else decode()
+    return args, (params.bind(args) if params is not None else None)
 
 
 def _invoke_encoded(handler: Handler, args: dict[str, Any], ctx: Context,

@@ -190,9 +190,9 @@ class GeneratorStore:
             self.log.warning("generator refused: cap reached", command=req.command, max_generators=limit)
             return "", f"too many open generators ({limit}); close some with CloseGenerator or wait for them to finish"
         try:
-            handler = self.dispatcher.registry.get(req.command)
-            if req.decode is not None:
-                req.args, req.decode = req.decode(), None
+            # Decoded and, for a command that declares its parameters, checked now:
+            # bad arguments are this call's error, not the first batch's.
+            handler = await self.dispatcher.admit(req)
         except Exception as exc:  # noqa: BLE001 - reported through the one mapping in dispatch
             _code, message, _details = self.dispatcher.failure(exc, req)
             self.log.warning("generator refused", command=req.command, error=message)

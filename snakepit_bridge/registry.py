@@ -6,6 +6,9 @@ dispatch reads that data and never inspects the function again.
 
 Handler signatures: ``f()``, ``f(args)`` or ``f(args, ctx)``, where ``args`` is
 the decoded argument dict and ``ctx`` a :class:`~snakepit_bridge.context.Context`.
+A handler may instead declare its parameters (``args: SomeDataclass``, or
+keyword-only parameters): :mod:`.params` reads the declaration here, once, and
+dispatch binds each call's arguments with the decoder it prepares.
 
 A plain function runs in a worker thread, so it may block. One registered
 with ``inline=True`` (kind ``INLINE``) runs on the event loop instead, with no
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import UnknownCommand
+from .params import Params, declare
 
 __all__ = ["Handler", "Kind", "Registry", "command", "default_registry"]
 
@@ -43,12 +47,18 @@ class Handler:
     name: str
     func: Callable[..., Any]
     kind: Kind
-    arity: int  # 0, 1 (args) or 2 (args, ctx)
+    arity: int  # 0, 1 (args) or 2 (args, ctx); KEYWORDS: declared keyword parameters
     description: str = ""
+    #: The declared parameters, or None for an untyped handler (it gets the dict).
+    params: Params | None = None
 
     @property
     def streaming(self) -> bool:
         return self.kind.streaming
+
+    @property
+    def takes_ctx(self) -> bool:
+        return self.arity == 2 or (self.arity == KEYWORDS and self.params.ctx is not None)  # type: ignore[union-attr]
 
     def invoke(self, args: dict[str, Any], ctx: Any) -> Any:
         """Call the function; for generators this only creates the generator."""
@@ -56,7 +66,26 @@ class Handler:
             return self.func(args, ctx)
         if self.arity == 1:
             return self.func(args)
-        return self.func()
+        if self.arity == 0:
+            return self.func()
+        return self.params.call(self.func, args, ctx)  # type: ignore[union-attr]
+
+    def describe(self) -> dict[str, Any]:
+        """``{name, streaming, doc, typed, params_schema}``; the schema is ``{}`` when
+        untyped, and says why when a declaration has none (one bad declaration
+        must not hide the other commands)."""
+        schema: dict[str, Any] = {}
+        if self.params is not None:
+            try:
+                schema = self.params.schema()
+            except Exception as exc:  # noqa: BLE001 - e.g. a type msgspec cannot describe
+                schema = {"$comment": f"no schema: {type(exc).__name__}: {exc}"}
+        return {"name": self.name, "streaming": self.streaming, "doc": self.description,
+                "typed": self.params is not None, "params_schema": schema}
+
+
+#: ``Handler.arity`` of a handler that declares keyword-only parameters.
+KEYWORDS = 3
 
 
 def classify(func: Callable[..., Any]) -> Kind:
@@ -70,11 +99,17 @@ def classify(func: Callable[..., Any]) -> Kind:
     return Kind.FUNCTION
 
 
-def _arity(func: Callable[..., Any]) -> int:
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
     try:
-        params = inspect.signature(func).parameters.values()
+        return inspect.signature(func)
     except (TypeError, ValueError):  # builtins without a signature
+        return None
+
+
+def _arity(func: Callable[..., Any], sig: inspect.Signature | None) -> int:
+    if sig is None:
         return 1
+    params = sig.parameters.values()
     positional = [
         p for p in params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
@@ -84,6 +119,10 @@ def _arity(func: Callable[..., Any]) -> int:
     if len(positional) > 2:
         raise TypeError(f"handler {func!r} must take (), (args) or (args, ctx)")
     return len(positional)
+
+
+def _first_paragraph(doc: str | None) -> str:
+    return " ".join((doc or "").split("\n\n")[0].split())
 
 
 class Registry:
@@ -115,8 +154,14 @@ class Registry:
             if kind not in (Kind.FUNCTION, Kind.INLINE):
                 raise TypeError(f"only a plain function can be inline; {name!r} is a {kind.value}")
             kind = Kind.INLINE
-        doc = description if description is not None else (inspect.getdoc(func) or "").split("\n")[0]
-        handler = Handler(name, func, kind, _arity(func), doc)
+        doc = description if description is not None else _first_paragraph(inspect.getdoc(func))
+        sig = _signature(func)
+        params = declare(name, func, sig) if sig is not None else None
+        if params is None:
+            arity = _arity(func, sig)
+        else:  # a record on args is passed even when the parameter has a default
+            arity = KEYWORDS if params.keywords else max(_arity(func, sig), 1)
+        handler = Handler(name, func, kind, arity, doc, params)
         self._handlers[name] = handler
         return handler
 

@@ -175,9 +175,9 @@ def test_execute_collects_the_chunks(client):
 
 
 @pytest.mark.parametrize("args, needle", [
-    ({"total_rows": 10, "chunk_size": 0}, "'chunk_size' must be an integer in 1..1000000"),
-    ({"total_rows": 10, "chunk_size": "big"}, "'chunk_size' must be an integer"),
-    ({"total_rows": -1}, "'total_rows' must be an integer"),
+    ({"total_rows": 10, "chunk_size": 0}, "'chunk_size': Expected `int` >= 1, got 0"),
+    ({"total_rows": 10, "chunk_size": "big"}, "'chunk_size': Expected `int`, got `str`"),
+    ({"total_rows": -1}, "'total_rows': Expected `int` >= 0, got -1"),
     ({"total_rows": 10, "operations": ["sort"]}, "unknown operation 'sort'"),
     ({"total_rows": 10, "operations": {"transform": {"kind": "cube"}}}, "transform 'kind' must be one of"),
     ({"total_rows": 10, "group_by": "nope"}, "'group_by': no column 'nope'"),

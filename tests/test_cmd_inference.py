@@ -126,9 +126,9 @@ def test_malformed_model_files_are_clear_errors(client, tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    ({}, "'batch_items' must be a list"),
-    ({"batch_items": "one string"}, "'batch_items' must be a list"),
-    ({"batch_items": ["x"], "model_path": 7}, "'model_path' must be a non-empty string"),
+    ({}, "'batch_items': missing (required)"),
+    ({"batch_items": "one string"}, "'batch_items': Expected `list`, got `str`"),
+    ({"batch_items": ["x"], "model_path": 7}, "'model_path': Expected `str | null`, got `int`"),
 ])
 def test_bad_arguments(client, args, needle):
     chunks = run(client, args)

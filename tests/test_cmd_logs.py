@@ -151,8 +151,8 @@ def test_deadline_ends_the_stream(client, log):
 @pytest.mark.parametrize("args, needle", [
     ({"patterns": ["(unclosed"]}, "invalid regex '(unclosed'"),
     ({"patterns": []}, "'patterns' must be a non-empty list"),
-    ({"context_lines": -1}, "'context_lines' must be an integer"),
-    ({"max_matches": 0}, "'max_matches' must be an integer"),
+    ({"context_lines": -1}, "'context_lines': Expected `int` >= 0, got -1"),
+    ({"max_matches": 0}, "'max_matches': Expected `int` >= 1, got 0"),
 ])
 def test_bad_arguments(client, log, args, needle):
     chunks = list(client.stream("tail_and_analyze", {"log_path": str(log), **args}, timeout_ms=10000))

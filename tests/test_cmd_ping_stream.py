@@ -62,9 +62,9 @@ def test_deadline_cuts_a_long_interval(client):
 
 
 @pytest.mark.parametrize("args, needle", [
-    ({"count": -1}, "'count' must be a non-negative integer"),
-    ({"count": "3"}, "'count' must be a non-negative integer"),
-    ({"count": 1, "interval": -0.5}, "'interval' must be a non-negative number"),
+    ({"count": -1}, "'count': Expected `int` >= 0, got -1"),
+    ({"count": "3"}, "'count': Expected `int`, got `str`"),
+    ({"count": 1, "interval": -0.5}, "'interval': Expected `float` >= 0.0, got -0.5"),
 ])
 def test_bad_arguments(client, args, needle):
     chunks = list(client.stream("ping_stream", args, timeout_ms=10000))

@@ -45,12 +45,13 @@ def test_huge_power_is_refused_at_once(client):
 
 
 def test_compute_power_limits():
+    # compute declares keyword-only parameters: called directly, it takes them as keywords.
     # The largest power that still encodes (4,300 digits) is allowed.
-    assert len(str(compute({"operation": "power", "a": 10, "b": 4299})["result"])) == 4300
-    assert compute({"operation": "power", "a": 2, "b": -2})["result"] == 0.25
+    assert len(str(compute(**{"operation": "power", "a": 10, "b": 4299})["result"])) == 4300
+    assert compute(**{"operation": "power", "a": 2, "b": -2})["result"] == 0.25
     with pytest.raises(InvalidArgument, match="too large"):
-        compute({"operation": "power", "a": -10, "b": 4300})
+        compute(**{"operation": "power", "a": -10, "b": 4300})
     # Float overflow, raised (pow) or silent (inf from multiply), is a clear error.
     for op, a, b in [("power", 10.0, 400), ("multiply", 1e308, 10)]:
         with pytest.raises(InvalidArgument, match="too large for a float"):
-            compute({"operation": op, "a": a, "b": b})
+            compute(**{"operation": op, "a": a, "b": b})

@@ -349,13 +349,22 @@ def encode_map(values: Mapping[str, Any], threshold: int = DEFAULT_THRESHOLD) ->
     return out, encodings
 
 
-def decode_map(raw: Mapping[str, bytes], encodings: Mapping[str, str] | None = None) -> dict[str, Any]:
+def decode_map(raw: Mapping[str, bytes], encodings: Mapping[str, str] | None = None,
+               hints: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Decode an args map; a value that cannot be decoded is an
-    :class:`InvalidArgument` naming its key and encoding."""
+    :class:`InvalidArgument` naming its key and encoding.
+
+    ``hints`` (from a handler's declared parameters) say how to read a value
+    whose key names no encoding: ``utf8`` (text, as Elixir sent it: ``123``
+    stays the string "123"; bytes that are not UTF-8 stay bytes), ``raw``,
+    and ``utf8|null`` / ``raw|null`` where the bytes ``null`` are None."""
     encodings = encodings or {}
     out: dict[str, Any] = {}
     for key, data in raw.items():
         encoding = encodings.get(key) or None
+        if encoding is None and hints and key in hints:
+            out[key] = _hinted(data, hints[key])
+            continue
         try:
             out[key] = decode_value(data, encoding)
         except InvalidArgument as exc:
@@ -363,3 +372,14 @@ def decode_map(raw: Mapping[str, bytes], encodings: Mapping[str, str] | None = N
         except Exception as exc:  # noqa: BLE001 - any decoder failure is the caller's bad input
             raise InvalidArgument(f"argument {key!r} cannot be decoded as {encoding}: {exc}") from None
     return out
+
+
+def _hinted(data: bytes, hint: str) -> Any:
+    if hint.endswith("|null") and data == b"null":
+        return None
+    if hint.startswith("raw"):
+        return data
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError:
+        return data  # not text: the declared type's check names the problem

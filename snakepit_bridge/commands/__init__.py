@@ -1,4 +1,9 @@
-"""Built-in commands, one module per family, each with its own ``registry``."""
+"""Built-in commands, one module per family, each with its own ``registry``.
+
+Commands declare their parameters with ``@dataclass(repr=False, eq=False)``
+records (see :mod:`snakepit_bridge.params`): the records are built at every
+start, and generating ``__repr__`` and ``__eq__`` would be most of their cost.
+"""
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,10 @@
 """ping, echo, compute, info: the commands every Snakepit 0.3 pool expects;
-echo_payload and make_payload: large values for tests and benchmarks."""
+describe: what every command takes; echo_payload and make_payload: large
+values for tests and benchmarks.
+
+ping, echo, echo_payload and info are untyped on purpose: ping takes what a
+pool's init ping sends and is the hottest call there is, echo and echo_payload
+take anything, info nothing."""
 from __future__ import annotations
 
 import math
@@ -8,11 +13,12 @@ import os
 import platform
 import sys
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from .. import __version__
 from ..context import Context
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotFound
+from ..params import Param
 from ..registry import Registry
 
 registry = Registry()
@@ -57,12 +63,11 @@ _PAYLOAD_KINDS = ("bytes", "str", "array", "list", "dict")
 
 
 @registry.command("make_payload")
-def make_payload(args: dict[str, Any]) -> dict[str, Any]:
+def make_payload(*, kind: Literal["bytes", "str", "array", "list", "dict"] = "bytes",
+                 size: Annotated[int, Param("about this many bytes", ge=0, le=2**31)] = 1024) -> dict[str, Any]:
     """``{"value": v}`` where ``v`` is about ``size`` bytes of ``kind``:
     bytes, str (ASCII), array (float64 numpy), list (of floats), dict (of
     short strings). Deterministic content; for tests and benchmarks."""
-    kind = args.get("kind", "bytes")
-    size = args.get("size", 1024)
     if kind not in _PAYLOAD_KINDS:
         raise InvalidArgument(f"unknown kind {kind!r}; expected one of {', '.join(_PAYLOAD_KINDS)}")
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 2**31:
@@ -80,15 +85,6 @@ def make_payload(args: dict[str, Any]) -> dict[str, Any]:
     else:
         value = {f"k{i}": "v" for i in range(size // 16)}
     return {"value": value, "kind": kind}
-
-
-def _number(args: dict[str, Any], key: str) -> float | int:
-    if key not in args:
-        raise InvalidArgument(f"compute needs argument {key!r}")
-    value = args[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgument(f"compute argument {key!r} must be a number, got {type(value).__name__}")
-    return value
 
 
 # The largest integer result compute returns, in decimal digits: Python's
@@ -113,13 +109,13 @@ def _is_inf(x: float | int) -> bool:
 
 
 @registry.command("compute", inline=True)
-def compute(args: dict[str, Any]) -> dict[str, Any]:
+def compute(*, operation: Literal["add", "subtract", "multiply", "divide", "power"], a: int | float,
+            b: int | float) -> dict[str, Any]:
     """Arithmetic on ``a`` and ``b``: add, subtract, multiply, divide, power."""
-    name = args.get("operation")
-    func = _OPERATIONS.get(name)  # type: ignore[arg-type]
+    name = operation
+    func = _OPERATIONS.get(name)
     if func is None:
         raise InvalidArgument(f"unknown operation {name!r}; expected one of {', '.join(_OPERATIONS)}")
-    a, b = _number(args, "a"), _number(args, "b")
     if name == "divide" and b == 0:
         raise InvalidArgument("division by zero")
     if name == "power":
@@ -160,3 +156,20 @@ def info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
             active_streams=d.stats.active_streams,
         )
     return result
+
+
+@registry.command("describe")
+def describe(ctx: Context, *,
+             command: Annotated[str, Param("one command; every command when left out")] | None = None
+             ) -> dict[str, Any]:
+    """What each command takes (``params_schema``, JSON Schema), whether it
+    streams, and its docstring's first paragraph: ``{"commands": [...]}``.
+
+    A thread, not inline: the first describe builds every schema."""
+    registry_ = ctx.dispatcher.registry if ctx.dispatcher is not None else registry
+    if command is None:
+        return {"commands": [h.describe() for h in sorted(registry_, key=lambda h: h.name)]}
+    handler = registry_.find(command)
+    if handler is None:
+        raise NotFound(f"unknown command {command!r}")
+    return {"commands": [handler.describe()]}

@@ -74,11 +74,13 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Annotated, Any
 
 from ..context import Context
 from ..errors import InvalidArgument, NotFound
+from ..params import Param
 from ..registry import Registry
 
 registry = Registry()
@@ -357,10 +359,26 @@ def _count_rows(path: str, delimiter: str, has_header: bool, ctx: Context) -> in
     return max(0, n - 1) if has_header else n
 
 
+@dataclass(repr=False, eq=False)
+class DatasetArgs:
+    file_path: Annotated[str, Param("a CSV file; synthetic rows when left out", min_length=1)] | None = None
+    total_rows: Annotated[int, Param("synthetic rows (without file_path)", ge=0, le=10**12)] = 1000
+    chunk_size: Annotated[int, Param("rows per chunk", ge=1, le=1_000_000)] = 1000
+    operations: Annotated[list[str] | dict[str, Any] | str, Param(
+        "clean, transform, aggregate: names, or a map name -> options")] | None = None
+    numeric_columns: list[str] | None = None
+    group_by: str | None = None
+    delimiter: Annotated[str, Param(min_length=1, max_length=1)] = ","
+    has_header: bool = True
+    count_rows: bool = False
+    include_rows: bool = False
+
+
 @registry.command("process_large_dataset")
-def process_large_dataset(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
+def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
     """Stream a CSV file (or synthetic rows) through clean/transform/aggregate;
     see the module docstring for the full contract."""
+    args = vars(declared)  # the checked arguments, every one present (defaults filled in)
     started = time.monotonic()
     chunk_size = _int_arg(args, "chunk_size", 1000, 1, 1_000_000)
     ops = _parse_operations(args.get("operations"))

@@ -28,10 +28,11 @@ import functools
 import os
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ..context import Context
 from ..errors import FailedPrecondition, InvalidArgument
+from ..params import Param
 from ..registry import Registry
 
 if TYPE_CHECKING:
@@ -73,16 +74,23 @@ def get_model(model_path: str | None) -> LinearModel:
 
 
 @registry.command("batch_inference")
-def batch_inference(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
+def batch_inference(
+    ctx: Context, *,
+    batch_items: Annotated[list[Any], Param("strings or {\"text\": str} (text model), numeric vectors "
+                                            "(linear_v1 model)", max_length=_MAX_ITEMS)],
+    model_path: Annotated[str, Param("a .npz weights file; the shipped sentiment model when left out",
+                                     min_length=1)] | None = None,
+    probabilities: Annotated[bool, Param("every label's probability in the item chunks")] = True,
+) -> Iterator[Any]:
     """One prediction chunk per item, then a summary; see the module docstring."""
     started = time.monotonic()
-    items = args.get("batch_items")
+    items = batch_items
     if not isinstance(items, list):
         raise InvalidArgument(f"batch_inference 'batch_items' must be a list of items, got {items!r:.80}")
     if len(items) > _MAX_ITEMS:
         raise InvalidArgument(f"batch_inference 'batch_items' holds {len(items)} items, more than {_MAX_ITEMS}")
-    with_probs = bool(args.get("probabilities", True))
-    model = get_model(args.get("model_path"))
+    with_probs = probabilities
+    model = get_model(model_path)
     ctx.log.debug("batch_inference model", **model.describe(), items=len(items))
     counts = dict.fromkeys(model.labels, 0)
     confidence_sum, errors = 0.0, 0

@@ -58,11 +58,13 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from ..context import Context
 from ..errors import InvalidArgument, NotFound
+from ..params import Param
 from ..registry import Registry
 
 registry = Registry()
@@ -245,9 +247,21 @@ class _Follower:
         return None, []
 
 
+@dataclass(repr=False, eq=False)
+class TailArgs:
+    log_path: Annotated[str, Param("the log file", min_length=1)]
+    patterns: Annotated[list[str | dict[str, str]] | dict[str, str] | str, Param(
+        "regexes, or {\"pattern\", \"severity\"} maps")] | None = None
+    context_lines: Annotated[int, Param("lines of context around a match", ge=0, le=100)] = 2
+    from_beginning: Annotated[bool, Param("read the existing lines first")] = False
+    max_matches: Annotated[int, Param("stop after this many matches", ge=1, le=10**12)] | None = None
+    poll_interval: Annotated[int | float, Param("seconds between checks of a quiet file", ge=0.005, le=5)] = 0.1
+
+
 @registry.command("tail_and_analyze")
-def tail_and_analyze(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
+def tail_and_analyze(declared: TailArgs, ctx: Context) -> Iterator[Any]:
     """Follow ``log_path`` and stream matches; see the module docstring."""
+    args = vars(declared)  # the checked arguments, every one present (defaults filled in)
     path = args.get("log_path")
     if not isinstance(path, str) or not path:
         raise InvalidArgument(f"tail_and_analyze 'log_path' must be a non-empty string, got {path!r}")

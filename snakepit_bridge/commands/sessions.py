@@ -13,10 +13,12 @@ FAILED_PRECONDITION without one.
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from ..context import Context
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, NotFound
+from ..params import Param
 from ..registry import Registry
 from ..sessions import Session, SessionStore
 
@@ -37,32 +39,29 @@ def _where(ctx: Context) -> str:
     return f"session {ctx.session.id!r}" if ctx.session is not None else "the worker-global store"
 
 
-def _key(args: dict[str, Any], command: str) -> str:
-    key = args.get("key")
-    if not isinstance(key, str) or not key:
-        raise InvalidArgument(f"{command} needs argument 'key' (a non-empty string), got {key!r}")
-    return key
+_Key = Annotated[str, Param("the key", min_length=1)]
+
+
+@dataclass(repr=False, eq=False)
+class NoArgs:
+    """No arguments (a session id, like every reserved key, is tolerated)."""
 
 
 @registry.command("store")
-def store(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+def store(ctx: Context, *, key: _Key, value: Annotated[Any, Param("any value")]) -> dict[str, Any]:
     """Keep ``value`` under ``key`` in the session (or the worker-global store).
 
     Sync on purpose: estimating a large value's size walks it, off the event loop.
     """
-    key = _key(args, "store")
-    if "value" not in args:
-        raise InvalidArgument("store needs argument 'value'")
     target = _target(ctx)
-    target.state[key] = args["value"]
+    target.state[key] = value
     return {"status": "ok", "key": key, "stored": True, "session_id": ctx.session.id if ctx.session else None,
             "size_bytes": target.state.nbytes}
 
 
 @registry.command("retrieve")
-async def retrieve(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+async def retrieve(ctx: Context, *, key: _Key) -> dict[str, Any]:
     """The value stored under ``key``; NOT_FOUND naming the key if there is none."""
-    key = _key(args, "retrieve")
     state = _target(ctx).state
     try:
         value = state[key]
@@ -72,9 +71,8 @@ async def retrieve(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 
 
 @registry.command("delete")
-async def delete(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+async def delete(ctx: Context, *, key: _Key) -> dict[str, Any]:
     """Remove ``key``; ``deleted`` says whether it was there (deleting twice is not an error)."""
-    key = _key(args, "delete")
     state = _target(ctx).state
     deleted = state.pop(key, _ABSENT) is not _ABSENT
     return {"key": key, "deleted": deleted, "session_id": ctx.session.id if ctx.session else None,
@@ -85,7 +83,7 @@ _ABSENT = object()
 
 
 @registry.command("session_info")
-async def session_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+async def session_info(args: NoArgs, ctx: Context) -> dict[str, Any]:
     """Keys, age, idle time (since the call before this one), estimated size
     in bytes and resource names of the calling session."""
     session = ctx.require_session()
@@ -95,7 +93,7 @@ async def session_info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 
 
 @registry.command("end_session")
-async def end_session(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+async def end_session(args: NoArgs, ctx: Context) -> dict[str, Any]:
     """End the calling session now, running its close hooks (and waiting for
     them). ``existed`` is False when this call was the session's first use."""
     session = ctx.require_session()
@@ -105,11 +103,9 @@ async def end_session(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
 
 
 @registry.command("list_sessions")
-async def list_sessions(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
+async def list_sessions(ctx: Context, *,
+                        limit: Annotated[int, Param("at most this many sessions", ge=0)] = 100) -> dict[str, Any]:
     """The worker's sessions, most recently used first (at most ``limit``, default 100)."""
-    limit = args.get("limit", 100)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise InvalidArgument(f"list_sessions argument 'limit' must be a non-negative integer, got {limit!r}")
     store = _store(ctx)
     now = time.monotonic()
     sessions = store.sessions()

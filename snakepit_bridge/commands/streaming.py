@@ -4,22 +4,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from ..context import Context
 from ..errors import InvalidArgument
+from ..params import Param
 from ..registry import Registry
 
 registry = Registry()
 
 
 @registry.command("ping_stream")
-async def ping_stream(args: dict[str, Any], ctx: Context) -> AsyncIterator[dict[str, Any]]:
+async def ping_stream(ctx: Context, *, count: Annotated[int, Param("pings to send", ge=0, le=10**9)] = 5,
+                      interval: Annotated[int | float, Param("seconds between pings", ge=0, le=86400)] = 0
+                      ) -> AsyncIterator[dict[str, Any]]:
     """``count`` pings (default 5), ``interval`` seconds apart (default 0).
 
     Runs on the event loop; the interval is an ``asyncio.sleep``, so a cancel
     or the deadline stops the stream at once, even in a long interval."""
-    count, interval = args.get("count", 5), args.get("interval", 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise InvalidArgument(f"ping_stream 'count' must be a non-negative integer, got {count!r}")
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:

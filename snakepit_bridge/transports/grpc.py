@@ -7,6 +7,7 @@ knows about handlers.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
+import orjson
 
 from .. import __version__
 from .._proc import CpuMeter, rss_bytes
@@ -82,7 +84,7 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
             timeout_ms=timeout_ms,
             session_id=session_id,
             deadline=None if remaining is None else time.monotonic() + remaining,
-            decode=lambda: decode_map(args, arg_encodings),
+            decode=lambda hints=None: decode_map(args, arg_encodings, hints),
             decode_size=sum(len(value) for value in args.values()),
             encode=self._encoder(request_id),
         )
@@ -205,6 +207,29 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
             "max_message_bytes": str(d.config.max_message_bytes),
             "arg_encodings": "true",
         }
+
+    async def Describe(self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext) -> pb.DescribeResponse:
+        """Addition: what each command takes. Unknown names are listed in ``error``;
+        the known ones are still described. Schemas are built in a worker thread
+        (the first one imports the validation library)."""
+        registry = self.dispatcher.registry
+        names = list(request.commands) or registry.names()
+        handlers = [h for h in map(registry.find, names) if h is not None]
+        unknown = [n for n in names if n not in registry]
+
+        def describe() -> list[dict[str, Any]]:
+            return [h.describe() for h in handlers]
+
+        try:
+            described = await asyncio.get_running_loop().run_in_executor(self.dispatcher.executor, describe)
+        except Exception as exc:  # noqa: BLE001 - a declaration msgspec cannot take: say so, keep serving
+            _, message, _ = self.dispatcher.failure(exc, Request("Describe", {}))
+            return pb.DescribeResponse(error=message)
+        response = pb.DescribeResponse(error=f"unknown command(s): {', '.join(map(repr, unknown))}" if unknown else "")
+        for d in described:
+            response.commands.add(name=d["name"], streaming=d["streaming"], doc=d["doc"], typed=d["typed"],
+                                  params_schema=orjson.dumps(d["params_schema"]).decode())
+        return response
 
     def worker_stats(self) -> pb.WorkerStats:
         d = self.dispatcher
