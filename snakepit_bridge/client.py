@@ -13,13 +13,15 @@ From a shell::
 Arguments are sent unambiguously: strings as ``utf8``, bytes as ``raw``,
 numpy arrays as ``npy``, everything else by the bridge's own rules (:func:`~snakepit_bridge.codecs.encode_value`:
 JSON up to the 10 KB threshold, then npy / MessagePack), each named in
-``arg_encodings``. Results are decoded with the response's ``encodings`` map,
+``arg_encodings``. Every request asks for every binary encoding
+(``accept_encodings``), so large values come back as npy / MessagePack /
+UTF-8. Results are decoded with the response's ``encodings`` map,
 and values without an entry as the Elixir client does (JSON, else the raw
 bytes). Decoded npy arrays are read-only views over the received bytes.
 
 ``elixir_style=True`` behaves as Snakepit 0.3's Elixir client: arguments go
-as it sends them (strings and bytes raw, the rest JSON, no ``arg_encodings``)
-and results are decoded ignoring ``encodings`` (JSON, else the raw bytes), so
+as it sends them (strings and bytes raw, the rest JSON, no ``arg_encodings``,
+no ``accept_encodings``, so every value but bytes comes back JSON) and results are decoded ignoring ``encodings`` (JSON, else the raw bytes), so
 binary values arrive as ``bytes``. ``Response.encodings`` still shows the map.
 
 The default message limit (``max_message_mb=100``) matches the bridge's
@@ -39,7 +41,7 @@ import orjson
 
 from ._proto import snakepit_pb2 as pb
 from ._proto import snakepit_pb2_grpc as pb_grpc
-from .codecs import decode_value, encode_value
+from .codecs import BINARY_ENCODINGS, decode_value, encode_value
 from .codecs.npy import is_ndarray
 from .codecs.values import loads_json
 
@@ -120,6 +122,8 @@ class Client:
         self.stub = pb_grpc.SnakepitBridgeStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.elixir_style = elixir_style
+        # Every binary encoding unless acting as Snakepit 0.3 (which asks for none: JSON everything).
+        self.accept = () if elixir_style else BINARY_ENCODINGS
 
     def __enter__(self) -> Client:
         return self
@@ -142,7 +146,7 @@ class Client:
                 request_id: str | None = None, timeout: float | None = None) -> Response:
         raw, enc = self._args(args)
         request = pb.ExecuteRequest(command=command, args=raw, arg_encodings=enc, timeout_ms=timeout_ms,
-                                    request_id=request_id or uuid.uuid4().hex)
+                                    request_id=request_id or uuid.uuid4().hex, accept_encodings=self.accept)
         return _response(self.stub.Execute(request, timeout=timeout, metadata=self.metadata), self.elixir_style)
 
     def execute_in_session(self, session_id: str, command: str, args: Mapping[str, Any] | None = None, *,
@@ -150,7 +154,8 @@ class Client:
                            timeout: float | None = None) -> Response:
         raw, enc = self._args(args)
         request = pb.SessionRequest(session_id=session_id, command=command, args=raw, arg_encodings=enc,
-                                    timeout_ms=timeout_ms, request_id=request_id or uuid.uuid4().hex)
+                                    timeout_ms=timeout_ms, request_id=request_id or uuid.uuid4().hex,
+                                    accept_encodings=self.accept)
         return _response(self.stub.ExecuteInSession(request, timeout=timeout, metadata=self.metadata), self.elixir_style)
 
     def stream(self, command: str, args: Mapping[str, Any] | None = None, *, timeout_ms: int = 0,
@@ -162,12 +167,13 @@ class Client:
         rid = request_id or uuid.uuid4().hex
         if session_id is None:
             call = self.stub.ExecuteStream(
-                pb.ExecuteRequest(command=command, args=raw, arg_encodings=enc, timeout_ms=timeout_ms, request_id=rid),
+                pb.ExecuteRequest(command=command, args=raw, arg_encodings=enc, timeout_ms=timeout_ms, request_id=rid,
+                                  accept_encodings=self.accept),
                 timeout=timeout, metadata=self.metadata)
         else:
             call = self.stub.ExecuteInSessionStream(
                 pb.SessionRequest(session_id=session_id, command=command, args=raw, arg_encodings=enc,
-                                  timeout_ms=timeout_ms, request_id=rid),
+                                  timeout_ms=timeout_ms, request_id=rid, accept_encodings=self.accept),
                 timeout=timeout, metadata=self.metadata)
         return _Stream(call, self.elixir_style)
 
@@ -185,7 +191,7 @@ class Client:
         raw, enc = self._args(args)
         return self.stub.InitGenerator(pb.InitGeneratorRequest(
             command=command, args=raw, arg_encodings=enc, session_id=session_id, timeout_ms=timeout_ms,
-            request_id=uuid.uuid4().hex), metadata=self.metadata)
+            request_id=uuid.uuid4().hex, accept_encodings=self.accept), metadata=self.metadata)
 
     def next_batch(self, generator_id: str, batch_size: int = 10) -> tuple[list[StreamChunk], bool, str]:
         r = self.stub.GetNextBatch(pb.GetNextBatchRequest(generator_id=generator_id, batch_size=batch_size),
@@ -203,6 +209,8 @@ class _Stream:
     def __init__(self, call: Any, elixir_style: bool = False) -> None:
         self.call = call
         self.elixir_style = elixir_style
+        # Every binary encoding unless acting as Snakepit 0.3 (which asks for none: JSON everything).
+        self.accept = () if elixir_style else BINARY_ENCODINGS
 
     def __iter__(self) -> _Stream:
         return self
