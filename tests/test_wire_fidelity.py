@@ -9,7 +9,7 @@ import pytest
 
 from snakepit_bridge._proto import snakepit_pb2 as pb
 from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
-from snakepit_bridge.codecs.values import loads_json
+from snakepit_bridge.codecs.values import decode_value, loads_json
 from tests.bridge_process import Bridge
 from tests.stdio_process import StdioBridge
 
@@ -60,6 +60,14 @@ def test_grpc_session_id_that_is_no_text_is_invalid(stub):
     assert not r.success and "session_id must be a string" in r.error
     r = execute(stub, "retrieve", key=b'"k"', session_id=b"\xff\xfe")  # not UTF-8: arrives as bytes
     assert not r.success and "session_id" in r.error
+
+
+def test_grpc_session_id_sent_as_json_names_its_json_text(stub):
+    """With an arg encoding the id arrives decoded: 1.50 is the number 1.5, session "1.5"."""
+    r = stub.Execute(pb.ExecuteRequest(command="store", args={"key": b'"kj"', "value": b"1", "session_id": b"1.50"},
+                                       arg_encodings={"session_id": "json"}), timeout=10)
+    assert r.success and orjson.loads(r.result["session_id"]) == "1.5"
+    assert execute(stub, "retrieve", key=b'"kj"', session_id=b"1.5").success
 
 
 @pytest.mark.parametrize("sid, name", [(1.5, "1.5"), (True, "true"), (None, "null"), (42, "42")])
@@ -121,3 +129,4 @@ def test_loads_json_keeps_json_rules():
     big = b"[" + b"1" * 20_000 + b"]"  # over 16 KiB: orjson, which gives up past ~1e308
     with pytest.raises(ValueError):
         loads_json(big)
+    assert decode_value(big) == big.decode()  # without an arg encoding: the text, as a string
