@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("--worker-id", default="", help="name reported by Health when the caller sends none")
     p.add_argument("--binary-threshold", type=int, default=10_240, metavar="BYTES",
-                   help="values above this many bytes travel binary (default 10240; 0 = structured values always binary)")
+                   help="for callers that accept binary encodings, values above this many bytes travel binary "
+                        "(default 10240; 0 = structured values always binary)")
     p.add_argument("--default-accept-encodings", default="", metavar="LIST",
                    help="binary encodings (npy,raw,utf8,msgpack or all) for callers that ask for none, as Snakepit 0.3 "
                         "never does; default: none, every value JSON at any size (see docs/protocol.md)")

@@ -3,6 +3,9 @@ Snakepit 0.3's Elixir client sends them) and over stdio frames, against the
 real bridge process."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import grpc
 import orjson
 import pytest
@@ -11,7 +14,7 @@ from snakepit_bridge._proto import snakepit_pb2 as pb
 from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
 from snakepit_bridge.codecs.values import decode_value, loads_json
 from tests.bridge_process import Bridge
-from tests.stdio_process import StdioBridge
+from tests.stdio_process import ROOT, SCRIPT, StdioBridge, frame, split_frames
 
 # Session ids an Elixir caller holds as strings: they travel raw and parse as JSON.
 LOOSE_IDS = ["1.5", "true", "null", "1e3", "42"]
@@ -130,3 +133,14 @@ def test_loads_json_keeps_json_rules():
     with pytest.raises(ValueError):
         loads_json(big)
     assert decode_value(big) == big.decode()  # without an arg encoding: the text, as a string
+
+
+def test_stdio_first_frame_with_a_huge_int_is_still_json():
+    """No --protocol and no negotiation frame: the worker guesses the protocol from
+    the first request, which may hold an int no double can hold (orjson alone fails it)."""
+    request = b'{"id":1,"command":"echo_payload","args":{"v":%s},"timestamp":"t"}' % (b"5" * 400)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--mode", "pool-worker", "--quiet"], input=frame(request),
+                          capture_output=True, timeout=20, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr.decode()
+    (reply,) = split_frames(proc.stdout)
+    assert b'"v":' + b"5" * 400 in reply and b'"success":true' in reply

@@ -104,6 +104,7 @@ from ..logging import get_logger
 from ..registry import Registry
 from ._framing import FrameReader, FrameTooLarge, FrameWriter, TruncatedFrame
 from ..codecs.frames import CODECS, Codec, Encoded, PayloadError
+from ..codecs.values import loads_json
 
 __all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_protocol", "claim_stdio",
            "parse_request", "run"]
@@ -415,8 +416,8 @@ class StdioServer:
         """Settle the codec from the first frame; True if it was a negotiation."""
         msg = None
         if payload[:1] == b"{":
-            with contextlib.suppress(orjson.JSONDecodeError):
-                msg = orjson.loads(payload)
+            with contextlib.suppress(ValueError):
+                msg = loads_json(payload)  # the one JSON decoder: a first request may hold a huge int
         if isinstance(msg, dict) and msg.get("type") == "protocol_negotiation":
             selected = choose_protocol(msg.get("supported"), msg.get("preferred"), self.fixed)
             if selected is None:
