@@ -90,8 +90,9 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         accept_encodings: Any = (),
     ) -> Request:
         remaining = context.time_remaining()
-        if not session_id and "session_id" in args and "session_id" not in arg_encodings:
-            session_id = _raw_text(args["session_id"])
+        raw = dict(args)  # every read of a protobuf bytes value copies it: read each once, here
+        if not session_id and "session_id" in raw and "session_id" not in arg_encodings:
+            session_id = _raw_text(raw["session_id"])
         return Request(
             command=command,
             args={},
@@ -99,8 +100,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
             timeout_ms=timeout_ms,
             session_id=session_id,
             deadline=None if remaining is None else time.monotonic() + remaining,
-            decode=lambda: decode_map(args, arg_encodings),
-            decode_size=sum(len(value) for value in args.values()),
+            decode=lambda: decode_map(raw, arg_encodings),
+            decode_size=sum(map(len, raw.values())),
             encode=self._encoder(request_id, accepted(accept_encodings) if accept_encodings else self.default_accept),
         )
 
