@@ -7,7 +7,7 @@ raw, the rest JSON) and never sets ``accept_encodings``. Against the real
 bridge process (default flags), every built-in command's results, with values
 from 1 KB to 10 MB, must decode to the term the caller expects, over Execute,
 ExecuteStream, the session RPCs and pull generators (docs/protocol.md,
-"Binary values only for callers that ask").
+"Values the bridge sends").
 """
 from __future__ import annotations
 
