@@ -227,7 +227,7 @@ class Dispatcher:
             own = time.monotonic() + req.timeout_ms / 1000.0
             deadline = own if deadline is None else min(deadline, own)
         # Elixir sends strings raw: "1.5" arrives as JSON 1.5, still a session's name (session_name).
-        session_id = req.session_id or ("session_id" in req.args and session_name(req.args["session_id"]))
+        session_id = req.session_id or (session_name(req.args["session_id"]) if "session_id" in req.args else "")
         session = self.sessions.get(session_id) if session_id else None
         return Context(
             request_id=req.request_id, command=req.command, deadline=deadline,

@@ -406,9 +406,9 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD,
             return _dumps_json(value, _json_default_text), JSON
         except _NotJSON as exc:
             raise TypeError(str(exc)) from None
-    data = _json_within(value, threshold)
-    if data is not None:
-        return data, JSON
+    fits = _json_within(value, threshold)
+    if fits is not None:
+        return fits, JSON
     try:
         return _dumps_msgpack(value), MSGPACK
     except (OverflowError, TypeError, ValueError) as exc:
