@@ -23,8 +23,10 @@ CONFIG_EXIT = 3  # snakepit_bridge.exitcodes.ExitCode.CONFIG
 
 
 def _is_checkout(path):
+    """Its entry points: the package's CLI and the root grpc_bridge.py (Snakepit's
+    own package root has neither; its snakepit_bridge/ sits in priv/python/)."""
     return os.path.isfile(os.path.join(path, "snakepit_bridge", "cli.py")) and \
-        os.path.isfile(os.path.join(path, "snakepit_bridge", "dispatch.py"))
+        os.path.isfile(os.path.join(path, "grpc_bridge.py"))
 
 
 def _fail(message):
