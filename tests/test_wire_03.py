@@ -148,7 +148,13 @@ CASES = [(kind, size, form) for kind in KINDS for size in SIZES for form in FORM
          if not (kind == "dict" and size == 10 * MB and form != "execute")]
 
 
-@pytest.mark.parametrize("kind, size, form", CASES, ids=[f"{k}-{s // KB}KB-{f}" for k, s, f in CASES])
+def _cases():
+    for kind, size, form in CASES:
+        marks = [pytest.mark.slow] if size >= MB else []
+        yield pytest.param(kind, size, form, marks=marks, id=f"{kind}-{size // KB}KB-{form}")
+
+
+@pytest.mark.parametrize("kind, size, form", list(_cases()))
 def test_generated_values_decode_to_their_terms(stub, kind, size, form):
     got = unary_result(call(stub, form, "make_payload", {"kind": kind, "size": size}))
     assert got == term(make_payload({"kind": kind, "size": size}))
@@ -172,6 +178,7 @@ def test_echoes_return_what_was_sent(stub, kind, size, form):
     assert unary_result(call(stub, form, "echo_payload", {"data": value})) == {"data": value}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ("execute", "generator"))
 def test_10mb_echo(stub, form):
     value = sent_value("list", 10 * MB)
@@ -179,7 +186,7 @@ def test_10mb_echo(stub, form):
 
 
 @pytest.mark.parametrize("form", ("session", "session_stream", "execute", "generator"))
-@pytest.mark.parametrize("size", (64 * KB, 10 * MB), ids=lambda s: f"{s // KB}KB")
+@pytest.mark.parametrize("size", (64 * KB, pytest.param(10 * MB, marks=pytest.mark.slow)), ids=lambda s: f"{s // KB}KB")
 def test_session_store_retrieve(stub, form, size):
     """Stored through ExecuteInSession, read back every way a session can be reached."""
     session = "sess-" + uuid.uuid4().hex
