@@ -57,6 +57,13 @@ def test_grpc_loose_session_id_names_its_own_session(stub, sid):
         assert not r.success and "not found" in r.error, (sid, other)
 
 
+def test_grpc_session_id_sent_as_a_json_string_is_that_string(stub):
+    assert execute(stub, "store", key=b'"kq"', value=b"7", session_id=b'"quoted"').success
+    r = stub.ExecuteInSession(pb.SessionRequest(session_id="quoted", command="retrieve", args={"key": b'"kq"'}),
+                              timeout=10)
+    assert r.success and r.result["value"] == b"7"
+
+
 def test_grpc_session_id_that_is_no_text_is_invalid(stub):
     r = stub.Execute(pb.ExecuteRequest(command="retrieve", args={"key": b'"k"', "session_id": b"[1]"},
                                        arg_encodings={"session_id": "json"}), timeout=10)

@@ -56,8 +56,12 @@ def _raw_text(data: bytes) -> str:
     """An ``args["session_id"]`` sent without an arg encoding, as the text the
     caller held: Snakepit 0.3's Elixir client sends a string raw, so "1.5" or
     "1e3" are that session's name, not the JSON numbers they parse as (see
-    :func:`~snakepit_bridge.sessions.session_name`). ``""`` when the bytes are
-    not UTF-8: dispatch then refuses the decoded value."""
+    :func:`~snakepit_bridge.sessions.session_name`). ``""`` (dispatch then
+    names the session from the decoded value) for a JSON string (``"abc"``
+    with its quotes is the session ``abc``, as it always was) and for bytes
+    that are not UTF-8 (which dispatch refuses)."""
+    if data[:1] == b'"':
+        return ""
     try:
         return str(data, "utf-8")
     except UnicodeDecodeError:
