@@ -14,8 +14,11 @@ LINT_PATHS := snakepit_bridge tests benchmarks tools priv/python grpc_bridge.py 
 
 # Byte-compiled ahead: where PYTHONDONTWRITEBYTECODE is set, every worker
 # start would otherwise compile the package from source (~80 ms of startup).
+# The venv also records where this checkout is (<venv>/snakepit-bridge-home), so a
+# copy of priv/python/*.py run by this venv's python finds it (see priv/README.md).
 install: $(STAMP) $(PROTO_GEN)
 	$(BIN)/python -m compileall -q snakepit_bridge
+	echo "$(CURDIR)" > $(VENV)/snakepit-bridge-home
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -12,7 +12,12 @@ For each kind of value and size:
 
 JSON values go to a second bridge started with a threshold above every size
 (JSON everything, Snakepit 0.3 style); every other kind goes to the default
-bridge, whose answers follow the 10 KB rule (the ``wire`` column).
+bridge with ``accept_encodings`` naming every binary encoding (as the Python
+client sends), so its answers follow the 10 KB rule (the ``wire`` column).
+
+:func:`json_answer` prices the answer a Snakepit 0.3 caller gets for a 10 MB
+value (it names no encodings: JSON at any size) against the target "no more
+than 1.2x ``orjson.dumps`` of the value on top of the bare servicer's echo".
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ OPTIONS = [("grpc.max_receive_message_length", LIMIT), ("grpc.max_send_message_l
 SIZES = (1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
 KINDS = ("json", "npy", "raw", "msgpack", "utf8")
 JSON_EVERYTHING = 2_000_000_000  # --binary-threshold for the JSON-everything bridge
+ACCEPT_ALL = ("npy", "raw", "utf8", "msgpack")  # what snakepit_bridge.client.Client asks for
 KIND_LABEL = {"json": "JSON list of floats", "npy": "numpy float64 (npy)", "raw": "bytes (raw)",
               "msgpack": "list of floats (msgpack)", "utf8": "str (utf8)"}
 
@@ -75,7 +81,8 @@ def encode_arg(kind: str, value) -> tuple[bytes, str | None]:
 def request(kind: str, value) -> pb.ExecuteRequest:
     data, enc = encode_arg(kind, value)
     return pb.ExecuteRequest(command="bench_echo", args={"data": data},
-                             arg_encodings={"data": enc} if enc else {}, request_id="bench")
+                             arg_encodings={"data": enc} if enc else {}, request_id="bench",
+                             accept_encodings=ACCEPT_ALL if enc else ())
 
 
 def _time_pair(bridge_stub, bridge: Server, bare_stub, bare: Server, req, reps: int):
@@ -153,8 +160,70 @@ def payload(bridge: Server, json_bridge: Server, bare: Server, quick: bool,
     return rows
 
 
+def json_answer(bridge: Server, bare: Server, quick: bool, size: int = 10_000_000) -> list[Row]:
+    """A Snakepit 0.3 caller's 10 MB JSON answer (a list of floats, echoed by a
+    request that names no encodings) on the default bridge vs the bare
+    servicer's echo of the same request. The bridge also parses the 10 MB
+    request (the bare servicer hands bytes back), so the answer's own cost is
+    ``bridge - bare - orjson.loads``, which the target bounds by 1.2 x
+    ``orjson.dumps`` of the value. Each round times all four (the two calls,
+    then loads and dumps in-process), so a change in the machine's load hits
+    them alike; the figures are medians of the rounds."""
+    value = make_value("json", size)
+    req = request("json", value)
+    assert not req.accept_encodings
+    data = req.args["data"]
+    reps = 3 if quick else 10
+    rounds: dict[str, list[float]] = {key: [] for key in ("bridge", "bare", "loads", "dumps", "answer", "loads_cpu",
+                                                          "dumps_cpu")}
+    with grpc.insecure_channel(bridge.target, OPTIONS) as cb, grpc.insecure_channel(bare.target, OPTIONS) as c0:
+        stubs = {"bridge": pb_grpc.SnakepitBridgeStub(cb), "bare": pb_grpc.SnakepitBridgeStub(c0)}
+        response = stubs["bridge"].Execute(req, timeout=120)  # warm up both
+        stubs["bare"].Execute(req, timeout=120)
+        if response.encodings:
+            raise RuntimeError(f"a 0.3 caller got binary values: {dict(response.encodings)}")
+        del response
+        cpu = {"bridge": bridge.cpu(), "bare": bare.cpu()}
+        for _ in range(reps):
+            for key in ("bridge", "bare"):
+                t0 = time.perf_counter()
+                r = stubs[key].Execute(req, timeout=120)
+                rounds[key].append((time.perf_counter() - t0) * 1000)
+                if not r.success:
+                    raise RuntimeError(f"echo failed: {r.error[:300]}")
+                del r
+            t0, c0 = time.perf_counter(), time.thread_time()
+            decoded = orjson.loads(data)
+            t1, c1 = time.perf_counter(), time.thread_time()
+            orjson.dumps(decoded)
+            t2, c2 = time.perf_counter(), time.thread_time()
+            del decoded
+            rounds["loads"].append((t1 - t0) * 1000)
+            rounds["dumps"].append((t2 - t1) * 1000)
+            rounds["loads_cpu"].append((c1 - c0) * 1000)
+            rounds["dumps_cpu"].append((c2 - c1) * 1000)
+            rounds["answer"].append(rounds["bridge"][-1] - rounds["bare"][-1] - rounds["loads"][-1])
+        bridge_cpu = (bridge.cpu() - cpu["bridge"]) / reps * 1000
+        bare_cpu = (bare.cpu() - cpu["bare"]) / reps * 1000
+    m = {key: median(values) for key, values in rounds.items()}
+    section = f"{size / 1e6:g} MB JSON answer to a Snakepit 0.3 caller (list of floats, no accept_encodings)"
+    return [
+        Row(section, "echo round trip", "ms", m["bridge"], m["bare"], bridge_cpu=bridge_cpu, bare_cpu=bare_cpu,
+            cpu_unit="ms/call", note=f"{len(data) / 1e6:.1f} MB each way; {reps} rounds"),
+        Row(section, "answer's cost: bridge - bare - orjson.loads", "ms", m["answer"], 1.2 * m["dumps"],
+            note=f"bare column: the target, 1.2 x orjson.dumps ({m['dumps']:.1f} ms); "
+                 f"orjson.loads {m['loads']:.1f} ms"),
+        # CPU time moves less with the machine's load than wall time does.
+        Row(section, "answer's server CPU: bridge - bare - orjson.loads", "ms CPU",
+            bridge_cpu - bare_cpu - m["loads_cpu"], 1.2 * m["dumps_cpu"],
+            note=f"bare column: the target, 1.2 x orjson.dumps ({m['dumps_cpu']:.1f} ms CPU); "
+                 f"orjson.loads {m['loads_cpu']:.1f} ms CPU"),
+    ]
+
+
 def json_baseline(bridge: Server, json_bridge: Server, bare: Server, quick: bool) -> tuple[list[Row], dict]:
-    """The same 1 MiB of floats (131,072 float64 values) end to end three ways."""
+    """The same 1 MiB of floats (131,072 float64 values) end to end three ways,
+    and :func:`json_answer`'s rows."""
     values = np.random.default_rng(7).random(131_072)
     reps = 5 if quick else 30
     figures = {}
@@ -179,4 +248,5 @@ def json_baseline(bridge: Server, json_bridge: Server, bare: Server, quick: bool
             figures[kind] = median(times[kind])
             rows.append(Row(section, label, "ms", figures[kind], median(bare_times[kind]),
                             note="bare: same bytes handed back"))
+    rows += json_answer(bridge, bare, quick)
     return rows, figures

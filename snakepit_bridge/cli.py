@@ -57,7 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("--worker-id", default="", help="name reported by Health when the caller sends none")
     p.add_argument("--binary-threshold", type=int, default=10_240, metavar="BYTES",
-                   help="values above this many bytes travel binary (default 10240; 0 = structured values always binary)")
+                   help="for callers that accept binary encodings, values above this many bytes travel binary "
+                        "(default 10240; 0 = structured values always binary)")
+    p.add_argument("--default-accept-encodings", default="", metavar="LIST",
+                   help="binary encodings (npy,raw,utf8,msgpack or all) for callers that ask for none, as Snakepit 0.3 "
+                        "never does; default: none, every value JSON at any size (see docs/protocol.md)")
     p.add_argument("--max-message-mb", type=int, default=100, help="largest message either way, in MB (default 100)")
     p.add_argument("--max-workers", type=int, default=256, help="threads for sync handlers, and as many for sync generators (default 256)")
     p.add_argument("--stream-buffer", type=int, default=8, help="chunks a producer may run ahead of a slow client (default 8)")
@@ -97,6 +101,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         mode=ns.mode, host=ns.host, port=ns.port, strict_port=ns.strict_port, adapter=ns.adapter,
         protocol=ns.protocol, quiet=ns.quiet, worker_id=ns.worker_id,
         binary_threshold=ns.binary_threshold, max_message_mb=ns.max_message_mb,
+        default_accept_encodings=_encodings(ns.default_accept_encodings),
         max_workers=ns.max_workers, stream_buffer=ns.stream_buffer,
         session_ttl=ns.session_ttl, max_sessions=ns.max_sessions,
         max_session_bytes=int(ns.max_session_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
@@ -106,6 +111,16 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         watch_stdin=not ns.no_parent_watch, watch_parent=not ns.no_parent_watch,
         log_level="warning" if ns.quiet and ns.log_level == "info" else ns.log_level,
     )
+
+
+def _encodings(text: str) -> tuple[str, ...]:
+    """``--default-accept-encodings``: a comma-separated list, ``all`` or ``none``."""
+    from .config import BINARY_ENCODINGS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if names == ("all",):
+        return BINARY_ENCODINGS
+    return () if names in ((), ("none",)) else names
 
 
 def _fail(message: str, code: ExitCode) -> int:

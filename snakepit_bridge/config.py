@@ -10,6 +10,10 @@ from dataclasses import dataclass, field, replace
 
 __all__ = ["Config", "ConfigError"]
 
+# The binary encodings a caller may accept (codecs.values.BINARY_ENCODINGS; not
+# imported from there: the CLI builds a Config before any codec is loaded).
+BINARY_ENCODINGS = ("npy", "raw", "utf8", "msgpack")
+
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 
 
@@ -31,6 +35,9 @@ class Config:
 
     # Payloads
     binary_threshold: int = 10_240
+    # Binary encodings for callers whose requests name none (accept_encodings
+    # empty, as Snakepit 0.3 sends): () = JSON at any size, as 0.3 got.
+    default_accept_encodings: tuple[str, ...] = ()
     max_message_mb: int = 100
 
     # Execution
@@ -69,6 +76,10 @@ class Config:
             raise ConfigError(f"protocol must be 'json' or 'msgpack', not {self.protocol!r}")
         if self.binary_threshold < 0:
             raise ConfigError("binary threshold must be >= 0 bytes")
+        unknown = set(self.default_accept_encodings) - set(BINARY_ENCODINGS)
+        if unknown:
+            raise ConfigError(f"default accept encodings: unknown {', '.join(sorted(unknown))}; "
+                              f"expected some of {','.join(BINARY_ENCODINGS)} (or all)")
         if not 1 <= self.max_message_mb <= 2047:
             raise ConfigError("max message size must be 1..2047 MB (gRPC's limit is 2 GiB)")
         if self.max_workers < 1 or self.stream_buffer < 1 or self.max_execute_chunks < 1:

@@ -48,13 +48,13 @@ from typing import Any
 from ._pump import END, AsyncPump, ThreadPump
 from .calls import CallRecord, Encoded, Request, Result, Stats, encoded
 from .chunks import Chunk, as_chunk_data, encoded_chunk, to_chunk
-from .codecs.values import json_exceeds
+from .codecs.values import json_costly
 from .config import Config
 from .context import Context
 from .errors import BridgeError, DeadlineExceeded, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 from .registry import Handler, Kind, Registry
-from .sessions import SessionStore
+from .sessions import SessionStore, session_name
 
 __all__ = ["Dispatcher", "Request", "Result", "Stats"]
 
@@ -104,7 +104,10 @@ class Dispatcher:
             try:
                 handler = await self.admit(req)
                 if handler.streaming:
-                    return encoded(await self._collect(req, obs), req)
+                    collected = await self._collect(req, obs)
+                    if req.encode is not None:
+                        collected.payload = await self._encode(collected.result, req.encode)
+                    return collected
                 ctx = self._context(req, handler)
                 value = await self._off_loop(handler, await self._run_in_session(handler, req.handler_args, ctx,
                                                                                  req.encode), req.encode)
@@ -235,10 +238,9 @@ class Dispatcher:
         if req.timeout_ms > 0:
             own = time.monotonic() + req.timeout_ms / 1000.0
             deadline = own if deadline is None else min(deadline, own)
-        session_id = req.session_id or req.args.get("session_id")
-        if isinstance(session_id, int) and not isinstance(session_id, bool):
-            session_id = str(session_id)  # Elixir sends strings raw: "4242" arrives as JSON 4242
-        session = self.sessions.get(session_id) if isinstance(session_id, str) and session_id else None
+        # Elixir sends strings raw: "1.5" arrives as JSON 1.5, still a session's name (session_name).
+        session_id = req.session_id or (session_name(req.args["session_id"]) if "session_id" in req.args else "")
+        session = self.sessions.get(session_id) if session_id else None
         return Context(
             request_id=req.request_id, command=req.command, deadline=deadline,
             session=session, log=self.log, dispatcher=self,
@@ -307,9 +309,17 @@ class Dispatcher:
         if encode is None or isinstance(value, Encoded) or handler.kind is Kind.INLINE:
             return value
         data = as_chunk_data(value)
-        if not json_exceeds(data, OFFLOAD_BYTES):
+        if not json_costly(data, OFFLOAD_BYTES):
             return data
         return Encoded(data, await asyncio.get_running_loop().run_in_executor(self.executor, encode, data))
+
+    async def _encode(self, data: dict[str, Any], encode: Callable[[dict[str, Any]], Any]) -> Any:
+        """``encode(data)``; in a worker thread when its JSON may pass
+        ``OFFLOAD_BYTES`` (JSON of 10 MB takes tens of ms), so that Health and
+        other calls do not wait for it."""
+        if json_costly(data, OFFLOAD_BYTES):
+            return await asyncio.get_running_loop().run_in_executor(self.executor, encode, data)
+        return encode(data)
 
     def _check_abandoned(self, running: Any, ctx: Context) -> None:
         if not running.done():
@@ -396,7 +406,15 @@ class Dispatcher:
                 item = await pump.get()
                 if item is END:
                     break
-                chunk = encoded_chunk(to_chunk(item), req.encode)
+                chunk = to_chunk(item)
+                if chunk.payload is None and req.encode is not None:
+                    # A sync generator's chunks come encoded from its thread; an async one's are
+                    # encoded here, in a worker thread when large (as in _encode, inlined: per chunk).
+                    if json_costly(chunk.data, OFFLOAD_BYTES):
+                        chunk.payload = await asyncio.get_running_loop().run_in_executor(
+                            self.executor, req.encode, chunk.data)
+                    else:
+                        chunk.payload = req.encode(chunk.data)
                 chunk.index = index
                 index += 1
                 obs.chunks = index

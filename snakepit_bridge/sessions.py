@@ -67,13 +67,34 @@ from typing import TYPE_CHECKING, Any
 
 from ._hooks import HOOK_THREADS, Hook, run_hook, run_hooks_sync
 from ._session_state import SessionState, estimate_size
-from .errors import FailedPrecondition, NotFound, ResourceExhausted, ShuttingDown
+from .errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["CallScope", "Session", "SessionState", "SessionStore", "estimate_size"]
+__all__ = ["CallScope", "Session", "SessionState", "SessionStore", "estimate_size", "session_name"]
+
+
+def session_name(value: Any) -> str:
+    """The session an ``args["session_id"]`` value names (``""``: none).
+
+    A string names itself. A number, boolean or null names the session
+    spelled by its JSON text (``1.5`` -> ``"1.5"``, ``True`` -> ``"true"``,
+    ``None`` -> ``"null"``): Snakepit 0.3's Elixir client sends a string
+    session id raw, so ``"1.5"`` arrives as the number 1.5, and it must not
+    mean "no session" (the worker-global store). The gRPC transport passes
+    such ids on as their raw text (``"1e3"`` stays ``"1e3"``); this is the
+    rule for ids that come already decoded (stdio frames, ``arg_encodings``
+    json). Anything else is an :class:`~snakepit_bridge.errors.InvalidArgument`."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        from .codecs.values import dumps_json
+
+        return dumps_json(value).decode()
+    raise InvalidArgument(f"session_id must be a string (or a number, boolean or null, named by its JSON text), "
+                          f"not {type(value).__name__}")
 
 
 class Session:

@@ -215,7 +215,8 @@ def test_describe_rpc_one_command_and_unknown_names(bridge, client):
 def test_get_info_is_what_a_03_client_saw(client):
     caps = client.info().capabilities
     assert set(caps) == {"streaming", "streaming_commands", "sessions", "generators", "binary_encodings",
-                         "binary_threshold", "max_message_bytes", "arg_encodings"}
+                         "binary_threshold", "max_message_bytes", "arg_encodings", "accept_encodings",
+                         "default_accept_encodings"}
 
 
 def test_client_cli_describe(bridge):

@@ -129,6 +129,7 @@ defmodule SnakepitBridgeAdapter do
   def process_response(_command, response), do: {:ok, response}
 
   # Long-running built-ins get longer call timeouts, as Snakepit's GRPCPython gives them.
+  @impl true
   def command_timeout("batch_inference", _args), do: 300_000
   def command_timeout("process_large_dataset", _args), do: 600_000
   def command_timeout(_command, _args), do: 30_000

@@ -1,7 +1,8 @@
 """Value codecs: how one arg, result or chunk value becomes bytes and back.
 
 * :mod:`.values`: the per-value rules for gRPC maps (JSON at or below the
-  binary threshold; npy, raw bytes, UTF-8 or MessagePack above it) and the
+  binary threshold, or at any size for a caller that accepts no binary
+  encoding; npy, raw bytes, UTF-8 or MessagePack above it) and the
   ``arg_encodings`` decoding.
 * :mod:`.npy`: ``.npy`` bytes with one copy out and none in; never pickle.
 * :mod:`.frames`: the stdio transport's JSON and MessagePack frame codecs
@@ -11,6 +12,9 @@ from __future__ import annotations
 
 from .frames import CODECS, Codec, Encoded, JsonCodec, MsgpackCodec, PayloadError
 from .values import (
+    ACCEPT_ALL,
+    ACCEPT_NONE,
+    BINARY_ENCODINGS,
     DEFAULT_THRESHOLD,
     ENCODINGS,
     JSON,
@@ -18,6 +22,7 @@ from .values import (
     NPY,
     RAW,
     UTF8,
+    accepted,
     decode_map,
     decode_value,
     encode_map,
@@ -32,6 +37,9 @@ __all__ = [
     "JsonCodec",
     "MsgpackCodec",
     "PayloadError",
+    "ACCEPT_ALL",
+    "ACCEPT_NONE",
+    "BINARY_ENCODINGS",
     "DEFAULT_THRESHOLD",
     "ENCODINGS",
     "JSON",
@@ -39,6 +47,7 @@ __all__ = [
     "NPY",
     "RAW",
     "UTF8",
+    "accepted",
     "decode_map",
     "decode_value",
     "encode_map",

@@ -30,7 +30,6 @@ import base64
 import dataclasses
 import datetime
 import enum
-import json
 import re
 import uuid
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from .values import loads_json
+from .values import dumps_json, loads_json
 
 __all__ = ["CODECS", "Codec", "Encoded", "JsonCodec", "MsgpackCodec", "PayloadError"]
 
@@ -83,12 +82,6 @@ def _json_default(obj: Any) -> Any:
     return _plain(obj)
 
 
-def _stdlib_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":
-        return obj.tolist()
-    return _json_default(obj)
-
-
 class Codec:
     """A payload encoding: ``name``, ``decode``, ``encode_value``, ``envelope``, ``recover_id``."""
 
@@ -109,7 +102,6 @@ class Codec:
         raise NotImplementedError
 
 
-_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # Tokens of (possibly broken) JSON that matter for finding the top-level "id".
 _JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]')
 _JSON_ID_VALUE = re.compile(rb"\s*:\s*(-?\d{1,19})(?![\d.eE])")
@@ -117,11 +109,8 @@ _JSON_ID_VALUE = re.compile(rb"\s*:\s*(-?\d{1,19})(?![\d.eE])")
 
 def _dumps(value: Any) -> bytes:
     """A plain envelope field as JSON; an id beyond 64 bits (orjson refuses it)
-    is echoed exactly by the standard library."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    is echoed exactly."""
+    return dumps_json(value)
 
 
 class JsonCodec(Codec):
@@ -135,12 +124,9 @@ class JsonCodec(Codec):
             raise PayloadError(f"invalid JSON: {exc}") from None
 
     def encode_value(self, value: Any) -> bytes:
-        try:
-            return orjson.dumps(value, default=_json_default, option=_JSON_OPTS)
-        except orjson.JSONEncodeError:
-            # orjson refuses integers beyond 64 bits and very deep nesting; the
-            # standard library takes both (and raises a clear TypeError otherwise).
-            return json.dumps(value, default=_stdlib_default, separators=(",", ":"), allow_nan=False).encode()
+        # orjson, with integers beyond 64 bits spliced in exactly and very deep
+        # nesting left to the standard library (a clear TypeError otherwise).
+        return dumps_json(value, _json_default)
 
     def envelope(self, fields: list[tuple[str, Any]]) -> bytes:
         try:  # one orjson call, encoded values spliced in verbatim

@@ -1,38 +1,45 @@
 """Encoding of single values in ``args``, ``result`` and ``chunk`` maps.
 
 Outgoing (result and chunk values), each value on its own
-(:func:`encode_value`, threshold ``T`` = ``--binary-threshold``, default 10,240):
+(:func:`encode_value`, threshold ``T`` = ``--binary-threshold``, default 10,240),
+for a caller that accepts the binary encodings ``accept`` (the request's
+``accept_encodings``; see :func:`accepted`):
 
-* ``bytes``-like: raw bytes at any size (encoding ``raw``).
+* ``bytes``-like: raw bytes at any size (encoding ``raw``), whatever ``accept`` says.
 * scalars (None, bool, int, float, numpy scalars): always JSON (numpy complex
   scalars, which JSON cannot carry, go as 0-d ``npy``).
 * everything else goes as JSON (orjson) when its JSON text is at most ``T``
-  bytes, else as binary: ``str`` as raw UTF-8 (``utf8``), numpy arrays as
-  ``.npy`` (``npy``), dicts/lists/tuples/sets as MessagePack (``msgpack``).
+  bytes, or when the encoding it would take is not in ``accept``; else as
+  binary: ``str`` as raw UTF-8 (``utf8``), numpy arrays as ``.npy`` (``npy``),
+  dicts/lists/tuples/sets as MessagePack (``msgpack``).
   The size is never measured by encoding a big value as JSON and throwing it
   away: a cheap walk bounds the JSON text from below (every item is at least
   one byte, every string its length plus quotes) and stops as soon as that
   bound passes ``T``; only values that might fit are JSON-encoded and measured.
   (The walk also stops after 65,536 items; only with thresholds far above the
   default can a big structure then be JSON-encoded once just to be measured.)
-  So ``T = 0`` sends every non-scalar binary.
-* a value JSON cannot carry goes binary at any size: complex arrays (npy),
-  structures holding bytes (msgpack). A structure MessagePack cannot carry
-  (an int beyond 64 bits) stays JSON at any size.
+  So ``T = 0`` sends every non-scalar binary that ``accept`` allows.
+* a value JSON cannot carry: complex arrays go as npy at any size (whatever
+  ``accept`` says: JSON has no form for them); a structure holding bytes goes
+  as MessagePack at any size when ``msgpack`` is accepted, else as JSON with
+  each bytes value as its UTF-8 text, or ``{"__base64__": "..."}`` when it is
+  not UTF-8 (the stdio JSON frames' rule). A structure MessagePack cannot
+  carry (an int beyond 64 bits) stays JSON at any size.
 
-JSON values carry no entry in the ``encodings`` map, so a Snakepit 0.3 client
-that ignores the map decodes them exactly as before; binary values reach it as
-binaries (unless the bytes happen to be valid JSON, e.g. a long string that is
-a JSON document: the 0.3 client then decodes it; send such data under a
-threshold above its size, or read the map).
+With ``accept`` empty (a caller that names no encodings, as Snakepit 0.3's
+Elixir client) every value but bytes and complex arrays is JSON at any size:
+what Snakepit 0.3's own bridge sent. JSON values carry no entry in the
+``encodings`` map, so a client that ignores the map decodes them as before.
 
 What each encoding carries:
 
 * JSON has no NaN or infinity: they become ``null``. Ints of any size travel
-  (beyond 64 bits via the stdlib encoder); Python decodes them exactly in JSON
-  texts up to 16 KiB and as floats above (orjson; the digit scan that catches
-  them costs too much on big texts). Elixir's Jason decodes them exactly. Tuples and sets become lists; non-
-  string dict keys become strings.
+  (beyond 64 bits spliced in as written, beyond 4,300 digits too); Python
+  decodes them exactly in JSON texts up to 16 KiB (:func:`loads_json`) and as
+  floats above (orjson; the digit scan that catches them costs too much on
+  big texts; above ~1e308 such a text does not decode at all). Elixir's Jason
+  decodes them exactly. Tuples and sets become lists; non-string dict keys
+  become strings.
 * MessagePack carries NaN/inf, bytes (bin) and int keys; ints beyond the
   64-bit range cannot travel (such a structure falls back to JSON). numpy
   arrays inside a structure become nested lists (``tolist()``).
@@ -94,6 +101,7 @@ registers the generated handlers, so that is not done here).
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -107,12 +115,17 @@ from ..errors import InvalidArgument
 from . import npy
 
 __all__ = [
-    "DEFAULT_THRESHOLD", "ENCODINGS", "JSON", "MSGPACK", "NPY", "RAW", "UTF8",
-    "decode_map", "decode_value", "encode_map", "encode_value", "json_exceeds",
+    "ACCEPT_ALL", "ACCEPT_NONE", "BINARY_ENCODINGS", "DEFAULT_THRESHOLD", "ENCODINGS", "JSON", "MSGPACK", "NPY",
+    "RAW", "UTF8", "accepted", "decode_map", "decode_value", "dumps_json", "encode_map", "encode_value",
+    "json_costly", "json_exceeds", "loads_json",
 ]
 
 JSON, UTF8, RAW, NPY, MSGPACK = "json", "utf8", "raw", "npy", "msgpack"
 ENCODINGS = (JSON, UTF8, RAW, NPY, MSGPACK)
+#: The binary encodings a caller can accept (``accept_encodings``), in the order docs list them.
+BINARY_ENCODINGS = (NPY, RAW, UTF8, MSGPACK)
+ACCEPT_ALL: frozenset[str] = frozenset(BINARY_ENCODINGS)
+ACCEPT_NONE: frozenset[str] = frozenset()
 DEFAULT_THRESHOLD = 10_240
 
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -125,6 +138,17 @@ _SCALAR_TYPES = frozenset(_SCALARS)
 _BIG_INT_SCAN_LIMIT = 16_384
 _WALK_LIMIT = 65_536  # items json_exceeds looks at before it gives up (~1 ms)
 _DIGITS_19 = re.compile(rb"[0-9]{19}")  # -2**63 - 1 has 19 digits
+_INT64 = (-(2**63), 2**64 - 1)  # what orjson writes itself
+# Python refuses str<->int beyond this many digits (sys.get_int_max_str_digits,
+# a guard against quadratic conversion); longer ints are converted in parts.
+_DIGIT_PART = 4000
+
+
+def accepted(names: Any) -> frozenset[str]:
+    """The binary encodings among ``names`` (a request's ``accept_encodings``).
+    Unknown names are ignored (a newer client may know more), and ``json``
+    names nothing binary: ``["json"]`` asks for JSON everything."""
+    return ACCEPT_ALL.intersection(names)
 
 
 class _NotJSON(Exception):
@@ -141,6 +165,17 @@ def _json_default(obj: Any) -> Any:
             raise TypeError("complex numbers have no JSON form")
         return value
     raise TypeError(f"values of type {type(obj).__name__} cannot be encoded")
+
+
+def _json_default_text(obj: Any) -> Any:
+    """As :func:`_json_default`, and bytes as text (the stdio JSON frames' rule)."""
+    if isinstance(obj, _BYTES_TYPES):
+        data = bytes(obj)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"__base64__": base64.b64encode(data).decode("ascii")}
+    return _json_default(obj)
 
 
 def _msgpack_default(obj: Any) -> Any:
@@ -174,17 +209,76 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _dumps_json(value: Any) -> bytes:
-    """JSON text via orjson; ints beyond 64 bits via the stdlib. ``_NotJSON`` if impossible."""
+def _int_text(n: int) -> bytes:
+    """Decimal digits of ``n``, also beyond Python's 4,300-digit str() limit."""
     try:
-        return orjson.dumps(value, default=_json_default, option=_JSON_OPTS)
+        return str(n).encode()
+    except ValueError:
+        pass
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    parts = []
+    while n:
+        n, part = divmod(n, 10**_DIGIT_PART)
+        parts.append(part)
+    head = str(parts.pop())
+    return (sign + head + "".join(f"{part:0{_DIGIT_PART}d}" for part in reversed(parts))).encode()
+
+
+def _parse_int(text: str) -> int:
+    """``int(text)``, also beyond Python's 4,300-digit limit (json.loads' ``parse_int``)."""
+    if len(text) <= _DIGIT_PART:
+        return int(text)
+    sign, digits = (-1, text[1:]) if text[0] == "-" else (1, text)
+    n = 0
+    for i in range(0, len(digits), _DIGIT_PART):
+        part = digits[i:i + _DIGIT_PART]
+        n = n * 10**len(part) + int(part)
+    return sign * n
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads would take NaN/Infinity; orjson does not
+
+
+def _big_ints_spliced(value: Any) -> Any:
+    """``value`` with ints beyond 64 bits as :class:`orjson.Fragment` (their
+    digits, written as they are) and tuples/sets as lists: what orjson can then encode."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _INT64[0] <= value <= _INT64[1] else orjson.Fragment(_int_text(value))
+    if isinstance(value, dict):
+        return {k: _big_ints_spliced(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_big_ints_spliced(v) for v in value]
+    return value
+
+
+def dumps_json(value: Any, default: Any = None) -> bytes:
+    """JSON text via orjson; ints beyond 64 bits (any length) spliced in
+    exactly; nesting deeper than orjson takes via the stdlib. ``default``:
+    as orjson's (for values neither encoder knows). Raises ``TypeError`` or
+    ``ValueError`` for a value JSON cannot carry."""
+    default = default or _json_default
+    try:
+        return orjson.dumps(value, default=default, option=_JSON_OPTS)
     except TypeError as exc:
         first = exc
     try:
-        return json.dumps(_finite(value), default=lambda o: _finite(_json_default(o)), separators=(",", ":"),
+        return orjson.dumps(_big_ints_spliced(value), default=default, option=_JSON_OPTS)
+    except TypeError:
+        pass
+    try:  # e.g. deeper than orjson's 255 levels
+        return json.dumps(_finite(value), default=lambda o: _finite(default(o)), separators=(",", ":"),
                           ensure_ascii=False, allow_nan=False).encode()
-    except (TypeError, ValueError):
-        raise _NotJSON(str(first)) from None
+    except (TypeError, ValueError, RecursionError):
+        raise first from None
+
+
+def _dumps_json(value: Any, default: Any = None) -> bytes:
+    """:func:`dumps_json`, ``_NotJSON`` if impossible."""
+    try:
+        return dumps_json(value, default)
+    except (TypeError, ValueError) as exc:
+        raise _NotJSON(str(exc)) from None
 
 
 def _dumps_msgpack(value: Any) -> bytes:
@@ -198,6 +292,21 @@ def json_exceeds(value: Any, budget: int) -> bool:
     (every item adds at least a byte, so after about ``budget`` items), and
     after 65,536 items in any case (undecided: False), so a huge budget costs
     a bounded walk, not a second pass over the value."""
+    return _json_walk(value, budget) is True
+
+
+def json_costly(value: Any, budget: int) -> bool:
+    """True unless ``value`` surely encodes quickly: its JSON text may pass
+    ``budget`` bytes, or it holds more than 65,536 items (the walk stops
+    there, undecided). Dispatch encodes such values off the event loop; the
+    walk itself is bounded (~1 ms at most)."""
+    return _json_walk(value, budget) is not False
+
+
+def _json_walk(value: Any, budget: int) -> bool | None:
+    """True: the JSON text surely passes ``budget`` (or JSON cannot carry it);
+    False: it surely does not... as far as the lower bound can tell; None: the
+    walk gave up after 65,536 items."""
     total = 1  # every JSON value is at least one byte; each item below adds the rest of its own
     seen = 0
     stack = [value]
@@ -214,7 +323,7 @@ def json_exceeds(value: Any, budget: int) -> bool:
                 return True
             seen += n
             if seen > _WALK_LIMIT:
-                return False  # undecided: let the encoder measure
+                return None  # undecided: let the encoder measure
             for k, item in v.items():
                 if isinstance(k, str):
                     total += len(k)
@@ -226,13 +335,17 @@ def json_exceeds(value: Any, budget: int) -> bool:
                 return True
             seen += n
             if seen > _WALK_LIMIT:
-                return False
+                return None
             if not set(map(type, v)) <= _SCALAR_TYPES:  # C speed for the common all-scalar list
                 stack.extend(item for item in v if not isinstance(item, _SCALARS))
         elif isinstance(v, _BYTES_TYPES):
             return True
         elif npy.is_ndarray(v):
             total += max(2 * v.size - 1, 1) - 1
+            if total <= budget:
+                seen += v.size
+                if seen > _WALK_LIMIT:
+                    return None
         if total > budget:
             return True
     return False
@@ -250,16 +363,22 @@ def _json_within(value: Any, threshold: int) -> bytes | None:
     return data if len(data) <= threshold else None
 
 
-def _encode_array(value: Any, threshold: int) -> tuple[bytes, str]:
+def _encode_array(value: Any, threshold: int, accept: frozenset[str]) -> tuple[bytes, str]:
     _npy_check(value)
-    data = None if value.dtype.kind == "c" else _json_within(value, threshold)
+    if value.dtype.kind == "c":
+        return npy.dumps(value), NPY  # JSON has no complex numbers: npy whatever the caller accepts
+    if NPY not in accept:
+        return _dumps_json(value), JSON
+    data = _json_within(value, threshold)
     return (data, JSON) if data is not None else (npy.dumps(value), NPY)
 
 
-def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD) -> tuple[bytes, str]:
-    """``(bytes, encoding)`` for one outgoing value (rules in the module
-    docstring); encoding ``json`` means the value needs no entry in the
-    ``encodings`` map. ``TypeError`` for values no encoding carries."""
+def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD,
+                 accept: frozenset[str] = ACCEPT_ALL) -> tuple[bytes, str]:
+    """``(bytes, encoding)`` for one outgoing value, for a caller that accepts
+    the binary encodings ``accept`` (rules in the module docstring); encoding
+    ``json`` means the value needs no entry in the ``encodings`` map.
+    ``TypeError`` for values no encoding carries."""
     if isinstance(value, bytes):
         return value, RAW
     if isinstance(value, _BYTES_TYPES):
@@ -267,12 +386,14 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD) -> tuple[bytes,
     if isinstance(value, _SCALARS):
         return _dumps_json(value), JSON
     if isinstance(value, str):
+        if UTF8 not in accept:
+            return orjson.dumps(value), JSON
         if len(value) + 2 > threshold:  # the JSON text is surely longer: skip it
             return value.encode("utf-8"), UTF8
         data = orjson.dumps(value)
         return (data, JSON) if len(data) <= threshold else (value.encode("utf-8"), UTF8)
     if npy.is_ndarray(value):
-        return _encode_array(value, threshold)
+        return _encode_array(value, threshold, accept)
     if _is_numpy_scalar(value):
         _npy_check(value)
         if value.dtype.kind == "c":
@@ -280,9 +401,14 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD) -> tuple[bytes,
 
             return npy.dumps(np.asarray(value)), NPY
         return _dumps_json(value), JSON
-    small = _json_within(value, threshold)
-    if small is not None:
-        return small, JSON
+    if MSGPACK not in accept:
+        try:
+            return _dumps_json(value, _json_default_text), JSON
+        except _NotJSON as exc:
+            raise TypeError(str(exc)) from None
+    fits = _json_within(value, threshold)
+    if fits is not None:
+        return fits, JSON
     try:
         return _dumps_msgpack(value), MSGPACK
     except (OverflowError, TypeError, ValueError) as exc:
@@ -295,12 +421,14 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD) -> tuple[bytes,
 
 
 def loads_json(data: bytes | bytearray) -> Any:
-    """JSON text to Python; ``ValueError`` if it is not JSON. Ints beyond 64
-    bits come back exact in texts up to 16 KiB, as floats (orjson) above."""
-    value = orjson.loads(data)
+    """JSON text to Python; ``ValueError`` if it is not JSON. Ints of any
+    length come back exact in texts up to 16 KiB; above, ints beyond 64 bits
+    come back as floats (orjson), and a text holding one beyond ~1e308 does
+    not decode. The one JSON decoder of args and stdio frames."""
     if len(data) <= _BIG_INT_SCAN_LIMIT and _DIGITS_19.search(data):
-        return json.loads(bytes(data))
-    return value
+        # orjson would make these ints floats (or fail past ~1e308): the stdlib keeps them.
+        return json.loads(bytes(data), parse_int=_parse_int, parse_constant=_no_constant)
+    return orjson.loads(data)
 
 
 def decode_value(data: bytes, encoding: str | None = None) -> Any:
@@ -333,14 +461,16 @@ def decode_value(data: bytes, encoding: str | None = None) -> Any:
     raise InvalidArgument(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
 
 
-def encode_map(values: Mapping[str, Any], threshold: int = DEFAULT_THRESHOLD) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Encode a result or chunk map: ``(map of bytes, encodings of non-JSON values)``."""
+def encode_map(values: Mapping[str, Any], threshold: int = DEFAULT_THRESHOLD,
+               accept: frozenset[str] = ACCEPT_ALL) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Encode a result or chunk map for a caller that accepts ``accept``:
+    ``(map of bytes, encodings of non-JSON values)``."""
     out: dict[str, bytes] = {}
     encodings: dict[str, str] = {}
     for key, value in values.items():
         key = key if isinstance(key, str) else str(key)
         try:
-            data, encoding = encode_value(value, threshold)
+            data, encoding = encode_value(value, threshold, accept)
         except TypeError as exc:
             raise TypeError(f"result value {key!r}: {exc}") from None
         out[key] = data

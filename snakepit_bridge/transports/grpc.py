@@ -24,7 +24,7 @@ from .. import __version__
 from .._proc import CpuMeter, rss_bytes
 from .._proto import snakepit_pb2 as pb
 from .._proto import snakepit_pb2_grpc as pb_grpc
-from ..codecs import decode_map, encode_map
+from ..codecs import accepted, decode_map, encode_map
 from ..dispatch import Dispatcher, Request, Result
 from ..errors import ResourceExhausted
 
@@ -54,6 +54,22 @@ def message_size(values: Mapping[str, bytes], encodings: Mapping[str, str]) -> i
     return size
 
 
+def _raw_text(data: bytes) -> str:
+    """An ``args["session_id"]`` sent without an arg encoding, as the text the
+    caller held: Snakepit 0.3's Elixir client sends a string raw, so "1.5" or
+    "1e3" are that session's name, not the JSON numbers they parse as (see
+    :func:`~snakepit_bridge.sessions.session_name`). ``""`` (dispatch then
+    names the session from the decoded value) for a JSON string (``"abc"``
+    with its quotes is the session ``abc``, as it always was) and for bytes
+    that are not UTF-8 (which dispatch refuses)."""
+    if data[:1] == b'"':
+        return ""
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
 class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
     """Serves the six Snakepit 0.3 RPCs and the generator additions."""
 
@@ -61,6 +77,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         self.dispatcher = dispatcher
         self.generators = generators
         self.threshold = dispatcher.config.binary_threshold
+        # For requests that name no accept_encodings (Snakepit 0.3 never does).
+        self.default_accept = accepted(dispatcher.config.default_accept_encodings)
         self.max_message_bytes = dispatcher.config.max_message_bytes
         self._cpu = CpuMeter()
 
@@ -75,8 +93,12 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         request_id: str,
         session_id: str,
         context: grpc.aio.ServicerContext,
+        accept_encodings: Any = (),
     ) -> Request:
         remaining = context.time_remaining()
+        raw = dict(args)  # every read of a protobuf bytes value copies it: read each once, here
+        if not session_id and "session_id" in raw and "session_id" not in arg_encodings:
+            session_id = _raw_text(raw["session_id"])
         return Request(
             command=command,
             args={},
@@ -84,19 +106,23 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
             timeout_ms=timeout_ms,
             session_id=session_id,
             deadline=None if remaining is None else time.monotonic() + remaining,
-            decode=lambda hints=None: decode_map(args, arg_encodings, hints),
-            decode_size=sum(len(value) for value in args.values()),
-            encode=self._encoder(request_id),
+            decode=lambda hints=None: decode_map(raw, arg_encodings, hints),
+            decode_size=sum(map(len, raw.values())),
+            encode=self._encoder(request_id, accepted(accept_encodings) if accept_encodings else self.default_accept),
         )
 
-    def _encoder(self, request_id: str) -> Callable[[dict[str, Any]], tuple[dict[str, bytes], dict[str, str]]]:
-        """Encodes a result or chunk map and refuses one whose message would
+    def _encoder(self, request_id: str, accept: frozenset[str]
+                 ) -> Callable[[dict[str, Any]], tuple[dict[str, bytes], dict[str, str]]]:
+        """Encodes a result or chunk map for a caller that accepts ``accept``
+        (the one place a call's ``accept_encodings`` reaches the codecs: its
+        results, stream chunks and pull-generator batches all come through
+        here) and refuses one whose message would
         pass ``--max-message-mb``: gRPC would fail that send with an opaque
         status; this way the caller gets success=false (or a final error
         chunk) naming the limit, and dispatch counts and logs it."""
 
         def encode(values: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, str]]:
-            out, encodings = encode_map(values, self.threshold)
+            out, encodings = encode_map(values, self.threshold, accept)
             size = message_size(out, encodings) + len(request_id)
             if size > self.max_message_bytes:
                 raise ResourceExhausted(self._too_large(size, out))
@@ -142,23 +168,25 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
         req = self._request(request.command, request.args, request.arg_encodings,
-                            request.timeout_ms, request.request_id, "", context)
+                            request.timeout_ms, request.request_id, "", context, request.accept_encodings)
         return await self._unary(req, context)
 
     async def ExecuteInSession(self, request: pb.SessionRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
         req = self._request(request.command, request.args, request.arg_encodings,
-                            request.timeout_ms, request.request_id, request.session_id, context)
+                            request.timeout_ms, request.request_id, request.session_id, context,
+                            request.accept_encodings)
         return await self._unary(req, context)
 
     async def ExecuteStream(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
         req = self._request(request.command, request.args, request.arg_encodings,
-                            request.timeout_ms, request.request_id, "", context)
+                            request.timeout_ms, request.request_id, "", context, request.accept_encodings)
         async for response in self._stream(req):
             yield response
 
     async def ExecuteInSessionStream(self, request: pb.SessionRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
         req = self._request(request.command, request.args, request.arg_encodings,
-                            request.timeout_ms, request.request_id, request.session_id, context)
+                            request.timeout_ms, request.request_id, request.session_id, context,
+                            request.accept_encodings)
         async for response in self._stream(req):
             yield response
 
@@ -203,6 +231,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
             "sessions": "true",
             "generators": "true" if self.generators is not None else "false",
             "binary_encodings": "npy,raw,utf8,msgpack",
+            "accept_encodings": "true",
+            "default_accept_encodings": ",".join(sorted(self.default_accept)),
             "binary_threshold": str(d.config.binary_threshold),
             "max_message_bytes": str(d.config.max_message_bytes),
             "arg_encodings": "true",
@@ -249,7 +279,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         if self.generators is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "generators are not enabled")
         req = self._request(request.command, request.args, request.arg_encodings,
-                            request.timeout_ms, request.request_id, request.session_id, context)
+                            request.timeout_ms, request.request_id, request.session_id, context,
+                            request.accept_encodings)
         req.deadline = None  # the RPC's own deadline bounds this call, not the generator
         generator_id, error = await self.generators.open(req)
         return pb.InitGeneratorResponse(generator_id=generator_id, error=error)

@@ -97,6 +97,7 @@ from .._lifecycle import say as _say
 from .._lifecycle import watch_parent as _watch_parent
 from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_descendants
 from ..codecs.frames import CODECS, Codec, Encoded, PayloadError
+from ..codecs.values import loads_json
 from ..config import Config
 from ..dispatch import Dispatcher, Request, Result
 from ..errors import BridgeError, ResourceExhausted
@@ -416,8 +417,8 @@ class StdioServer:
         """Settle the codec from the first frame; True if it was a negotiation."""
         msg = None
         if payload[:1] == b"{":
-            with contextlib.suppress(orjson.JSONDecodeError):
-                msg = orjson.loads(payload)
+            with contextlib.suppress(ValueError):
+                msg = loads_json(payload)  # the one JSON decoder: a first request may hold a huge int
         if isinstance(msg, dict) and msg.get("type") == "protocol_negotiation":
             selected = choose_protocol(msg.get("supported"), msg.get("preferred"), self.fixed)
             if selected is None:
