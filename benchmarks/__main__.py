@@ -105,20 +105,21 @@ def run(only: set[str], quick: bool) -> tuple[Results, dict]:
             try:
                 bridge = stack.enter_context(Server(bridge_cmd("--port", "0", *BRIDGE_ARGS)))
                 bare = stack.enter_context(Server(bare_grpc_cmd("--port", "0")))
+                sync = stack.enter_context(Server(bare_grpc_cmd("--port", "0", "--sync")))
             except RuntimeError as exc:  # the bridge does not start: say so, still run stdio
                 results.unavailable["gRPC sections"] = str(exc).splitlines()[0][:200]
                 traceback.print_exc()
             else:
-                _grpc_sections(section, results, baseline, bridge, bare, only, quick)
+                _grpc_sections(section, results, baseline, bridge, bare, sync, only, quick)
 
     section("stdio", "stdio", lambda: results.add(*bench_stdio.stdio(500 if quick else 3000, 5 if quick else 20)))
     return results, baseline
 
 
-def _grpc_sections(section, results: Results, baseline: dict, bridge: Server, bare: Server,
+def _grpc_sections(section, results: Results, baseline: dict, bridge: Server, bare: Server, sync: Server,
                    only: set[str], quick: bool) -> None:
     section("unary", "Unary ping",
-            lambda: results.add(*asyncio.run(bench_grpc.unary(bridge, bare, 2000 if quick else 6000))))
+            lambda: results.add(*asyncio.run(bench_grpc.unary(bridge, bare, 2000 if quick else 6000, sync=sync))))
     section("streams", "Streams",
             lambda: results.add(*asyncio.run(bench_grpc.streams(bridge, bare, 8000 if quick else 24000))))
     section("first", "First chunk",
