@@ -8,7 +8,7 @@ PROTO_OUT := snakepit_bridge/_proto
 PROTO_GEN := $(PROTO_OUT)/snakepit_pb2.py $(PROTO_OUT)/snakepit_pb2_grpc.py
 PORT   ?= 50051
 
-.PHONY: install proto-python run test bench clean
+.PHONY: install proto-python run test bench bench-storm clean
 
 # Byte-compiled ahead: where PYTHONDONTWRITEBYTECODE is set, every worker
 # start would otherwise compile the package from source (~80 ms of startup).
@@ -40,6 +40,10 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# 64 workers spawned at once beside 64 bare servicers (not part of `make bench`).
+bench-storm: install
+	$(BIN)/python -m benchmarks --only storm --no-docs
 
 clean:
 	rm -rf $(VENV) $(PROTO_GEN) $(PROTO_OUT)/*.pyi .pytest_cache *.egg-info

@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks                # everything (< 5 min on 2 cores)
     .venv/bin/python -m benchmarks --quick        # fewer repetitions, for a smoke run
     .venv/bin/python -m benchmarks --only unary,stdio --no-docs
+    .venv/bin/python -m benchmarks --only storm       # the start storm (not in the default run)
 
 Writes ``benchmarks/results/latest.json`` (and a timestamped copy), and unless
 ``--no-docs`` the generated block of ``docs/performance.md`` and
@@ -22,11 +23,13 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import bench_dispatch, bench_grpc, bench_payload, bench_stdio
+from . import bench_dispatch, bench_grpc, bench_payload, bench_start, bench_stdio
 from .procs import ROOT, Server, bare_grpc_cmd, bridge_cmd
 from .report import Results, Row
 
-SECTIONS = ("startup", "dispatch", "unary", "streams", "first", "cancel", "lead", "payload", "stdio")
+SECTIONS = ("startup", "dispatch", "unary", "streams", "first", "cancel", "lead", "payload", "stdio", "storm")
+#: 64 workers spawned at once load the shared machine for tens of seconds: only on request.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "storm")
 BRIDGE_ARGS = ["--adapter", "benchmarks.handlers"]
 
 
@@ -96,7 +99,8 @@ def run(only: set[str], quick: bool) -> tuple[Results, dict]:
             traceback.print_exc()
         print(f"[bench] {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
-    section("startup", "Startup", lambda: results.add(*bench_grpc.startup(reps, BRIDGE_ARGS)))
+    section("startup", "Startup", lambda: results.add(*bench_grpc.startup(reps, BRIDGE_ARGS),
+                                                       *bench_start.startup(2 * reps, [])))
     section("dispatch", "In-process dispatch", lambda: results.add(*bench_dispatch.dispatch(2000 if quick else 5000)))
 
     grpc_sections = {"unary", "streams", "first", "cancel", "lead", "payload"} & only
@@ -113,6 +117,7 @@ def run(only: set[str], quick: bool) -> tuple[Results, dict]:
                 _grpc_sections(section, results, baseline, bridge, bare, sync, only, quick)
 
     section("stdio", "stdio", lambda: results.add(*bench_stdio.stdio(500 if quick else 3000, 5 if quick else 20)))
+    section("storm", "Start storm", lambda: results.add(*bench_start.storm(16 if quick else 64)))
     return results, baseline
 
 
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md and the plot (never rewritten with --only)")
     ns = p.parse_args(argv)
-    only = set(ns.only.split(",")) if ns.only else set(SECTIONS)
+    only = set(ns.only.split(",")) if ns.only else set(DEFAULT_SECTIONS)
     unknown = only - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")

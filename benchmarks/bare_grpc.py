@@ -19,7 +19,12 @@ that cancellation and backpressure are measured the same way on both:
 thread pool of ``--threads``, the arrangement Snakepit 0.3's own bridge uses):
 the other floor a unary call is measured against.
 
-Run: ``python -m benchmarks.bare_grpc [--port 0] [--sync [--threads 10]]``.
+``--raw`` is the least a grpc.aio server can do per call: Execute through a
+generic handler with no (de)serializers, a plain function (run on the loop)
+answering with the same pre-serialized bytes every time; every other method
+is left out. It answers pings only: the floor of grpc.aio itself.
+
+Run: ``python -m benchmarks.bare_grpc [--port 0] [--sync [--threads 10] | --raw]``.
 """
 from __future__ import annotations
 
@@ -118,10 +123,19 @@ class SyncServicer(pb_grpc.SnakepitBridgeServicer):
         return pb.InfoResponse(worker_type="bare-sync")
 
 
+def _bind(server, port: int) -> int:
+    """``port``, or any free one when it is taken (as the bridge does, so a
+    start storm on a shared port range is the same task for both)."""
+    try:
+        return server.add_insecure_port(f"127.0.0.1:{port}") or server.add_insecure_port("127.0.0.1:0")
+    except RuntimeError:
+        return server.add_insecure_port("127.0.0.1:0")
+
+
 def serve_sync(port: int, threads: int) -> None:
     server = grpc.server(ThreadPoolExecutor(threads), options=OPTIONS)
     pb_grpc.add_SnakepitBridgeServicer_to_server(SyncServicer(), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = _bind(server, port)
     server.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -132,10 +146,23 @@ def serve_sync(port: int, threads: int) -> None:
     server.stop(0)
 
 
-async def serve(port: int) -> None:
+def _raw_handler() -> grpc.GenericRpcHandler:
+    answer = pb.ExecuteResponse(success=True).SerializeToString()
+
+    def execute(request: bytes, context) -> bytes:
+        return answer
+
+    return grpc.method_handlers_generic_handler(
+        "snakepit.SnakepitBridge", {"Execute": grpc.unary_unary_rpc_method_handler(execute)})
+
+
+async def serve(port: int, raw: bool = False) -> None:
     server = grpc.aio.server(options=OPTIONS)
-    pb_grpc.add_SnakepitBridgeServicer_to_server(BareServicer(), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if raw:
+        server.add_generic_rpc_handlers((_raw_handler(),))
+    else:
+        pb_grpc.add_SnakepitBridgeServicer_to_server(BareServicer(), server)
+    bound = _bind(server, port)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -152,11 +179,12 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--sync", action="store_true", help="grpcio's thread-pool server instead of grpc.aio")
     p.add_argument("--threads", type=int, default=10, help="--sync: pool size (default 10)")
+    p.add_argument("--raw", action="store_true", help="grpc.aio's floor: Execute as raw bytes, pings only")
     ns = p.parse_args()
     if ns.sync:
         serve_sync(ns.port, ns.threads)
     else:
-        asyncio.run(serve(ns.port))
+        asyncio.run(serve(ns.port, ns.raw))
 
 
 if __name__ == "__main__":
