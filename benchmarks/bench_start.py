@@ -26,6 +26,7 @@ import selectors
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 
@@ -41,40 +42,45 @@ NEGOTIATION = {"type": "protocol_negotiation", "supported": ["msgpack", "json"],
                "timestamp": "2026-01-01T00:00:00Z"}
 
 
-def _grpc_ready(cmd: list[str]) -> float:
+def _grpc_ready(cmd: list[str]) -> tuple[float, float]:
+    """Spawn to the ready line (ms), and the CPU the process spent until then (ms)."""
     with Server(cmd) as s:
-        return s.startup * 1000
+        return s.startup * 1000, s.cpu() * 1000
 
 
-def _stdio_ready(cmd: list[str]) -> float:
+def _stdio_ready(cmd: list[str]) -> tuple[float, float]:
     w = FramedProcess(cmd, "json")
     try:
         reply = w.call(w.encode(NEGOTIATION), timeout=20)
         elapsed = (time.perf_counter() - w.started) * 1000
         if not isinstance(reply, dict):
             raise RuntimeError(f"unexpected answer to the negotiation frame: {reply!r}")
-        return elapsed
+        return elapsed, w.cpu() * 1000
     finally:
         w.close()
 
 
-def startup(reps: int, bridge_args: list[str]) -> list[Row]:
-    grpc_b, grpc_0, stdio_b, stdio_0 = [], [], [], []
-    bridge_stdio = [sys.executable, str(BRIDGE), "--mode", "pool-worker"]
+def startup(reps: int, bridge_args: list[str], bridge: Path = BRIDGE) -> list[Row]:
+    """Start-up per mode next to its bare baseline (``bridge``: the script to start)."""
+    runs: dict[str, list[tuple[float, float]]] = {"grpc": [], "grpc0": [], "stdio": [], "stdio0": []}
     bare_stdio = [sys.executable, "-m", "benchmarks.bare_stdio", "--answer", "json"]
     for _ in range(reps):
-        grpc_b.append(_grpc_ready(bridge_cmd("--port", "0", *bridge_args)))
-        grpc_0.append(_grpc_ready(bare_grpc_cmd("--port", "0")))
-        stdio_b.append(_stdio_ready(bridge_stdio))
-        stdio_0.append(_stdio_ready(bare_stdio))
-    section = "Startup"
+        runs["grpc"].append(_grpc_ready([sys.executable, str(bridge), "--port", "0", *bridge_args]))
+        runs["grpc0"].append(_grpc_ready(bare_grpc_cmd("--port", "0")))
+        runs["stdio"].append(_stdio_ready([sys.executable, str(bridge), "--mode", "pool-worker"]))
+        runs["stdio0"].append(_stdio_ready(bare_stdio))
+    wall = {k: [w for w, _ in v] for k, v in runs.items()}
+    cpu = {k: median([c for _, c in v]) for k, v in runs.items()}
+
+    def row(name: str, key: str, goal: str) -> Row:
+        b, z = wall[key], wall[key + "0"]
+        return Row("Startup", name, "ms", median(b), median(z), bridge_cpu=cpu[key], bare_cpu=cpu[key + "0"],
+                   cpu_unit="ms CPU", note=f"{goal}; {reps} interleaved runs, ranges {min(b):.0f}–{max(b):.0f} / "
+                                           f"{min(z):.0f}–{max(z):.0f} ms")
+
     return [
-        Row(section, "gRPC: spawn to ready line vs the bare grpc.aio servicer", "ms", median(grpc_b), median(grpc_0),
-            note=f"goal ≤ 1.2×; {reps} interleaved runs, ranges {min(grpc_b):.0f}–{max(grpc_b):.0f} / "
-                 f"{min(grpc_0):.0f}–{max(grpc_0):.0f}"),
-        Row(section, "stdio: spawn to negotiation answered vs a blocking framed loop", "ms", median(stdio_b),
-            median(stdio_0), note=f"goal ≤ 1.5×; ranges {min(stdio_b):.0f}–{max(stdio_b):.0f} / "
-                                  f"{min(stdio_0):.0f}–{max(stdio_0):.0f}"),
+        row("gRPC: spawn to ready line vs the bare grpc.aio servicer", "grpc", "goal ≤ 1.2×"),
+        row("stdio: spawn to negotiation answered vs a blocking framed loop", "stdio", "goal ≤ 1.5×"),
     ]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import socket
 import sys
 import time
@@ -194,6 +193,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         )
 
     async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        import platform  # here: ~2 ms of start-up for a call a pool makes rarely
+
         d = self.dispatcher
         response = pb.InfoResponse(
             worker_type=WORKER_TYPE,
