@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -216,6 +217,10 @@ class ConsoleLines:
 _settings: tuple[str, str] | None = None
 #: structlog has been set up from ``_settings`` (see :func:`_setup`).
 _set_up = False
+#: The renderer :func:`_setup` configured (for :class:`_Logger`'s direct lines).
+_renderer: Any = None
+#: Every stand-in handed out: configure() makes them forget what they looked up.
+_loggers: weakref.WeakSet[_Logger] = weakref.WeakSet()
 
 
 def configure(level: str = "info", fmt: str = "console") -> None:
@@ -225,6 +230,8 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     is set up on the first line logged (at once if it is imported already)."""
     global _settings, _set_up
     _settings, _set_up = (level, fmt), False
+    for stand_in in list(_loggers):
+        stand_in._forget()
     numeric = _LEVELS[level]
     handler = logging.StreamHandler(_Immediate())
     handler.setFormatter(_FirstUse())
@@ -238,12 +245,13 @@ def configure(level: str = "info", fmt: str = "console") -> None:
 def _setup() -> None:
     """Import and configure structlog from ``_settings``, and give the stdlib
     handler its real formatter (the same renderer)."""
-    global _set_up
+    global _set_up, _renderer
     import structlog
 
     level, fmt = _settings or ("info", "console")
     numeric = _LEVELS[level]
     renderer = structlog.processors.JSONRenderer(serializer=_dumps) if fmt == "json" else ConsoleLines()
+    _renderer = renderer
     exc = structlog.processors.format_exc_info if fmt == "json" else structlog.processors.StackInfoRenderer()
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, _stamp, exc, renderer],
@@ -277,12 +285,22 @@ class _FirstUse(logging.Formatter):
 class _Logger:
     """What :func:`get_logger` returns: a structlog logger, made on first use.
     Each method is looked up once and then kept on this object, so a call
-    through it costs what a call on the structlog logger costs."""
+    through it costs what a call on the structlog logger costs, or less: an
+    info or debug line (the one per call) is built and rendered directly, as
+    structlog's chain would (the same dict, the same renderer), unless
+    structlog context variables are bound or it carries exception or stack
+    information; then structlog renders it."""
 
     def __init__(self, name: str, bound: dict[str, Any]) -> None:
         self._name = name
         self._bound = bound
         self._real: Any = None
+        _loggers.add(self)
+
+    def _forget(self) -> None:
+        name, bound = self._name, self._bound
+        self.__dict__.clear()
+        self._name, self._bound, self._real = name, bound, None
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
@@ -293,9 +311,36 @@ class _Logger:
         if real is None:
             real = self._real = _real_logger(self._name, self._bound)
         value = getattr(real, attr)
+        if attr in _HELD and _renderer is not None and _settings is not None \
+                and _LEVELS[attr] >= _LEVELS[_settings[0]]:
+            value = _direct(attr, value, self._bound)
         if attr in _KEPT:
             self.__dict__[attr] = value
         return value
+
+
+_HELD = ("info", "debug")
+
+
+def _direct(level: str, slow: Any, bound: dict[str, Any]) -> Any:
+    """``log.info`` / ``log.debug`` without structlog's machinery (see :class:`_Logger`)."""
+    import structlog.contextvars
+
+    bound_vars = structlog.contextvars._CONTEXT_VARS  # what merge_contextvars would look at
+    render, hold = _renderer, _sink.hold
+
+    def emit(event: Any = None, *args: Any, **kw: Any) -> None:
+        if args or bound_vars or "exc_info" in kw or "stack_info" in kw or "exception" in kw:
+            return slow(event, *args, **kw)
+        event_dict = {**bound, **kw} if bound else kw
+        if event is not None:
+            event_dict["event"] = event
+        event_dict["level"] = level
+        event_dict["timestamp"] = iso_utc()
+        hold(render(None, level, event_dict))
+        return None
+
+    return emit
 
 
 def _drop(*_args: Any, **_kw: Any) -> None:
