@@ -20,9 +20,10 @@ thread pool of ``--threads``, the arrangement Snakepit 0.3's own bridge uses):
 the other floor a unary call is measured against.
 
 ``--raw`` is the least a grpc.aio server can do per call: Execute through a
-generic handler with no (de)serializers, a plain function (run on the loop)
-answering with the same pre-serialized bytes every time; every other method
-is left out. It answers pings only: the floor of grpc.aio itself.
+generic handler with no (de)serializers, a coroutine answering with the same
+pre-serialized bytes every time; every other method is left out. It answers
+pings only: the floor of grpc.aio itself. (A plain function there costs more:
+grpc.aio runs it in a thread.)
 
 Run: ``python -m benchmarks.bare_grpc [--port 0] [--sync [--threads 10] | --raw]``.
 """
@@ -149,7 +150,7 @@ def serve_sync(port: int, threads: int) -> None:
 def _raw_handler() -> grpc.GenericRpcHandler:
     answer = pb.ExecuteResponse(success=True).SerializeToString()
 
-    def execute(request: bytes, context) -> bytes:
+    async def execute(request: bytes, context) -> bytes:
         return answer
 
     return grpc.method_handlers_generic_handler(
