@@ -70,3 +70,13 @@ def test_inline_fast_path_keeps_sessions_deadlines_and_errors(spawn_bridge):
         r = c.execute("compute", {"operation": "nope", "a": 1, "b": 2})
         assert not r.success and "nope" in r.error
         assert c.health().total_errors == 1 and c.health().total_requests >= 3
+
+
+def test_a_stdio_worker_at_warning_imports_neither_grpc_nor_structlog_nor_unused_families():
+    from tests.stdio_process import StdioBridge
+
+    watched = ["grpc", "structlog", "numpy", *(f"snakepit_bridge.commands.{f}" for f in ALL if f != "basic")]
+    with StdioBridge("--adapter", "tests.handlers_ops", "--log-level", "warning") as w:
+        assert w.call("ping")["success"]
+        got = w.call("ops_modules", {"names": watched})["result"]
+    assert got == {name: False for name in watched}
