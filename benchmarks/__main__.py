@@ -50,6 +50,20 @@ def goals(results: Results, baseline: dict) -> list[str]:
     row = _find(results, "Startup", "spawn to ready vs")
     if row and row.ratio:
         out.append(f"Startup within 2.5× of `python -c \"import grpc\"`: {row.ratio:.2f}× ({verdict(row.ratio <= 2.5)})")
+    for name, goal in (("gRPC: spawn to ready line", 1.2), ("stdio: spawn to negotiation", 1.5)):
+        row = _find(results, "Startup", name)
+        if row and row.ratio:
+            out.append(f"{name} within {goal}× of its bare baseline: {row.ratio:.2f}× ({verdict(row.ratio <= goal)}); "
+                       f"CPU until ready {row.bridge_cpu:.0f} vs {row.bare_cpu:.0f} ms")
+    for label in ("sequential", "8 in flight", "64 in flight"):
+        aio = _find(results, "Unary ping", f"{label}: throughput")
+        sync = _find(results, "Unary ping", f"{label}: throughput vs the sync servicer")
+        if aio and aio.bridge_cpu and aio.bare_cpu:
+            cpu = aio.bridge_cpu / aio.bare_cpu
+            fastest = max(aio.bare, sync.bare if sync else 0)
+            out.append(f"Unary ping, {label}: server CPU {cpu:.2f}× the bare aio servicer's (goal ≤ 1.1×: "
+                       f"{verdict(cpu <= 1.1)}); rate {aio.bridge / fastest:.2f}× the faster bare servicer "
+                       f"(goal ≥ 1: {verdict(aio.bridge >= fastest)})")
     for p in results.payload:
         if p.size == 10_000_000 and ("npy" in p.encoding or "raw" in p.encoding):
             cpu = p.bridge_cpu_ms / p.bare_cpu_ms if p.bare_cpu_ms else float("nan")
