@@ -26,11 +26,11 @@ from .bench_grpc import _unary, bare_request, bridge_request, channel
 from .procs import BRIDGE, Server, bare_grpc_cmd
 
 
-async def _run(servers: dict[str, Server], inflights: list[int], rounds: int, per: int) -> None:
+async def _run(servers: dict[str, Server], bridges: set[str], inflights: list[int], rounds: int, per: int) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stubs = {name: pb_grpc.SnakepitBridgeStub(await stack.enter_async_context(channel(s)))
                  for name, s in servers.items()}
-        reqs = {name: bridge_request("ping") if name in _BRIDGES else bare_request("ping") for name in servers}
+        reqs = {name: bridge_request("ping") if name in bridges else bare_request("ping") for name in servers}
         for name in servers:
             await _unary(stubs[name], reqs[name], 300, 8)
         for inflight in inflights:
@@ -54,9 +54,6 @@ async def _run(servers: dict[str, Server], inflights: list[int], rounds: int, pe
                       f"({us / base_cpu:4.2f}× bare aio)", flush=True)
 
 
-_BRIDGES: set[str] = set()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bridge", action="append", default=[], metavar="NAME=SCRIPT [FLAG ...]",
@@ -72,7 +69,7 @@ def main() -> None:
         name, _, rest = spec.partition("=")
         script, *flags = rest.split()
         commands[name] = [*([sys.executable] if script.endswith(".py") else []), script, "--port", "0", *flags]
-    _BRIDGES.update(commands)
+    bridges = set(commands)
     commands["bare aio"] = bare_grpc_cmd("--port", "0")
     commands["bare sync"] = bare_grpc_cmd("--port", "0", "--sync")
     if not ns.no_raw:
@@ -80,7 +77,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(Server(cmd)) for name, cmd in commands.items()}
         t0 = time.perf_counter()
-        asyncio.run(_run(servers, [int(x) for x in ns.inflight.split(",")], ns.rounds, ns.per))
+        asyncio.run(_run(servers, bridges, [int(x) for x in ns.inflight.split(",")], ns.rounds, ns.per))
         print(f"\n{time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 
