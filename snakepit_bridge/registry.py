@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,9 @@ def _arity(func: Callable[..., Any]) -> int:
     return len(positional)
 
 
+_LOADING = threading.RLock()
+
+
 class Registry:
     """Command name -> :class:`Handler`. Registration is not thread-safe; do it at start-up."""
 
@@ -104,11 +108,15 @@ class Registry:
                 self._deferred[name] = load
 
     def _load(self, load: Callable[[], "Registry"]) -> None:
-        loaded = load()
-        for name in [n for n, f in self._deferred.items() if f is load]:
-            del self._deferred[name]
-            if name in loaded._handlers:
-                self._handlers[name] = loaded._handlers[name]
+        # A lookup may come from a handler's thread too: one load at a time.
+        with _LOADING:
+            promised = [n for n, f in self._deferred.items() if f is load]
+            if not promised:
+                return  # another thread loaded it meanwhile
+            loaded = load()
+            for name in promised:
+                if self._deferred.pop(name, None) is not None and name in loaded._handlers:
+                    self._handlers[name] = loaded._handlers[name]
 
     def _load_all(self) -> None:
         while self._deferred:

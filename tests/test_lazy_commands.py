@@ -80,3 +80,24 @@ def test_a_stdio_worker_at_warning_imports_neither_grpc_nor_structlog_nor_unused
         assert w.call("ping")["success"]
         got = w.call("ops_modules", {"names": watched})["result"]
     assert got == {name: False for name in watched}
+
+
+def test_concurrent_first_lookups_load_a_family_once_and_find_every_command():
+    import threading
+
+    registry = builtin_registry(lazy=True)
+    found: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def look(name: str) -> None:
+        barrier.wait()
+        found.append(registry.find(name))
+
+    names = ["ping", "echo", "store", "retrieve", "ping_stream", "batch_inference", "info", "compute"]
+    threads = [threading.Thread(target=look, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(h is not None for h in found) and len(found) == 8
+    assert registry.names() == sorted(COMMANDS) and len(list(registry)) == len(COMMANDS)
