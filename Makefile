@@ -10,7 +10,7 @@ PORT   ?= 50051
 # Everything ruff checks (its rules are in pyproject.toml); mypy checks the package.
 LINT_PATHS := snakepit_bridge tests benchmarks tools priv/python grpc_bridge.py setup.py
 
-.PHONY: install proto-python run lint test bench clean
+.PHONY: install proto-python run lint test bench bench-storm clean
 
 # Byte-compiled ahead: where PYTHONDONTWRITEBYTECODE is set, every worker
 # start would otherwise compile the package from source (~80 ms of startup).
@@ -50,6 +50,10 @@ test: install lint
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# 64 workers spawned at once beside 64 bare servicers (not part of `make bench`).
+bench-storm: install
+	$(BIN)/python -m benchmarks --only storm --no-docs
 
 clean:
 	rm -rf $(VENV) $(PROTO_GEN) $(PROTO_OUT)/*.pyi .pytest_cache .mypy_cache .ruff_cache *.egg-info build dist

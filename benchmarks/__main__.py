@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks                # everything (< 5 min on 2 cores)
     .venv/bin/python -m benchmarks --quick        # fewer repetitions, for a smoke run
     .venv/bin/python -m benchmarks --only unary,stdio --no-docs
+    .venv/bin/python -m benchmarks --only storm       # the start storm (not in the default run)
 
 Writes ``benchmarks/results/latest.json`` (and a timestamped copy), and unless
 ``--no-docs`` the generated block of ``docs/performance.md`` and
@@ -21,11 +22,14 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from . import bench_client, bench_dispatch, bench_grpc, bench_payload, bench_stdio
+from . import bench_client, bench_dispatch, bench_grpc, bench_payload, bench_start, bench_stdio
 from .procs import ROOT, Server, bare_grpc_cmd, bridge_cmd
 from .report import Results, Row
 
-SECTIONS = ("startup", "dispatch", "unary", "streams", "first", "cancel", "lead", "payload", "stdio", "client")
+SECTIONS = ("startup", "dispatch", "unary", "streams", "first", "cancel", "lead", "payload", "stdio", "client",
+            "storm")
+#: 64 workers spawned at once load the shared machine for tens of seconds: only on request.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "storm")
 BRIDGE_ARGS = ["--adapter", "benchmarks.handlers"]
 
 
@@ -46,6 +50,20 @@ def goals(results: Results, baseline: dict) -> list[str]:
     row = _find(results, "Startup", "spawn to ready vs")
     if row and row.ratio:
         out.append(f"Startup within 2.5× of `python -c \"import grpc\"`: {row.ratio:.2f}× ({verdict(row.ratio <= 2.5)})")
+    for name, goal in (("gRPC: spawn to ready line", 1.2), ("stdio: spawn to negotiation", 1.5)):
+        row = _find(results, "Startup", name)
+        if row and row.ratio:
+            out.append(f"{name} within {goal}× of its bare baseline: {row.ratio:.2f}× ({verdict(row.ratio <= goal)}); "
+                       f"CPU until ready {row.bridge_cpu:.0f} vs {row.bare_cpu:.0f} ms")
+    for label in ("sequential", "8 in flight", "64 in flight"):
+        aio = _find(results, "Unary ping", f"{label}: throughput")
+        sync = _find(results, "Unary ping", f"{label}: throughput vs the sync servicer")
+        if aio and aio.bridge_cpu and aio.bare_cpu:
+            cpu = aio.bridge_cpu / aio.bare_cpu
+            fastest = max(aio.bare, sync.bare if sync else 0)
+            out.append(f"Unary ping, {label}: server CPU {cpu:.2f}× the bare aio servicer's (goal ≤ 1.1×: "
+                       f"{verdict(cpu <= 1.1)}); rate {aio.bridge / fastest:.2f}× the faster bare servicer "
+                       f"(goal ≥ 1: {verdict(aio.bridge >= fastest)})")
     for p in results.payload:
         if p.size == 10_000_000 and ("npy" in p.encoding or "raw" in p.encoding):
             cpu = p.bridge_cpu_ms / p.bare_cpu_ms if p.bare_cpu_ms else float("nan")
@@ -100,7 +118,8 @@ def run(only: set[str], quick: bool) -> tuple[Results, dict]:
             traceback.print_exc()
         print(f"[bench] {label}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
-    section("startup", "Startup", lambda: results.add(*bench_grpc.startup(reps, BRIDGE_ARGS)))
+    section("startup", "Startup", lambda: results.add(*bench_grpc.startup(reps, BRIDGE_ARGS),
+                                                       *bench_start.startup(2 * reps, [])))
     section("dispatch", "In-process dispatch", lambda: results.add(*bench_dispatch.dispatch(2000 if quick else 5000)))
 
     grpc_sections = {"unary", "streams", "first", "cancel", "lead", "payload", "client"} & only
@@ -109,20 +128,22 @@ def run(only: set[str], quick: bool) -> tuple[Results, dict]:
             try:
                 bridge = stack.enter_context(Server(bridge_cmd("--port", "0", *BRIDGE_ARGS)))
                 bare = stack.enter_context(Server(bare_grpc_cmd("--port", "0")))
+                sync = stack.enter_context(Server(bare_grpc_cmd("--port", "0", "--sync")))
             except RuntimeError as exc:  # the bridge does not start: say so, still run stdio
                 results.unavailable["gRPC sections"] = str(exc).splitlines()[0][:200]
                 traceback.print_exc()
             else:
-                _grpc_sections(section, results, baseline, bridge, bare, only, quick)
+                _grpc_sections(section, results, baseline, bridge, bare, sync, only, quick)
 
     section("stdio", "stdio", lambda: results.add(*bench_stdio.stdio(500 if quick else 3000, 5 if quick else 20)))
+    section("storm", "Start storm", lambda: results.add(*bench_start.storm(16 if quick else 64)))
     return results, baseline
 
 
-def _grpc_sections(section, results: Results, baseline: dict, bridge: Server, bare: Server,
+def _grpc_sections(section, results: Results, baseline: dict, bridge: Server, bare: Server, sync: Server,
                    only: set[str], quick: bool) -> None:
     section("unary", "Unary ping",
-            lambda: results.add(*asyncio.run(bench_grpc.unary(bridge, bare, 2000 if quick else 6000))))
+            lambda: results.add(*asyncio.run(bench_grpc.unary(bridge, bare, 2000 if quick else 6000, sync=sync))))
     section("streams", "Streams",
             lambda: results.add(*asyncio.run(bench_grpc.streams(bridge, bare, 8000 if quick else 24000))))
     section("first", "First chunk",
@@ -150,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md and the plot (never rewritten with --only)")
     ns = p.parse_args(argv)
-    only = set(ns.only.split(",")) if ns.only else set(SECTIONS)
+    only = set(ns.only.split(",")) if ns.only else set(DEFAULT_SECTIONS)
     unknown = only - set(SECTIONS)
     if unknown:
         p.error(f"unknown sections: {', '.join(sorted(unknown))}")

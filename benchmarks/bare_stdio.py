@@ -16,7 +16,6 @@ nothing is copied), as the bridge does.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
@@ -30,6 +29,8 @@ def main() -> None:
     ns = p.parse_args()
     respond = _answerer(ns.answer)
     if ns.asyncio:
+        import asyncio  # only here: the blocking loop's start-up is a baseline too
+
         asyncio.run(_serve_on_loop(respond))
         return
     stdin = sys.stdin.buffer
@@ -57,13 +58,16 @@ def _answerer(protocol: str | None) -> Callable[[bytes], bytes]:
 
     def respond(payload: bytes) -> bytes:
         request = loads(payload)
-        return dumps({"id": request["id"], "success": True, "result": {"echoed": request["args"]},
+        # .get: a negotiation frame (the start-up benchmark's first frame) has neither.
+        return dumps({"id": request.get("id"), "success": True, "result": {"echoed": request.get("args")},
                       "timestamp": time.time()})
 
     return respond
 
 
 async def _serve_on_loop(respond: Callable[[bytes], bytes]) -> None:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     fd, out = sys.stdin.fileno(), sys.stdout.fileno()
     os.set_blocking(fd, False)

@@ -8,6 +8,7 @@ is why server CPU (from /proc) is reported beside it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -93,33 +94,48 @@ async def _unary(stub, request, total: int, inflight: int) -> tuple[float, list[
     return time.perf_counter() - t0, latencies
 
 
-async def unary(bridge: Server, bare: Server, total: int, rounds: int = 3) -> list[Row]:
-    """Bridge and bare take turns (``rounds`` blocks each), so a change in the
-    machine's load during the run hits both alike."""
+async def unary(bridge: Server, bare: Server, total: int, rounds: int = 3,
+                sync: Server | None = None) -> list[Row]:
+    """Bridge, bare grpc.aio servicer and (given ``sync``) bare thread-pool
+    servicer take turns (``rounds`` blocks each), so a change in the machine's
+    load during the run hits all of them alike. Rows compare the bridge with
+    each bare servicer; server CPU per call beside the rates."""
     rows = []
-    async with channel(bridge) as cb, channel(bare) as c0:
-        sb, s0 = pb_grpc.SnakepitBridgeStub(cb), pb_grpc.SnakepitBridgeStub(c0)
-        rb, r0 = bridge_request("ping"), bare_request("ping")
-        await _unary(sb, rb, 200, 8)  # warm up both
-        await _unary(s0, r0, 200, 8)
+    servers = {"bridge": bridge, "bare": bare}
+    if sync is not None:
+        servers["sync"] = sync
+    async with contextlib.AsyncExitStack() as stack:
+        stubs = {}
+        for key, server in servers.items():
+            ch = await stack.enter_async_context(channel(server))
+            stubs[key] = pb_grpc.SnakepitBridgeStub(ch)
+        reqs = {key: bridge_request("ping") if key == "bridge" else bare_request("ping") for key in servers}
+        for key in servers:  # warm up every server
+            await _unary(stubs[key], reqs[key], 200, 8)
         for inflight in (1, 8, 64):
             n = (total if inflight > 1 else total // 2) // rounds
-            acc = {"bridge": [0.0, 0.0, []], "bare": [0.0, 0.0, []]}  # seconds, cpu seconds, latencies
+            acc = {key: [0.0, 0.0, []] for key in servers}  # seconds, cpu seconds, latencies
             for _ in range(rounds):
-                for key, server, stub, req in (("bridge", bridge, sb, rb), ("bare", bare, s0, r0)):
+                for key, server in servers.items():
                     cpu = server.cpu()
-                    elapsed, latencies = await _unary(stub, req, n, inflight)
+                    elapsed, latencies = await _unary(stubs[key], reqs[key], n, inflight)
                     acc[key][0] += elapsed
                     acc[key][1] += server.cpu() - cpu
                     acc[key][2] += latencies
             calls = n * rounds
-            (tb, cb_, lb), (t0, c0_, l0) = acc["bridge"], acc["bare"]
             label = "sequential" if inflight == 1 else f"{inflight} in flight"
-            rows.append(Row("Unary ping", f"{label}: throughput", "calls/s", calls / tb, calls / t0,
-                            higher_is_better=True, bridge_cpu=cb_ / calls * 1e6, bare_cpu=c0_ / calls * 1e6))
-            rows.append(Row("Unary ping", f"{label}: latency p50", "ms", median(lb) * 1e3, median(l0) * 1e3))
-            if inflight == 1:
-                rows.append(Row("Unary ping", f"{label}: latency p99", "ms", pct(lb, 99) * 1e3, pct(l0, 99) * 1e3))
+            (tb, cb_, lb) = acc["bridge"]
+            for key, against in (("bare", ""), ("sync", " vs the sync servicer")):
+                if key not in acc:
+                    continue
+                t0, c0_, l0 = acc[key]
+                rows.append(Row("Unary ping", f"{label}: throughput{against}", "calls/s", calls / tb, calls / t0,
+                                higher_is_better=True, bridge_cpu=cb_ / calls * 1e6, bare_cpu=c0_ / calls * 1e6))
+                rows.append(Row("Unary ping", f"{label}: latency p50{against}", "ms", median(lb) * 1e3,
+                                median(l0) * 1e3))
+                if inflight == 1:
+                    rows.append(Row("Unary ping", f"{label}: latency p99{against}", "ms", pct(lb, 99) * 1e3,
+                                    pct(l0, 99) * 1e3))
     return rows
 
 

@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .adapters.legacy import AdapterError, load_adapter
     from .commands import builtin_registry
 
-    registry = builtin_registry()
+    registry = builtin_registry(lazy=True)
     if config.adapter:
         try:
             registry.update(load_adapter(config.adapter))

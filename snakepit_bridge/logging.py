@@ -9,6 +9,12 @@ by itself (``GRPC_VERBOSITY`` / ``GRPC_TRACE`` control it).
 
 Levels: ``info`` gives one line per call (emitted by the dispatcher) plus
 lifecycle lines; per-chunk lines are ``debug`` only.
+
+structlog is imported and set up when the first line is logged, not at
+start-up: :func:`configure` only records the level and format, and
+:func:`get_logger` hands out a stand-in that becomes the real logger on first
+use. A gRPC worker at ``info`` logs its first line just after the ready line;
+a stdio worker at ``warning`` may never import structlog at all.
 """
 from __future__ import annotations
 
@@ -19,13 +25,16 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import structlog
 
 from ._clock import iso_utc
+
+if TYPE_CHECKING:
+    import structlog
 
 __all__ = ["ConsoleLines", "HeldLines", "SafeStderr", "configure", "flush", "get_logger"]
 
@@ -181,6 +190,8 @@ class ConsoleLines:
     _QUOTE = frozenset(" \t=\r\n\"'")
 
     def __init__(self) -> None:
+        import structlog.dev
+
         self._full = structlog.dev.ConsoleRenderer(colors=False)
 
     def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
@@ -203,12 +214,45 @@ class ConsoleLines:
         return " ".join(head).rstrip(" ")
 
 
+#: (level, format) as last given to :func:`configure`; None: never called.
+_settings: tuple[str, str] | None = None
+#: structlog has been set up from ``_settings`` (see :func:`_setup`).
+_set_up = False
+#: The renderer :func:`_setup` configured (for :class:`_Logger`'s direct lines).
+_renderer: Any = None
+#: Every stand-in handed out: configure() makes them forget what they looked up.
+_loggers: weakref.WeakSet[_Logger] = weakref.WeakSet()
+
+
 def configure(level: str = "info", fmt: str = "console") -> None:
     """Route structlog and stdlib logging to stderr at ``level`` in ``fmt``
     ("console" or "json"). Stdlib loggers stay at WARNING or above unless
-    ``level`` is debug: grpc and asyncio are chatty at info."""
+    ``level`` is debug: grpc and asyncio are chatty at info. structlog itself
+    is set up on the first line logged (at once if it is imported already)."""
+    global _settings, _set_up
+    _settings, _set_up = (level, fmt), False
+    for stand_in in list(_loggers):
+        stand_in._forget()
+    numeric = _LEVELS[level]
+    handler = logging.StreamHandler(_Immediate())
+    handler.setFormatter(_FirstUse())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric if numeric == logging.DEBUG else max(numeric, logging.WARNING))
+    if "structlog" in sys.modules:
+        _setup()
+
+
+def _setup() -> None:
+    """Import and configure structlog from ``_settings``, and give the stdlib
+    handler its real formatter (the same renderer)."""
+    global _set_up, _renderer
+    import structlog
+
+    level, fmt = _settings or ("info", "console")
     numeric = _LEVELS[level]
     renderer = structlog.processors.JSONRenderer(serializer=_dumps) if fmt == "json" else ConsoleLines()
+    _renderer = renderer
     exc = structlog.processors.format_exc_info if fmt == "json" else structlog.processors.StackInfoRenderer()
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, _stamp, exc, renderer],
@@ -216,19 +260,107 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         logger_factory=lambda *_: _sink,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(_Immediate())
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+    formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, _stamp],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc, renderer],
-    ))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(numeric if numeric == logging.DEBUG else max(numeric, logging.WARNING))
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, _FirstUse):
+            handler.formatter.real = formatter
+            handler.setFormatter(formatter)
+    _set_up = True
 
 
-def get_logger(name: str = "snakepit_bridge", **bound) -> structlog.typing.FilteringBoundLogger:
-    """A bound logger. Configures stderr output first if nobody has yet, since
-    structlog's own default writes to stdout."""
-    if not structlog.is_configured():
-        configure()
-    return structlog.get_logger(name).bind(**bound) if bound else structlog.get_logger(name)
+class _FirstUse(logging.Formatter):
+    """The stdlib handler's formatter until structlog is set up: the first
+    record sets it up and is rendered by the real formatter."""
+
+    real: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.real is None:
+            _setup()
+        return self.real.format(record) if self.real is not None else super().format(record)
+
+
+class _Logger:
+    """What :func:`get_logger` returns: a structlog logger, made on first use.
+    Each method is looked up once and then kept on this object, so a call
+    through it costs what a call on the structlog logger costs, or less: an
+    info or debug line (the one per call) is built and rendered directly, as
+    structlog's chain would (the same dict, the same renderer), unless
+    structlog context variables are bound or it carries exception or stack
+    information; then structlog renders it."""
+
+    def __init__(self, name: str, bound: dict[str, Any]) -> None:
+        self._name = name
+        self._bound = bound
+        self._real: Any = None
+        _loggers.add(self)
+
+    def _forget(self) -> None:
+        name, bound = self._name, self._bound
+        self.__dict__.clear()
+        self._name, self._bound, self._real = name, bound, None
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        if not _set_up and _settings is not None and _LEVELS.get(attr, logging.CRITICAL) < _LEVELS[_settings[0]]:
+            return _drop  # filtered out: no reason to import structlog for it (not kept: configure may change)
+        real = self._real
+        if real is None:
+            real = self._real = _real_logger(self._name, self._bound)
+        value = getattr(real, attr)
+        if attr in _HELD and _renderer is not None and _settings is not None \
+                and _LEVELS[attr] >= _LEVELS[_settings[0]]:
+            value = _direct(attr, value, self._bound)
+        if attr in _KEPT:
+            self.__dict__[attr] = value
+        return value
+
+
+_HELD = ("info", "debug")
+
+
+def _direct(level: str, slow: Any, bound: dict[str, Any]) -> Any:
+    """``log.info`` / ``log.debug`` without structlog's machinery (see :class:`_Logger`)."""
+    import structlog.contextvars
+
+    bound_vars = structlog.contextvars._CONTEXT_VARS  # what merge_contextvars would look at
+    render, hold = _renderer, _sink.hold
+
+    def emit(event: Any = None, *args: Any, **kw: Any) -> None:
+        if args or bound_vars or "exc_info" in kw or "stack_info" in kw or "exception" in kw:
+            return slow(event, *args, **kw)
+        event_dict = {**bound, **kw} if bound else kw
+        if event is not None:
+            event_dict["event"] = event
+        event_dict["level"] = level
+        event_dict["timestamp"] = iso_utc()
+        hold(render(None, level, event_dict))
+        return None
+
+    return emit
+
+
+def _drop(*_args: Any, **_kw: Any) -> None:
+    return None
+
+
+_KEPT = frozenset({"debug", "info", "warning", "warn", "error", "critical", "exception", "msg", "log",
+                   "adebug", "ainfo", "awarning", "aerror"})
+
+
+def _real_logger(name: str, bound: dict[str, Any]) -> Any:
+    import structlog
+
+    if not _set_up and (_settings is not None or not structlog.is_configured()):
+        _setup()  # structlog's own default writes to stdout: never that
+    logger = structlog.get_logger(name)
+    return logger.bind(**bound) if bound else logger
+
+
+def get_logger(name: str = "snakepit_bridge", **bound: Any) -> structlog.typing.FilteringBoundLogger:
+    """A bound logger (structlog is set up when it first logs; see the module docstring)."""
+    return _Logger(name, bound)

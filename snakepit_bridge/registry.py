@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +126,40 @@ def _first_paragraph(doc: str | None) -> str:
     return " ".join((doc or "").split("\n\n")[0].split())
 
 
+_LOADING = threading.RLock()
+
+
 class Registry:
     """Command name -> :class:`Handler`. Registration is not thread-safe; do it at start-up."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        # name -> what registers it on first use (see defer); never a name in _handlers
+        self._deferred: dict[str, Callable[[], Registry]] = {}
+
+    def defer(self, names: Iterable[str], load: Callable[[], "Registry"]) -> None:
+        """Promise ``names`` without importing them: the first lookup of any of
+        them (or iterating the registry) calls ``load()`` once and takes its
+        handlers for the promised names. Listed by :meth:`names` meanwhile. A
+        name registered already, or later, keeps that handler."""
+        for name in names:
+            if name not in self._handlers:
+                self._deferred[name] = load
+
+    def _load(self, load: Callable[[], "Registry"]) -> None:
+        # A lookup may come from a handler's thread too: one load at a time.
+        with _LOADING:
+            promised = [n for n, f in self._deferred.items() if f is load]
+            if not promised:
+                return  # another thread loaded it meanwhile
+            loaded = load()
+            for name in promised:
+                if self._deferred.pop(name, None) is not None and name in loaded._handlers:
+                    self._handlers[name] = loaded._handlers[name]
+
+    def _load_all(self) -> None:
+        while self._deferred:
+            self._load(next(iter(self._deferred.values())))
 
     def add(
         self,
@@ -163,6 +193,7 @@ class Registry:
             arity = KEYWORDS if params.keywords else max(_arity(func, sig), 1)
         handler = Handler(name, func, kind, arity, doc, params)
         self._handlers[name] = handler
+        self._deferred.pop(name, None)
         return handler
 
     def command(self, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -176,29 +207,40 @@ class Registry:
 
     def get(self, name: str) -> Handler:
         """The handler for ``name``; raises :class:`UnknownCommand` when there is none."""
-        try:
-            return self._handlers[name]
-        except KeyError:
-            raise UnknownCommand(name) from None
+        handler = self.find(name)
+        if handler is None:
+            raise UnknownCommand(name)
+        return handler
 
     def find(self, name: str) -> Handler | None:
         """The handler for ``name``, or None."""
-        return self._handlers.get(name)
+        handler = self._handlers.get(name)
+        if handler is None and name in self._deferred:
+            self._load(self._deferred[name])
+            handler = self._handlers.get(name)
+        return handler
 
     def update(self, other: "Registry") -> None:
+        """Take ``other``'s handlers (they win) and its deferred names (unless registered here)."""
         self._handlers.update(other._handlers)
+        for name in other._handlers:
+            self._deferred.pop(name, None)
+        for name, load in other._deferred.items():
+            if name not in self._handlers:
+                self._deferred[name] = load
 
     def names(self) -> list[str]:
-        return sorted(self._handlers)
+        return sorted({*self._handlers, *self._deferred})
 
     def __contains__(self, name: object) -> bool:
-        return name in self._handlers
+        return name in self._handlers or name in self._deferred
 
     def __iter__(self) -> Iterator[Handler]:
-        return iter(self._handlers.values())
+        self._load_all()
+        return iter(list(self._handlers.values()))
 
     def __len__(self) -> int:
-        return len(self._handlers)
+        return len(self._handlers) + len(self._deferred)
 
 
 #: Where ``@command`` registers: user modules imported through ``--adapter`` use it.

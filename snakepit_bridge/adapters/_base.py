@@ -14,7 +14,7 @@ class BuiltinAdapter:
     families: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self.registry = builtin_registry(self.families)
+        self.registry = builtin_registry(self.families, lazy=True)
 
     def get_supported_commands(self) -> list[str]:
         return self.registry.names()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import platform
 import socket
 import sys
 import time
@@ -27,12 +26,17 @@ from .._proto import snakepit_pb2_grpc as pb_grpc
 from ..codecs import accepted, decode_map, encode_map
 from ..dispatch import Dispatcher, Request, Result
 from ..errors import ResourceExhausted
+from ..registry import Kind
 
 __all__ = ["BridgeServicer", "SERVICE_NAME", "message_size"]
 
 SERVICE_NAME = "snakepit.SnakepitBridge"
 WORKER_TYPE = "python-snakepit-bridge"
 
+
+# Arguments up to this many wire bytes may be decoded on the spot for an
+# inline command (bigger ones go through dispatch, which may use a thread).
+_NOW_BYTES = 64 * 1024
 
 # Bytes a response needs beyond its map entries and request id: the other
 # fields (success, timestamp, chunk_index, a short error). Generous on purpose.
@@ -158,8 +162,25 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
                     chunk_index=chunk.index, encodings=encodings,
                 )
 
+    def _now(self, req: Request) -> Result | None:
+        """An inline command's answer, computed now (``Dispatcher.call_now``):
+        no task, no await, no thread. None when ``req`` needs the full path
+        (another kind of handler, a session, large arguments, or arguments
+        that do not decode: ``call`` then reports that as usual)."""
+        handler = self.dispatcher.registry.find(req.command)
+        if handler is None or handler.kind is not Kind.INLINE or req.decode is None or req.decode_size > _NOW_BYTES:
+            return None
+        try:
+            args = req.decode()
+        except Exception:  # noqa: BLE001 - call() decodes again and reports it
+            return None
+        req.args, req.decode = args, None
+        return self.dispatcher.call_now(req)
+
     async def _unary(self, req: Request, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
-        result = await self.dispatcher.call(req)
+        result = self._now(req)
+        if result is None:
+            result = await self.dispatcher.call(req)
         if result.code == "DEADLINE_EXCEEDED":
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, result.error)
         return self._response(result, req.request_id)
@@ -202,6 +223,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         )
 
     async def GetInfo(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        import platform  # here: ~2 ms of start-up for a call a pool makes rarely
+
         d = self.dispatcher
         response = pb.InfoResponse(
             worker_type=WORKER_TYPE,
