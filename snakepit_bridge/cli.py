@@ -143,6 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bridge_logging.configure(config.log_level, config.log_format)
 
+    # The last resort for the exit guarantees, before any user code runs: a
+    # handler holding the GIL in C must not keep SIGTERM or a dead parent
+    # from ending the process (see snakepit_bridge/_reaper.py).
+    from ._lifecycle import start_reaper
+
+    start_reaper(config.grace_period, STARTED_BY if config.watch_parent else None, config.log_format)
+
     if config.mode == "pool-worker":
         # Take stdout for frames before any user code runs: an adapter that
         # prints at import time would otherwise corrupt the pool's first frame.

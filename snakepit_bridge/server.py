@@ -13,7 +13,8 @@ Shutdown (SIGTERM, SIGINT, EOF on a piped stdin, or the parent dying):
    through ``os._exit`` so that a thread blocked in a handler cannot hang it.
 
 A watchdog ends the process ``SHUTDOWN_MARGIN`` seconds after the grace period
-whatever is still running, and a second SIGTERM/SIGINT exits at once with
+whatever is still running (the reaper process, :mod:`snakepit_bridge._reaper`,
+kills it shortly after if even that cannot run), and a second SIGTERM/SIGINT exits at once with
 :data:`ExitCode.FORCED`. Signals use plain signal handlers and the stdin and
 parent watchers are threads, so all of this works even while a handler blocks
 the event loop. Calls still running when the grace ends are cancelled by gRPC
