@@ -10,6 +10,7 @@ CORE = [
     "msgpack>=1.0",
     "orjson>=3.10",
     "structlog>=23.1",
+    "google-re2>=1.1",  # linear-time regexes for caller-supplied patterns (tail_and_analyze)
 ]
 EXTRAS = {
     "msgpack": ["msgpack>=1.0"],

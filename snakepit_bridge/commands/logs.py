@@ -5,10 +5,14 @@ Contract
 Arguments:
 
 * ``log_path`` (str, required): the file. Missing -> NOT_FOUND.
-* ``patterns``: regexes (Python ``re`` syntax), as strings or as
-  ``{"pattern": str, "severity": str}``; default ``["CRITICAL", "FATAL",
-  "ERROR", "WARN"]``. An invalid regex -> INVALID_ARGUMENT. A line is reported
-  once, for the first pattern that matches (``re.search``).
+* ``patterns``: regexes in RE2 syntax (Python ``re`` without backreferences
+  and lookaround), as strings or as ``{"pattern": str, "severity": str}``;
+  default ``["CRITICAL", "FATAL", "ERROR", "WARN"]``. At most MAX_PATTERNS
+  patterns of at most MAX_PATTERN_CHARS characters each. They run on RE2
+  (google-re2), a linear-time engine: no pattern can make a line take more
+  than time proportional to its length (``(a|a)*Q`` included). An invalid or
+  unsupported regex -> INVALID_ARGUMENT. A line is reported once, for the
+  first pattern that matches (a search, not an anchored match).
 * ``context_lines`` (int 0..100, default 2): lines of context before and after
   each match (like ``grep -C``).
 * ``from_beginning`` (bool, default false): false starts at the end of the file
@@ -68,6 +72,21 @@ from ..registry import Registry
 registry = Registry()
 
 DEFAULT_PATTERNS = ["CRITICAL", "FATAL", "ERROR", "WARN"]
+MAX_PATTERNS = 256
+MAX_PATTERN_CHARS = 4096
+
+
+def _compile(pattern: str) -> Any:
+    """RE2, imported on first use (start-up stays lean). Raises InvalidArgument."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the error reaches the caller; nothing unstructured on stderr
+    try:
+        return re2.compile(pattern, options=options)
+    except re2.error as exc:
+        why = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise InvalidArgument(f"tail_and_analyze 'patterns': invalid regex {pattern!r} (RE2 syntax): {why}") from None
 _BLOCK = 1 << 16
 _READ_BUDGET = 1 << 20  # bytes read per loop turn before checking cancellation and yielding
 _MAX_LINE = 1 << 20
@@ -118,13 +137,15 @@ def severity_of(line: str, pattern: str, explicit: str | None) -> str:
     return "UNKNOWN"
 
 
-def _patterns(raw: Any) -> list[tuple[re.Pattern[str], str, str | None]]:
+def _patterns(raw: Any) -> list[tuple[Any, str, str | None]]:
     if raw is None:
         raw = DEFAULT_PATTERNS
     if isinstance(raw, (str, dict)):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
         raise InvalidArgument(f"tail_and_analyze 'patterns' must be a non-empty list of regexes, got {raw!r}")
+    if len(raw) > MAX_PATTERNS:
+        raise InvalidArgument(f"tail_and_analyze 'patterns': at most {MAX_PATTERNS}, got {len(raw)}")
     out = []
     for p in raw:
         severity = None
@@ -135,10 +156,9 @@ def _patterns(raw: Any) -> list[tuple[re.Pattern[str], str, str | None]]:
             p = p.get("pattern")
         if not isinstance(p, str) or not p:
             raise InvalidArgument(f"tail_and_analyze 'patterns': each must be a non-empty string, got {p!r}")
-        try:
-            out.append((re.compile(p), p, severity.upper() if severity else None))
-        except re.error as exc:
-            raise InvalidArgument(f"tail_and_analyze 'patterns': invalid regex {p!r}: {exc}") from None
+        if len(p) > MAX_PATTERN_CHARS:
+            raise InvalidArgument(f"tail_and_analyze 'patterns': a pattern may have at most {MAX_PATTERN_CHARS} characters")
+        out.append((_compile(p), p, severity.upper() if severity else None))
     return out
 
 
