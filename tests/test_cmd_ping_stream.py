@@ -64,6 +64,7 @@ def test_deadline_cuts_a_long_interval(client):
 @pytest.mark.parametrize("args, needle", [
     ({"count": -1}, "'count' must be a non-negative integer"),
     ({"count": "3"}, "'count' must be a non-negative integer"),
+    ({"count": 2**31}, "'count' must be a non-negative integer below"),
     ({"count": 1, "interval": -0.5}, "'interval' must be a non-negative number"),
 ])
 def test_bad_arguments(client, args, needle):

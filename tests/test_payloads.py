@@ -28,6 +28,16 @@ def t_big_stream(args):
         yield {"array": np.full(n, float(i)), "index": i}
 
 
+@command("make_payload")
+def make_payload(args):
+    """``{"value": v, "kind": kind}``: about ``size`` bytes of bytes (0..255
+    repeating) or a float64 array (i * 0.5). Test-only: not a built-in."""
+    kind, size = args.get("kind", "bytes"), int(args.get("size", 1024))
+    if kind == "bytes":
+        return {"value": bytes(range(256)) * (size // 256) + bytes(range(size % 256)), "kind": kind}
+    return {"value": np.arange(size // 8, dtype=np.float64) * 0.5, "kind": kind}
+
+
 @command("t_object_array")
 def t_object_array():
     return {"a": np.array([{}, 1], dtype=object)}
