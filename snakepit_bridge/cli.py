@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--generator-ttl", type=float, default=300.0, metavar="SECONDS", help="idle pull-based generators are closed after this")
     p.add_argument("--max-generators", type=int, default=1000, help="cap on open pull-based generators (default 1000)")
     p.add_argument("--grace-period", type=float, default=1.5, metavar="SECONDS", help="time in-flight calls get on SIGTERM (default 1.5)")
+    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
+                   help="a directory whose regular files the built-ins may read when a caller names them "
+                        "(file_path, log_path, model_path); repeatable; none (default) = no file access")
     p.add_argument("--auth-token-file", help=f"file holding the bearer token every call must carry (or set {TOKEN_ENV})")
     p.add_argument("--tls-cert", help="PEM certificate chain for TLS")
     p.add_argument("--tls-key", help="PEM private key for TLS")
@@ -104,6 +107,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         insecure=ns.insecure, auth_token=token, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca, log_format=ns.log_format,
         watch_stdin=not ns.no_parent_watch, watch_parent=not ns.no_parent_watch,
+        data_dirs=tuple(os.path.realpath(d) for d in ns.data_dir),
         log_level="warning" if ns.quiet and ns.log_level == "info" else ns.log_level,
     )
 

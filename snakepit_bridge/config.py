@@ -6,6 +6,7 @@ environment (except the auth-token variable, resolved by the CLI too).
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field, replace
 
 __all__ = ["Config", "ConfigError"]
@@ -60,6 +61,9 @@ class Config:
     watch_stdin: bool = True  # gRPC mode: EOF on a piped stdin means the pool is gone
     watch_parent: bool = True  # gRPC mode: the parent process dying means the pool is gone
 
+    # Files callers may name (built-ins): regular files under these directories only (none: no files)
+    data_dirs: tuple[str, ...] = ()
+
     def __post_init__(self) -> None:
         if self.mode not in ("grpc", "pool-worker"):
             raise ConfigError(f"mode must be 'grpc' or 'pool-worker', not {self.mode!r}")
@@ -83,6 +87,9 @@ class Config:
             raise ConfigError(f"log format must be 'console' or 'json', not {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log level must be debug, info, warning or error, not {self.log_level!r}")
+        for d in self.data_dirs:
+            if not os.path.isdir(d):
+                raise ConfigError(f"--data-dir {d!r} is not a directory")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:

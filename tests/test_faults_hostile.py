@@ -147,3 +147,107 @@ def test_parent_death_ends_worker_while_handler_holds_the_gil_in_c(mode, tmp_pat
         for pid in (worker, child):
             if pid and alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# -- 3. file access is confined -------------------------------------------------------------------
+
+FILE_CALLS = [
+    ("process_large_dataset", "file_path", {}),
+    ("tail_and_analyze", "log_path", {"from_beginning": True, "max_matches": 1, "patterns": ["."]}),
+    ("batch_inference", "model_path", {"batch_items": ["x"]}),
+]
+
+
+def _file_error(client: Client, command: str, arg: str, path: str, extra: dict) -> str:
+    chunks = list(client.stream(command, {arg: path, **extra}, timeout_ms=5000))
+    assert chunks[-1].is_final and chunks[-1].error, chunks
+    return chunks[-1].error
+
+
+@pytest.mark.parametrize("command, arg, extra", FILE_CALLS)
+def test_without_data_dir_no_file_is_read_and_the_error_names_the_flag(spawn_bridge, tmp_path, command, arg, extra):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("ERROR top secret\n")
+    b = spawn_bridge()
+    with Client(b.target) as c:
+        for path in (str(secret), str(tmp_path / "missing.txt"), "/etc/passwd"):
+            error = _file_error(c, command, arg, path, extra)
+            assert "--data-dir" in error and "file access is off" in error, error
+            assert "top secret" not in error
+
+
+@pytest.fixture(scope="module")
+def confined(tmp_path_factory):
+    """A bridge with one data dir holding a CSV, a FIFO and escaping symlinks."""
+    root = tmp_path_factory.mktemp("confined")
+    data = root / "data"
+    data.mkdir()
+    (root / "outside.csv").write_text("a\n1\n")
+    (data / "ok.csv").write_text("a\n1\n")
+    os.mkfifo(data / "fifo")
+    (data / "escape").symlink_to(root / "outside.csv")
+    (data / "proc").symlink_to("/proc/self/environ")
+    with Bridge("--data-dir", str(data)) as b:
+        yield b, data
+
+
+@pytest.mark.parametrize("command, arg, extra", FILE_CALLS)
+def test_paths_outside_the_data_dir_are_refused_before_anything_blocks(confined, command, arg, extra):
+    b, data = confined
+    cases = {
+        "/etc/shadow": "outside the data directories",
+        str(data / ".." / "outside.csv"): "outside the data directories",
+        str(data / "../../../../../etc/passwd"): "outside the data directories",
+        str(data / "escape"): "outside the data directories",
+        str(data / "proc"): "/proc, /sys or /dev",
+        "/proc/self/environ": "/proc, /sys or /dev",
+        "/proc/self/fd/0": "/proc, /sys or /dev",
+        str(data / "fifo"): "not a regular file",
+        str(data): "is a directory",
+    }
+    with Client(b.target) as c:
+        for path, needle in cases.items():
+            started = time.monotonic()
+            error = _file_error(c, command, arg, path, extra)
+            assert needle in error, (path, error)
+            assert time.monotonic() - started < 2.0
+        # The same answer whether or not an outside file exists: no existence oracle.
+        assert "outside" in _file_error(c, command, arg, "/no/such/file", extra)
+        assert c.health(timeout=5).healthy
+
+
+def test_files_inside_the_data_dir_still_work(confined):
+    b, data = confined
+    with Client(b.target) as c:
+        chunks = list(c.stream("process_large_dataset", {"file_path": str(data / "ok.csv")}, timeout_ms=5000))
+        assert not chunks[-1].error and chunks[-1].data["final_stats"]["rows_read"] == 1
+        # The shipped model needs no --data-dir.
+        r = list(c.stream("batch_inference", {"batch_items": ["I love it"]}, timeout_ms=10000))
+        assert r[0].data["prediction"] == "positive"
+
+
+# -- 2. no argument drives a built-in into catastrophic time --------------------------------------
+
+def test_catastrophic_pattern_runs_in_linear_time(confined):
+    b, data = confined
+    log = data / "app.log"
+    log.write_text("a" * 40 + "\n" + "ERROR x\n")
+    with Client(b.target) as c:
+        started = time.monotonic()
+        chunks = list(c.stream("tail_and_analyze", {"log_path": str(log), "from_beginning": True, "max_matches": 1,
+                                                    "patterns": ["(a|a)*Q", "ERROR"]}, timeout_ms=10000))
+        assert time.monotonic() - started < 2.0
+        assert [ch.data.get("line_number") for ch in chunks if ch.data.get("event") == "match"] == [2]
+        bad = list(c.stream("tail_and_analyze", {"log_path": str(log), "patterns": ["(a)\\1"]}, timeout_ms=5000))
+        assert "RE2 syntax" in bad[-1].error
+
+
+def test_size_arguments_are_bounded(client):
+    # (ints this big may not decode at all yet; either way a clear error, not minutes of work)
+    r = client.execute("compute", {"operation": "multiply", "a": 10**4000, "b": 10**4000})
+    assert not r.success and ("too large" in r.error or "cannot be decoded" in r.error), r.error
+    r = client.execute("compute", {"operation": "power", "a": 10, "b": 10**9})
+    assert not r.success and "too large" in r.error
+    chunks = list(client.stream("ping_stream", {"count": 2**40}))
+    assert "below" in chunks[-1].error
+    assert "make_payload" not in client.info().supported_commands  # test-only: not a built-in

@@ -4,7 +4,8 @@ Contract
 --------
 Arguments:
 
-* ``log_path`` (str, required): the file. Missing -> NOT_FOUND.
+* ``log_path`` (str, required): the file, a regular file under a ``--data-dir``
+  (else PERMISSION_DENIED; see :mod:`snakepit_bridge._files`). Missing -> NOT_FOUND.
 * ``patterns``: regexes in RE2 syntax (Python ``re`` without backreferences
   and lookaround), as strings or as ``{"pattern": str, "severity": str}``;
   default ``["CRITICAL", "FATAL", "ERROR", "WARN"]``. At most MAX_PATTERNS
@@ -65,6 +66,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+from .._files import data_dirs, open_data_file
 from ..context import Context
 from ..errors import InvalidArgument, NotFound
 from ..registry import Registry
@@ -179,12 +181,8 @@ class _Follower:
 
     def __init__(self, path: str, from_beginning: bool, ctx: Context) -> None:
         self.path = path
-        try:
-            self.f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        except FileNotFoundError:
-            raise NotFound(f"tail_and_analyze 'log_path': no such file {path!r}") from None
-        except IsADirectoryError:
-            raise InvalidArgument(f"tail_and_analyze 'log_path' is a directory: {path!r}") from None
+        self.roots = data_dirs(ctx)
+        self.f = self._open()
         st = os.fstat(self.f.fileno())
         self.ident = (st.st_dev, st.st_ino)
         self.buf = b""
@@ -206,6 +204,10 @@ class _Follower:
                 last_nl = pos + i
             pos += len(block)
         self.f.seek(last_nl + 1)
+
+    def _open(self) -> Any:
+        """The file, through the one gate for caller-named files (--data-dir, regular files only)."""
+        return open_data_file(self.path, self.roots, where="tail_and_analyze 'log_path'", buffering=0)
 
     def close(self) -> None:
         self.f.close()
@@ -250,8 +252,8 @@ class _Follower:
             if rest:
                 return None, rest
             try:
-                new = open(self.path, "rb", buffering=0)  # noqa: SIM115
-            except FileNotFoundError:
+                new = self._open()
+            except NotFound:
                 return None, []
             self.f.close()
             self.f, self.buf, self.line_number = new, b"", 0
@@ -271,6 +273,7 @@ def tail_and_analyze(args: dict[str, Any], ctx: Context) -> Iterator[Any]:
     path = args.get("log_path")
     if not isinstance(path, str) or not path:
         raise InvalidArgument(f"tail_and_analyze 'log_path' must be a non-empty string, got {path!r}")
+    # (opened by _Follower through snakepit_bridge._files: --data-dir, regular files only)
     patterns = _patterns(args.get("patterns"))
     n_context = _number(args, "context_lines", 2, 0, 100, True)
     max_matches = _number(args, "max_matches", None, 1, 10**12, True)
