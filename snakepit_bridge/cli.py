@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-mb", type=int, default=100, help="largest message either way, in MB (default 100)")
     p.add_argument("--max-workers", type=int, default=256, help="threads for sync handlers, and as many for sync generators (default 256)")
     p.add_argument("--stream-buffer", type=int, default=8, help="chunks a producer may run ahead of a slow client (default 8)")
+    p.add_argument("--max-execute-mb", type=float, default=512.0,
+                   help="Execute on a streaming command collects at most this many MB of chunks (default 512)")
+    p.add_argument("--max-stream-buffer-mb", type=float, default=1024.0,
+                   help="chunks buffered by all open streams together, in MB; a stream nobody reads that would pass "
+                        "it ends with RESOURCE_EXHAUSTED (default 1024)")
     p.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS", help="idle sessions expire after this (default 3600)")
     p.add_argument("--max-sessions", type=int, default=10_000, help="cap on sessions; least recently used is evicted (default 10000)")
     p.add_argument("--max-session-mb", type=float, default=0.0, help="cap on one session's estimated size in MB (default 0 = none)")
@@ -101,6 +106,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         protocol=ns.protocol, quiet=ns.quiet, worker_id=ns.worker_id,
         binary_threshold=ns.binary_threshold, max_message_mb=ns.max_message_mb,
         max_workers=ns.max_workers, stream_buffer=ns.stream_buffer,
+        max_execute_bytes=int(ns.max_execute_mb * 1024 * 1024),
+        max_stream_buffer_bytes=int(ns.max_stream_buffer_mb * 1024 * 1024),
         session_ttl=ns.session_ttl, max_sessions=ns.max_sessions,
         max_session_bytes=int(ns.max_session_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
         generator_ttl=ns.generator_ttl, max_generators=ns.max_generators, grace_period=ns.grace_period,

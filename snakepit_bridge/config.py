@@ -38,6 +38,8 @@ class Config:
     max_workers: int = 256  # threads for sync handlers; as many again for sync generators
     stream_buffer: int = 8  # chunks a producer may run ahead of its consumer
     max_execute_chunks: int = 10_000  # Execute on a streaming command collects at most this many
+    max_execute_bytes: int = 512 * 1024 * 1024  # ... and at most this many bytes of chunks
+    max_stream_buffer_bytes: int = 1024 * 1024 * 1024  # chunks buffered by all open streams together
 
     # Sessions
     session_ttl: float = 3600.0
@@ -77,6 +79,8 @@ class Config:
             raise ConfigError("max message size must be 1..2047 MB (gRPC's limit is 2 GiB)")
         if self.max_workers < 1 or self.stream_buffer < 1 or self.max_execute_chunks < 1:
             raise ConfigError("max workers, stream buffer and max execute chunks must be >= 1")
+        if self.max_execute_bytes < 1 or self.max_stream_buffer_bytes < 1:
+            raise ConfigError("--max-execute-mb and --max-stream-buffer-mb must be > 0")
         if self.session_ttl <= 0 or self.max_sessions < 1 or self.max_session_bytes < 0:
             raise ConfigError("session ttl must be > 0, max sessions >= 1, max session bytes >= 0")
         if self.generator_ttl <= 0 or self.max_generators < 1:

@@ -12,7 +12,8 @@ Semantics, whatever the handler kind:
   A unary handler streams as one final chunk holding its result.
 * ``call()`` on a unary handler returns its result. On a streaming handler it
   collects the stream into ``{"chunks": [...], "chunk_count": n}`` (at most
-  ``config.max_execute_chunks`` chunks, else an error that says to stream), and
+  ``config.max_execute_chunks`` chunks and ``config.max_execute_bytes`` bytes
+  of chunks, else RESOURCE_EXHAUSTED saying to stream), and
   fails if any chunk carried an error: Snakepit 0.3 pools call Execute for
   commands they do not know stream, and a list of every chunk is the one answer
   that loses nothing.
@@ -27,7 +28,10 @@ Semantics, whatever the handler kind:
   is the client's HTTP/2 window plus socket buffers (measured on loopback:
   one or two 64 KiB chunks with a 64 KiB window, up to ~7 MB once the
   client's BDP probing has grown its window), so a slow client costs
-  bounded memory, in bytes, whatever the stream's length.
+  bounded memory, in bytes, whatever the stream's length. All streams
+  together hold at most ``config.max_stream_buffer_bytes`` of chunks in their
+  buffers (:class:`._pump.ByteBudget`); a stream nobody reads runs out first
+  and ends with RESOURCE_EXHAUSTED.
 * Closing the stream (the caller cancelled, disconnected, or stopped
   iterating) closes the handler's generator in its producer, so its
   ``finally`` blocks run (measured: ~1 ms after the client's cancel). A
@@ -45,9 +49,10 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._pump import END, AsyncPump, ThreadPump
+from ._pump import END, AsyncPump, ByteBudget, ThreadPump
+from ._session_state import estimate_size
 from .calls import CallRecord, Encoded, Request, Result, Stats, encoded
-from .chunks import Chunk, as_chunk_data, encoded_chunk, to_chunk
+from .chunks import Chunk, ChunkError, Final, as_chunk_data, encoded_chunk, to_chunk
 from .codecs.values import json_exceeds
 from .config import Config
 from .context import Context
@@ -88,6 +93,8 @@ class Dispatcher:
         # stream too many is refused instead of queued behind the others.
         self._stream_threads = ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-stream")
         self._threads_held = 0
+        #: Bytes of chunks buffered by all open streams together.
+        self.buffered = ByteBudget(self.config.max_stream_buffer_bytes, _chunk_bytes)
         self.stats = Stats()
         self.closing = False
         self.log = get_logger("snakepit_bridge.dispatch")
@@ -307,16 +314,19 @@ class Dispatcher:
 
     def _start(self, handler: Handler, args: dict[str, Any], ctx: Context,
                encode: Callable[[dict[str, Any]], Any] | None = None) -> AsyncPump | ThreadPump:
+        # Chunks are built and encoded by the producer, before they are
+        # buffered, so the buffer's bytes are known; for sync generators
+        # that is their own thread, so a large value is never serialized on the event loop.
+        transform = None if encode is None else (lambda item: encoded_chunk(to_chunk(item), encode))
         if handler.kind is Kind.ASYNC_GENERATOR:
-            pump: AsyncPump | ThreadPump = AsyncPump(handler.invoke(args, ctx), self.config.stream_buffer)
+            pump: AsyncPump | ThreadPump = AsyncPump(handler.invoke(args, ctx), self.config.stream_buffer,
+                                                     self.buffered, transform)
         else:
             if self._threads_held >= self.config.max_workers:
                 raise ResourceExhausted(f"all {self.config.max_workers} stream threads are held by open sync "
                                         "streams; close some, or raise --max-workers")
-            # Sync generators get their chunks built and encoded in their own
-            # thread, so a large value is never serialized on the event loop.
-            transform = None if encode is None else (lambda item: encoded_chunk(to_chunk(item), encode))
-            pump = ThreadPump(handler.invoke(args, ctx), self.config.stream_buffer, self._stream_threads, transform)
+            pump = ThreadPump(handler.invoke(args, ctx), self.config.stream_buffer, self._stream_threads, transform,
+                              self.buffered)
             # Counted until the thread is free again (an abandoned generator keeps it).
             self._threads_held += 1
             pump.task.add_done_callback(self._thread_freed)
@@ -353,8 +363,10 @@ class Dispatcher:
             self.log.warning("generator misbehaved when closed", error=f"{type(pump.close_error).__name__}: "
                              f"{pump.close_error}", **where)
 
-    async def _produce(self, req: Request, obs: CallRecord, check: Callable[[dict[str, Any]], Any] | None = None
-                       ) -> AsyncIterator[Chunk]:
+    async def _produce(self, req: Request, obs: CallRecord, check: Callable[[dict[str, Any]], Any] | None = None,
+                       sizes: list[int] | None = None) -> AsyncIterator[Chunk]:
+        """The stream's chunks; ``sizes`` (if given) gets each item's bytes as
+        measured by its producer (for :meth:`_collect`)."""
         index = 0
         pump: AsyncPump | ThreadPump | None = None
         timer: asyncio.TimerHandle | None = None
@@ -384,6 +396,8 @@ class Dispatcher:
                 item = await pump.get()
                 if item is END:
                     break
+                if sizes is not None:
+                    sizes.append(pump.held)
                 chunk = encoded_chunk(to_chunk(item), req.encode)
                 chunk.index = index
                 index += 1
@@ -420,11 +434,17 @@ class Dispatcher:
         chunks: list[dict[str, Any]] = []
         errors: list[str] = []
         code = "UNKNOWN"
-        limit = self.config.max_execute_chunks
+        limit, byte_limit, collected = self.config.max_execute_chunks, self.config.max_execute_bytes, 0
+        sizes: list[int] = []
         inner = Request(req.command, req.args, req.request_id, req.timeout_ms, req.session_id, req.deadline, req.decode)
         # Not encoded chunk by chunk (call() encodes the whole body), but error details checked.
-        async with contextlib.aclosing(self._produce(inner, obs, req.encode)) as stream:
+        async with contextlib.aclosing(self._produce(inner, obs, req.encode, sizes)) as stream:
             async for chunk in stream:
+                collected += sizes.pop() if sizes else 0
+                if collected > byte_limit:
+                    raise ResourceExhausted(
+                        f"command {req.command!r} streamed more than {byte_limit // (1024 * 1024)} MB for one Execute "
+                        "answer (--max-execute-mb); call it with ExecuteStream")
                 if chunk.error:
                     errors.append(chunk.error)
                     code = chunk.code or code
@@ -482,6 +502,21 @@ class _Observed:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._dispatcher._ended(self._record)
+
+
+def _chunk_bytes(item: Any) -> int:
+    """About the memory one buffered item holds: its encoded bytes when the
+    producer encoded it, else a deep size estimate of its values."""
+    if isinstance(item, Chunk):
+        payload = item.payload
+        if isinstance(payload, tuple) and payload and isinstance(payload[0], dict):
+            return 64 + sum(len(k) + len(v) for k, v in payload[0].items())
+        if isinstance(payload, (bytes, bytearray)):
+            return 64 + len(payload)
+        item = item.data
+    elif isinstance(item, (Final, ChunkError)):
+        item = item.data
+    return 64 + estimate_size(item)
 
 
 def _invoke_encoded(handler: Handler, args: dict[str, Any], ctx: Context,
