@@ -68,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
                         "it ends with RESOURCE_EXHAUSTED (default 1024)")
     p.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS", help="idle sessions expire after this (default 3600)")
     p.add_argument("--max-sessions", type=int, default=10_000, help="cap on sessions; least recently used is evicted (default 10000)")
-    p.add_argument("--max-session-mb", type=float, default=0.0, help="cap on one session's estimated size in MB (default 0 = none)")
+    p.add_argument("--max-session-mb", type=float, default=1024.0,
+                   help="cap on one session's (and the worker-global store's) estimated size in MB (default 1024; 0 = none)")
+    p.add_argument("--max-sessions-total-mb", type=float, default=8192.0,
+                   help="cap on all sessions' estimated size together, in MB (default 8192; 0 = none)")
     p.add_argument("--no-session-lock", action="store_true", help="let unary calls within one session run concurrently")
     p.add_argument("--generator-ttl", type=float, default=300.0, metavar="SECONDS", help="idle pull-based generators are closed after this")
     p.add_argument("--max-generators", type=int, default=1000, help="cap on open pull-based generators (default 1000)")
@@ -109,7 +112,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         max_execute_bytes=int(ns.max_execute_mb * 1024 * 1024),
         max_stream_buffer_bytes=int(ns.max_stream_buffer_mb * 1024 * 1024),
         session_ttl=ns.session_ttl, max_sessions=ns.max_sessions,
-        max_session_bytes=int(ns.max_session_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
+        max_session_bytes=int(ns.max_session_mb * 1024 * 1024),
+        max_sessions_total_bytes=int(ns.max_sessions_total_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
         generator_ttl=ns.generator_ttl, max_generators=ns.max_generators, grace_period=ns.grace_period,
         insecure=ns.insecure, auth_token=token, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca, log_format=ns.log_format,

@@ -44,7 +44,8 @@ class Config:
     # Sessions
     session_ttl: float = 3600.0
     max_sessions: int = 10_000
-    max_session_bytes: int = 0  # 0 = no cap
+    max_session_bytes: int = 1024 * 1024 * 1024  # one session's (and the worker-global store's) state; 0 = no cap
+    max_sessions_total_bytes: int = 8 * 1024 * 1024 * 1024  # all sessions together; 0 = no cap
     session_lock: bool = True
 
     # Pull-based generators
@@ -81,7 +82,7 @@ class Config:
             raise ConfigError("max workers, stream buffer and max execute chunks must be >= 1")
         if self.max_execute_bytes < 1 or self.max_stream_buffer_bytes < 1:
             raise ConfigError("--max-execute-mb and --max-stream-buffer-mb must be > 0")
-        if self.session_ttl <= 0 or self.max_sessions < 1 or self.max_session_bytes < 0:
+        if self.session_ttl <= 0 or self.max_sessions < 1 or self.max_session_bytes < 0 or self.max_sessions_total_bytes < 0:
             raise ConfigError("session ttl must be > 0, max sessions >= 1, max session bytes >= 0")
         if self.generator_ttl <= 0 or self.max_generators < 1:
             raise ConfigError("generator ttl must be > 0 and max generators >= 1")
