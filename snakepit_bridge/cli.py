@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-session-lock", action="store_true", help="let unary calls within one session run concurrently")
     p.add_argument("--generator-ttl", type=float, default=300.0, metavar="SECONDS", help="idle pull-based generators are closed after this")
     p.add_argument("--max-generators", type=int, default=1000, help="cap on open pull-based generators (default 1000)")
+    p.add_argument("--max-generator-args-mb", type=float, default=1024.0,
+                   help="arguments held by open pull generators together, in MB (default 1024)")
     p.add_argument("--grace-period", type=float, default=1.5, metavar="SECONDS", help="time in-flight calls get on SIGTERM (default 1.5)")
     p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
                    help="a directory whose regular files the built-ins may read when a caller names them "
@@ -114,7 +116,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
         session_ttl=ns.session_ttl, max_sessions=ns.max_sessions,
         max_session_bytes=int(ns.max_session_mb * 1024 * 1024),
         max_sessions_total_bytes=int(ns.max_sessions_total_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
-        generator_ttl=ns.generator_ttl, max_generators=ns.max_generators, grace_period=ns.grace_period,
+        generator_ttl=ns.generator_ttl, max_generators=ns.max_generators,
+        max_generator_args_bytes=int(ns.max_generator_args_mb * 1024 * 1024), grace_period=ns.grace_period,
         insecure=ns.insecure, auth_token=token, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca, log_format=ns.log_format,
         watch_stdin=not ns.no_parent_watch, watch_parent=not ns.no_parent_watch,

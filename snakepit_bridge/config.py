@@ -51,6 +51,7 @@ class Config:
     # Pull-based generators
     generator_ttl: float = 300.0
     max_generators: int = 1_000
+    max_generator_args_bytes: int = 1024 * 1024 * 1024  # arguments held by open pull generators together
 
     # Operations
     grace_period: float = 1.5
@@ -84,7 +85,7 @@ class Config:
             raise ConfigError("--max-execute-mb and --max-stream-buffer-mb must be > 0")
         if self.session_ttl <= 0 or self.max_sessions < 1 or self.max_session_bytes < 0 or self.max_sessions_total_bytes < 0:
             raise ConfigError("session ttl must be > 0, max sessions >= 1, max session bytes >= 0")
-        if self.generator_ttl <= 0 or self.max_generators < 1:
+        if self.generator_ttl <= 0 or self.max_generators < 1 or self.max_generator_args_bytes < 1:
             raise ConfigError("generator ttl must be > 0 and max generators >= 1")
         if self.grace_period < 0:
             raise ConfigError("grace period must be >= 0")

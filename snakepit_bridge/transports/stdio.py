@@ -97,7 +97,7 @@ from .._lifecycle import say as _say
 from .._lifecycle import watch_parent as _watch_parent
 from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_descendants
 from ..config import Config
-from ..dispatch import Dispatcher, Request, Result
+from ..dispatch import OFFLOAD_BYTES, Dispatcher, Request, Result
 from ..errors import BridgeError, ResourceExhausted
 from ..exitcodes import ExitCode
 from ..logging import get_logger
@@ -363,7 +363,7 @@ class StdioServer:
     def _parse_now(self, payload: bytes | bytearray) -> WireRequest | None:
         """The request in a frame, for the on-the-spot path; None for anything
         else (negotiation, bad input), which :meth:`_handle` then takes from the start."""
-        if not self.settled:
+        if not self.settled or len(payload) > OFFLOAD_BYTES:  # a large frame is decoded off the loop
             return None
         try:
             return parse_request(self.codec.decode(payload))
@@ -439,6 +439,10 @@ class StdioServer:
 
     async def _parse(self, payload: bytes) -> WireRequest | None:
         try:
+            if len(payload) > OFFLOAD_BYTES:  # tens of MB take hundreds of ms to decode: not on the loop
+                obj = await asyncio.get_running_loop().run_in_executor(self.dispatcher.executor, self.codec.decode,
+                                                                       payload)
+                return parse_request(obj)
             return parse_request(self.codec.decode(payload))
         except PayloadError as exc:
             rid = self.codec.recover_id(payload)
