@@ -99,7 +99,10 @@ def parse_config(argv: Sequence[str] | None = None, environ: dict[str, str] | No
     Raises SystemExit(2) on bad flags and :class:`ConfigError` on bad combinations."""
     ns = _parser().parse_args(argv)
     environ = os.environ if environ is None else environ
-    token = environ.get(TOKEN_ENV) or None
+    # Stripped (a secret mounted from a file often ends in a newline); an empty
+    # one is refused by Config, never taken as "no auth".
+    token = environ.get(TOKEN_ENV)
+    token = token.strip() if token is not None else None
     if ns.auth_token_file:
         try:
             with open(ns.auth_token_file, encoding="utf-8") as f:

@@ -56,7 +56,7 @@ from .chunks import Chunk, ChunkError, Final, as_chunk_data, encoded_chunk, to_c
 from .codecs.values import json_exceeds
 from .config import Config
 from .context import Context
-from .errors import BridgeError, DeadlineExceeded, ResourceExhausted, ShuttingDown
+from .errors import BridgeError, DeadlineExceeded, InvalidArgument, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 from .registry import Handler, Kind, Registry
 from .sessions import SessionStore
@@ -67,6 +67,10 @@ __all__ = ["Dispatcher", "Request", "Result", "Stats"]
 CLOSE_WAIT = 0.25
 # Arguments larger than this (wire bytes) are decoded in a worker thread.
 OFFLOAD_BYTES = 1 << 20
+#: Deepest nesting of lists/maps accepted in arguments. Results are encoded
+#: with orjson, whose limit is 255 levels; a command may wrap its arguments in
+#: a few more (echo, Execute's collected chunks), so arguments stop well below.
+MAX_DEPTH = 200
 # What becomes a call's error: a handler's sys.exit() must fail its call, not stop the
 # worker. Not CancelledError or GeneratorExit: they are how a call is cancelled.
 _FAILURES = (Exception, SystemExit, KeyboardInterrupt)
@@ -222,7 +226,10 @@ class Dispatcher:
             # Tens of MB of JSON take hundreds of ms to parse: not on the loop,
             # where Health and every other call would wait for it.
             big = req.decode_size > OFFLOAD_BYTES
-            req.args = await asyncio.get_running_loop().run_in_executor(self.executor, decode) if big else decode()
+            work = lambda: _shallow(decode())  # noqa: E731
+            req.args = await asyncio.get_running_loop().run_in_executor(self.executor, work) if big else work()
+        else:
+            _shallow(req.args)
         return handler
 
     def _context(self, req: Request, handler: Handler) -> Context:
@@ -502,6 +509,20 @@ class _Observed:
 
     def __exit__(self, *exc_info: Any) -> None:
         self._dispatcher._ended(self._record)
+
+
+def _shallow(args: dict[str, Any]) -> dict[str, Any]:
+    """``args``, if no value nests lists/maps deeper than MAX_DEPTH (else
+    INVALID_ARGUMENT: such a value would fail later, in a handler's recursion
+    or the encoder, as a crash). Walks containers only, without recursion."""
+    stack: list[tuple[Any, int]] = [(v, 1) for v in args.values() if isinstance(v, (list, dict, tuple))]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidArgument(f"an argument is nested more than {MAX_DEPTH} levels deep")
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in items if isinstance(v, (list, dict, tuple)))
+    return args
 
 
 def _chunk_bytes(item: Any) -> int:

@@ -149,11 +149,25 @@ def _credentials(config: Config) -> grpc.ServerCredentials | None:
         cert = f.read()
     with open(config.tls_key, "rb") as f:  # type: ignore[arg-type]
         key = f.read()
+    _check_key_pair(config.tls_cert, config.tls_key)  # type: ignore[arg-type]
     ca = None
     if config.tls_client_ca:
         with open(config.tls_client_ca, "rb") as f:
             ca = f.read()
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def _check_key_pair(cert: str, key: str) -> None:
+    """gRPC reports a key that does not match its certificate only as a failed
+    bind (which reads as "port in use"): check the pair first. Raises OSError
+    (exit 3, a configuration error) naming both flags."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise OSError(f"--tls-cert {cert!r} and --tls-key {key!r} do not form a valid pair "
+                      f"(the key does not match the certificate, or one is not PEM): {exc.reason or exc}") from None
 
 
 def announce(port: int, ready_fd: int | None = None) -> None:

@@ -251,3 +251,103 @@ def test_size_arguments_are_bounded(client):
     chunks = list(client.stream("ping_stream", {"count": 2**40}))
     assert "below" in chunks[-1].error
     assert "make_payload" not in client.info().supported_commands  # test-only: not a built-in
+
+
+# -- 4. memory bounded in bytes -------------------------------------------------------------------
+
+def test_execute_on_a_stream_stops_at_its_byte_cap(spawn_bridge):
+    b = spawn_bridge("--max-execute-mb", "2")
+    with Client(b.target) as c:
+        started = time.monotonic()
+        r = c.execute("process_large_dataset", {"total_rows": 5_000_000, "include_rows": True}, timeout=30)
+        assert not r.success and "--max-execute-mb" in r.error and "ExecuteStream" in r.error, r.error
+        assert time.monotonic() - started < 10
+        assert c.execute("process_large_dataset", {"total_rows": 100}).success  # small ones still collect
+
+
+def test_unread_streams_share_one_byte_budget(spawn_bridge):
+    import psutil
+
+    b = spawn_bridge("--max-stream-buffer-mb", "4", "--adapter", "tests.test_payloads")
+    with Client(b.target) as c:
+        calls = [c.stream("t_big_stream", {"count": 30, "size": 1024 * 1024}, timeout_ms=30000) for _ in range(8)]
+        ends = [list(call)[-1] for call in calls]  # each read only once all are open
+        refused = [e for e in ends if "--max-stream-buffer-mb" in e.error]
+        assert refused, [e.error for e in ends]
+        assert all(e.is_final for e in ends)
+        # Without the budget 8 streams x 8 buffered 1 MB chunks would pin 64 MB more.
+        assert psutil.Process(b.pid).memory_info().rss < 400 * 1024 * 1024
+        assert c.health(timeout=5).healthy
+
+
+def test_sessions_together_stop_at_their_byte_cap(spawn_bridge):
+    b = spawn_bridge("--max-sessions-total-mb", "1")
+    with Client(b.target) as c:
+        blob = "x" * 400_000
+        assert c.execute_in_session("s1", "store", {"key": "k", "value": blob}).success
+        assert c.execute_in_session("s2", "store", {"key": "k", "value": blob}).success
+        r = c.execute_in_session("s3", "store", {"key": "k", "value": blob})
+        assert not r.success and "--max-sessions-total-mb" in r.error, r.error
+        assert c.execute_in_session("s1", "end_session").success  # ending one frees its bytes
+        assert c.execute_in_session("s3", "store", {"key": "k", "value": blob}).success
+        # The worker-global store has a cap by default too.
+        assert c.execute("store", {"key": "g", "value": "y" * 700_000}).success is False
+
+
+def test_pull_generator_arguments_are_capped_together(spawn_bridge):
+    b = spawn_bridge("--max-generator-args-mb", "1")
+    with Client(b.target) as c:
+        first = c.init_generator("ping_stream", {"count": 1, "pad": "x" * 600_000})
+        assert first.generator_id and not first.error
+        second = c.init_generator("ping_stream", {"count": 1, "pad": "x" * 600_000})
+        assert not second.generator_id and "--max-generator-args-mb" in second.error
+        c.close_generator(first.generator_id)
+        assert c.init_generator("ping_stream", {"count": 1, "pad": "x" * 600_000}).generator_id
+
+
+# -- 7. the smaller points ------------------------------------------------------------------------
+
+def test_deep_nesting_is_invalid_argument_not_a_crash(bridge):
+    from snakepit_bridge._proto import snakepit_pb2 as pb
+    from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
+
+    stub = pb_grpc.SnakepitBridgeStub(grpc.insecure_channel(bridge.target))
+    deep = ("[" * 600 + "]" * 600).encode()
+    r = stub.Execute(pb.ExecuteRequest(command="echo", args={"x": deep}), timeout=10)
+    assert not r.success and "nested more than" in r.error and "Traceback" not in r.error
+    assert "RecursionError" not in bridge.stderr_text()
+    with StdioBridge(protocol="json") as s:
+        rid = s.new_id()
+        s.send_raw(b'{"id": %d, "command": "echo", "args": {"x": %s}}' % (rid, deep))
+        reply = s.recv()
+        assert reply["id"] == rid and not reply["success"] and "nested more than" in reply["error"]
+
+
+def test_tls_key_that_does_not_match_exits_3_saying_so(tmp_path):
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is needed")
+    for name in ("a", "b"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1", "-subj", "/CN=x"],
+                       cwd=tmp_path, check=True, capture_output=True, timeout=30)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--port", "0", "--tls-cert", str(tmp_path / "a.pem"),
+                           "--tls-key", str(tmp_path / "b.key")], cwd=ROOT, capture_output=True, timeout=20,
+                          stdin=subprocess.DEVNULL)
+    err = proc.stderr.decode()
+    assert proc.returncode == 3, err
+    assert "do not form a valid pair" in err and "in use" not in err
+
+
+def test_token_variable_is_stripped_and_an_empty_one_refused(spawn_bridge):
+    b = spawn_bridge(env={"SNAKEPIT_BRIDGE_AUTH_TOKEN": "s3cret\n"})
+    with Client(b.target, token="s3cret") as c:
+        assert c.execute("ping", timeout=5).success
+    with Client(b.target) as c:
+        with pytest.raises(grpc.RpcError) as info:
+            c.execute("ping", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--port", "0"], cwd=ROOT, capture_output=True, timeout=20,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "SNAKEPIT_BRIDGE_AUTH_TOKEN": " \n"})
+    assert proc.returncode == 3 and "auth token is empty" in proc.stderr.decode()
