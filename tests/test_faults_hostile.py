@@ -351,3 +351,37 @@ def test_token_variable_is_stripped_and_an_empty_one_refused(spawn_bridge):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--port", "0"], cwd=ROOT, capture_output=True, timeout=20,
                           stdin=subprocess.DEVNULL, env={**os.environ, "SNAKEPIT_BRIDGE_AUTH_TOKEN": " \n"})
     assert proc.returncode == 3 and "auth token is empty" in proc.stderr.decode()
+
+
+# -- 5. the event loop never decodes a large request ----------------------------------------------
+
+@pytest.mark.slow
+def test_a_million_small_arguments_are_decoded_off_the_loop(bridge):
+    """10+ MB of tiny arguments stalled Health for 7.7 s when the offload
+    decision counted value bytes only. A loose bound (the speed figure lives in
+    benchmarks/soak.py): gRPC's own parse of the message stays on the loop."""
+    from snakepit_bridge._proto import snakepit_pb2 as pb
+    from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
+
+    opts = [("grpc.max_send_message_length", 64 << 20)]
+    stub = pb_grpc.SnakepitBridgeStub(grpc.insecure_channel(bridge.target, options=opts))
+    probe = pb_grpc.SnakepitBridgeStub(grpc.insecure_channel(bridge.target))
+    probe.Health(pb.HealthRequest(), timeout=5)
+    worst, done = [0.0], threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            started = time.perf_counter()
+            probe.Health(pb.HealthRequest(), timeout=30)
+            worst[0] = max(worst[0], time.perf_counter() - started)
+            time.sleep(0.01)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        r = stub.Execute(pb.ExecuteRequest(command="ping", args={f"k{i}": b"1" for i in range(1_000_000)}), timeout=60)
+        assert r.success, r.error
+    finally:
+        done.set()
+        poller.join(35)
+    assert worst[0] < 3.0, f"Health waited {worst[0]:.2f}s"
