@@ -20,10 +20,10 @@ __all__ = ["PARENT_GONE_GRACE", "REAPER_LAG", "SHUTDOWN_MARGIN", "say", "start_r
 #: nobody waits for the answers, and the worker must exit within a second.
 PARENT_GONE_GRACE = 0.25
 #: Shutdown may take the grace period plus this, then the watchdog exits.
-#: 1.5 s + 0.25 s stays under the pool's 2 s before SIGKILL.
-SHUTDOWN_MARGIN = 0.25
+#: 1.5 s + 0.2 s stays under the pool's 2 s before SIGKILL.
+SHUTDOWN_MARGIN = 0.2
 #: The reaper process (the last resort, :mod:`._reaper`) kills the worker this
-#: long after the in-process watchdog should have ended it: 1.5 + 0.25 + 0.1 s.
+#: long after the in-process watchdog should have ended it: 1.5 + 0.2 + 0.1 s.
 REAPER_LAG = 0.1
 #: How long a last-words log line may take before exiting without it.
 SAY_TIMEOUT = 0.1

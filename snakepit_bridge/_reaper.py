@@ -19,7 +19,9 @@ that needs nothing from the worker's interpreter:
   fork), repeat until nothing new shows up, then SIGKILL them all. The worker's
   own forced exits ask the reaper for this too (byte ``KILL_CHILDREN`` on the
   same pipe): walking /proc from inside a worker whose threads fight for the
-  GIL took seconds, in the reaper it takes milliseconds.
+  GIL took seconds, in the reaper it takes milliseconds. Such a request also
+  tells the reaper the worker is ending itself: its deadline moves to at
+  least ``EXITING`` seconds later, so the worker's own exit code stands.
 * **Its own end.** It holds a pidfd of the worker and exits the moment the
   worker does; it ignores SIGTERM/SIGINT/SIGHUP (a terminal's Ctrl-C reaches
   the whole process group; the worker's byte is what counts).
@@ -44,6 +46,9 @@ __all__ = ["KILL_CHILDREN", "kill_children", "pid", "start"]
 KILL_CHILDREN = 255
 #: After a second SIGTERM/SIGINT the reaper waits only this long (the worker exits FORCED itself).
 SECOND_SIGNAL = 0.3
+#: When the worker asks for its children to be killed it is ending itself; its
+#: deadline moves to at least this long after the request (its flush takes <= 0.2 s).
+EXITING = 0.25
 
 _state: dict[str, object] = {}
 _ask_lock = threading.Lock()
@@ -56,6 +61,7 @@ for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
 worker, pool, sig_fd, ack_fd = (int(a) for a in sys.argv[1:5])
 term_budget, gone_budget, fmt, second = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], float(sys.argv[8])
+exiting = float(sys.argv[9])
 me = os.getpid()
 
 def say(event, **kw):
@@ -141,7 +147,10 @@ signals = 0
 if pfd == -1:
     deadline, why = time.monotonic() + gone_budget, "parent died"
 while True:
-    timeout = 100 if deadline is None else max(0, min(100, int((deadline - time.monotonic()) * 1000) + 1))
+    if deadline is not None:
+        timeout = max(0, min(100, int((deadline - time.monotonic()) * 1000) + 1))
+    else:
+        timeout = -1 if wfd is not None and (pool <= 1 or pfd is not None) else 100  # pidfds: no polling
     events = poller.poll(timeout)
     now = time.monotonic()
     for fd, ev in events:
@@ -153,6 +162,10 @@ while True:
                 sys.exit(0)  # every write end closed: the worker is gone
             for b in data:
                 if b == 255:
+                    # The worker is ending itself (its watchdog, a second signal):
+                    # give its last flush a moment before killing it instead.
+                    if deadline is not None:
+                        deadline = max(deadline, now + exiting)
                     kill_tree(False)
                     try:
                         os.write(ack_fd, b"k")
@@ -206,7 +219,7 @@ def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_form
             os.close(fd)
         return None
     argv = [sys.executable, "-S", "-I", "-c", _CODE, str(os.getpid()), str(pool_pid or 0), str(sig_r), str(ack_w),
-            repr(term_budget), repr(gone_budget), log_format, repr(SECOND_SIGNAL)]
+            repr(term_budget), repr(gone_budget), log_format, repr(SECOND_SIGNAL), repr(EXITING)]
     try:
         proc = subprocess.Popen(argv, pass_fds=(sig_r, ack_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     except OSError:

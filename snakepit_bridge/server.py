@@ -298,8 +298,9 @@ def _arm_watchdog(deadline: float, log: Any) -> None:
         delay = deadline - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        kill_descendants()  # first: it also tells the reaper this exit is under way
         _say(log, "shutdown overran its budget; exiting now")
-        _force_exit(ExitCode.OK)
+        flush_and_exit(ExitCode.OK)
 
     threading.Thread(target=watch, name="snakepit-shutdown-watchdog", daemon=True).start()
 

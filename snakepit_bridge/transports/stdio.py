@@ -659,8 +659,8 @@ class _Watchdog:
 
         def watch() -> None:
             time.sleep(seconds)
+            kill_descendants()  # first: it also tells the reaper this exit is under way
             _say(self._log, "shutdown overran its budget; exiting now", reason=reason, budget_s=round(seconds, 3))
-            kill_descendants()
             flush_and_exit(self._server.exit_code)
 
         threading.Thread(target=watch, name="snakepit-stdio-watchdog", daemon=True).start()
