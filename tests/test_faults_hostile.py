@@ -216,6 +216,12 @@ def test_paths_outside_the_data_dir_are_refused_before_anything_blocks(confined,
         assert c.health(timeout=5).healthy
 
 
+def test_a_data_dir_that_is_not_a_directory_exits_3(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--port", "0", "--data-dir", str(tmp_path / "nope")], cwd=ROOT,
+                          capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 3 and "--data-dir" in proc.stderr.decode()
+
+
 def test_files_inside_the_data_dir_still_work(confined):
     b, data = confined
     with Client(b.target) as c:
@@ -240,6 +246,10 @@ def test_catastrophic_pattern_runs_in_linear_time(confined):
         assert [ch.data.get("line_number") for ch in chunks if ch.data.get("event") == "match"] == [2]
         bad = list(c.stream("tail_and_analyze", {"log_path": str(log), "patterns": ["(a)\\1"]}, timeout_ms=5000))
         assert "RE2 syntax" in bad[-1].error
+        many = list(c.stream("tail_and_analyze", {"log_path": str(log), "patterns": ["x"] * 257}, timeout_ms=5000))
+        assert "at most 256" in many[-1].error
+        huge = list(c.stream("tail_and_analyze", {"log_path": str(log), "patterns": ["x" * 5000]}, timeout_ms=5000))
+        assert "at most 4096 characters" in huge[-1].error
 
 
 def test_size_arguments_are_bounded(client):
