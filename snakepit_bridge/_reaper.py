@@ -20,8 +20,9 @@ that needs nothing from the worker's interpreter:
   own forced exits ask the reaper for this too (byte ``KILL_CHILDREN`` on the
   same pipe): walking /proc from inside a worker whose threads fight for the
   GIL took seconds, in the reaper it takes milliseconds. Such a request also
-  tells the reaper the worker is ending itself: its deadline moves to at
-  least ``EXITING`` seconds later, so the worker's own exit code stands.
+  tells the reaper the worker is ending itself: its deadline moves to
+  ``EXITING`` seconds later (at most 0.1 s past the original one), so the
+  worker's own exit code usually stands.
 * **Its own end.** It holds a pidfd of the worker and exits the moment the
   worker does; it ignores SIGTERM/SIGINT/SIGHUP (a terminal's Ctrl-C reaches
   the whole process group; the worker's byte is what counts).
@@ -144,8 +145,10 @@ if pfd is not None and pfd >= 0:
 deadline = None
 why = ""
 signals = 0
+hard = 0.0  # the latest the deadline may move to (a worker ending itself gets at most 0.1 s more)
 if pfd == -1:
     deadline, why = time.monotonic() + gone_budget, "parent died"
+    hard = deadline + 0.1
 while True:
     if deadline is not None:
         timeout = max(0, min(100, int((deadline - time.monotonic()) * 1000) + 1))
@@ -165,7 +168,7 @@ while True:
                     # The worker is ending itself (its watchdog, a second signal):
                     # give its last flush a moment before killing it instead.
                     if deadline is not None:
-                        deadline = max(deadline, now + exiting)
+                        deadline = max(deadline, min(now + exiting, hard))
                     kill_tree(False)
                     try:
                         os.write(ack_fd, b"k")
@@ -176,10 +179,12 @@ while True:
                     budget = term_budget if signals == 1 else second
                     if deadline is None or now + budget < deadline:
                         deadline, why = now + budget, "signal " + signal.Signals(b).name
+                        hard = deadline + 0.1
         elif pfd is not None and fd == pfd:
             poller.unregister(pfd)
             if deadline is None or now + gone_budget < deadline:
                 deadline, why = now + gone_budget, "parent died"
+                hard = deadline + 0.1
     if wfd is None and os.getppid() != worker:
         sys.exit(0)
     if pfd is None and pool > 1 and deadline is None:
@@ -187,6 +192,7 @@ while True:
             os.kill(pool, 0)
         except ProcessLookupError:
             deadline, why = now + gone_budget, "parent died"
+            hard = deadline + 0.1
         except OSError:
             pass
     if deadline is not None and time.monotonic() >= deadline:
