@@ -26,6 +26,7 @@ CORE = [
     "msgspec>=0.18",
     "orjson>=3.10",
     "structlog>=23.1",
+    "google-re2>=1.1",  # linear-time regexes for caller-supplied patterns (tail_and_analyze)
 ]
 EXTRAS = {
     "msgpack": ["msgpack>=1.0"],

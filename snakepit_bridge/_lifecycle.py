@@ -14,14 +14,17 @@ from typing import Any
 
 from ._proc import set_parent_death_signal
 
-__all__ = ["PARENT_GONE_GRACE", "SHUTDOWN_MARGIN", "say", "watch_parent"]
+__all__ = ["PARENT_GONE_GRACE", "REAPER_LAG", "SHUTDOWN_MARGIN", "say", "start_reaper", "watch_parent"]
 
 #: Grace for in-flight calls when the pool is gone (stdin EOF, parent died):
 #: nobody waits for the answers, and the worker must exit within a second.
 PARENT_GONE_GRACE = 0.25
 #: Shutdown may take the grace period plus this, then the watchdog exits.
-#: 1.5 s + 0.35 s stays under the pool's 2 s before SIGKILL.
-SHUTDOWN_MARGIN = 0.35
+#: 1.5 s + 0.2 s stays under the pool's 2 s before SIGKILL.
+SHUTDOWN_MARGIN = 0.2
+#: The reaper process (the last resort, :mod:`._reaper`) kills the worker this
+#: long after the in-process watchdog should have ended it: 1.5 + 0.2 + 0.1 s.
+REAPER_LAG = 0.1
 #: How long a last-words log line may take before exiting without it.
 SAY_TIMEOUT = 0.1
 #: How often the parent pid is re-checked (the portable orphan check).
@@ -37,6 +40,18 @@ def say(log: Any, event: str, level: str = "warning", **fields: Any) -> None:
     t = threading.Thread(target=lambda: getattr(log, level)(event, **fields), daemon=True)
     t.start()
     t.join(SAY_TIMEOUT)
+
+
+def start_reaper(grace_period: float, parent: int | None, log_format: str) -> int | None:
+    """Start the last-resort reaper process (see :mod:`._reaper`) with the
+    same budgets as the in-process watchdog plus REAPER_LAG: SIGTERM ->
+    killed ``grace_period + SHUTDOWN_MARGIN + REAPER_LAG`` seconds later at
+    the latest; parent (``parent``; None = not watched) dead -> the short
+    grace plus the same margins. Returns the reaper's pid or None."""
+    from . import _reaper
+
+    margin = SHUTDOWN_MARGIN + REAPER_LAG
+    return _reaper.start(parent, grace_period + margin, min(grace_period, PARENT_GONE_GRACE) + margin, log_format)
 
 
 def watch_parent(parent: int, parent_gone: Callable[[str], None], log: Any) -> None:

@@ -93,9 +93,11 @@ def _children_map() -> dict[int, list[int]]:
 def descendants(pid: int | None = None) -> list[int]:
     """Live processes below ``pid`` (default: this process), parents first.
     Empty where /proc is not available."""
+    from . import _reaper
+
     tree = _children_map()
     out: list[int] = []
-    todo = list(tree.get(os.getpid() if pid is None else pid, []))
+    todo = [p for p in tree.get(os.getpid() if pid is None else pid, []) if p != _reaper.pid()]
     while todo:
         child = todo.pop(0)
         out.append(child)
@@ -129,8 +131,13 @@ def terminate_descendants(timeout: float = 0.3) -> list[int]:
 
 
 def kill_descendants() -> None:
-    """SIGKILL every live descendant at once (forced exit)."""
-    _signal_all(descendants(), signal.SIGKILL)
+    """SIGKILL every live descendant at once (forced exit). The reaper does it
+    when one runs (see :mod:`snakepit_bridge._reaper`): walking /proc here
+    competes for the GIL with busy handler threads and took seconds."""
+    from . import _reaper
+
+    if not _reaper.kill_children():
+        _signal_all(descendants(), signal.SIGKILL)
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

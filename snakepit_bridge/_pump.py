@@ -7,6 +7,14 @@ it is woken again once the consumer has drained the buffer to half (so a
 steady stream costs one producer wake-up per ``maxsize // 2`` items, not one
 per item). The consumer is woken only when it is actually waiting.
 
+Bytes as well as items: every pump of a worker shares one :class:`ByteBudget`
+(``--max-stream-buffer-mb``) for the chunks it holds, counted from the moment
+a producer buffers a chunk until the consumer asks for the next one (so the
+chunk the transport is still sending counts too). A producer that would pass
+the budget ends its stream with RESOURCE_EXHAUSTED. The last quarter of the
+budget is kept for producers whose consumer is waiting for them (it keeps up):
+streams nobody reads run out first, streams that are read keep going.
+
 Closing a pump closes the generator in its own producer, so ``finally``
 blocks and context managers run there, promptly for a generator that is
 yielding; a producer that ignores the close is abandoned after a short wait
@@ -21,7 +29,7 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import Executor
 from typing import Any
 
-__all__ = ["AsyncPump", "ThreadPump", "END"]
+__all__ = ["AsyncPump", "ByteBudget", "ThreadPump", "END"]
 
 END = object()  # sentinel returned by get() once the generator is exhausted
 _ITEM, _END, _ERROR = 0, 1, 2
@@ -32,12 +40,44 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+class ByteBudget:
+    """Bytes of chunks buffered by all the pumps sharing it (thread-safe)."""
+
+    def __init__(self, limit: int, measure: Callable[[Any], int]) -> None:
+        self.limit = limit
+        self.measure = measure  # bytes of one item
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int, reader_waiting: bool) -> bool:
+        """Take ``n`` bytes if they fit; the last quarter only for a waiting reader."""
+        with self._lock:
+            if self.used + n > (self.limit if reader_waiting else self.limit - self.limit // 4):
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self.used -= n
+
+    def exhausted(self) -> BaseException:
+        from .errors import ResourceExhausted
+
+        return ResourceExhausted(
+            f"streams not being read hold more than {self.limit // (1024 * 1024)} MB of buffered chunks "
+            "(--max-stream-buffer-mb); this stream was ended")
+
+
 class _Pump:
     """The consumer side both pumps share: a deque, a waiter, an interrupt."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, budget: ByteBudget | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        self._items: deque[tuple[int, Any]] = deque()
+        self._items: deque[tuple[int, Any, int]] = deque()  # (kind, value, bytes taken from the budget)
+        self._budget = budget
+        self._held = 0  # bytes of the item the consumer has now (given back when it asks for the next)
         self._maxsize = maxsize
         self._low = maxsize // 2  # refill mark: wake the producer at or below this
         self._waiter: asyncio.Future[None] | None = None  # the consumer, waiting for an item
@@ -54,13 +94,33 @@ class _Pump:
         if self._waiter is not None:
             _wake(self._waiter)
 
-    def _pop(self) -> tuple[int, Any] | None:
+    def _pop(self) -> tuple[int, Any, int] | None:
         """The oldest entry; or None, having installed ``self._waiter`` (atomically
         with finding the buffer empty, so a producer cannot slip past it)."""
         raise NotImplementedError
 
+    def _charge(self, item: Any) -> int | None:
+        """Bytes taken from the budget for ``item`` (0 without one); None when it is spent."""
+        if self._budget is None:
+            return 0
+        n = self._budget.measure(item)
+        return n if self._budget.take(n, reader_waiting=self._waiter is not None) else None
+
+    def _release(self, entries: Any = ()) -> None:
+        """Give back the held item's bytes and those of ``entries`` (dropped)."""
+        if self._budget is not None:
+            self._budget.give(self._held + sum(e[2] for e in entries))
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        """Bytes of the item the last ``get()`` returned, as its producer measured them."""
+        return self._held
+
     async def get(self) -> Any:
         """The next item, :data:`END`, or the generator's exception raised."""
+        if self._held:
+            self._release()  # the consumer is done with the previous item
         while True:
             if self._interrupt is not None:
                 raise self._interrupt
@@ -71,7 +131,7 @@ class _Pump:
                 finally:
                     self._waiter = None
                 continue
-            kind, value = entry
+            kind, value, self._held = entry
             if kind == _ITEM:
                 return value
             if kind == _END:
@@ -82,15 +142,19 @@ class _Pump:
 class AsyncPump(_Pump):
     """Runs an async generator in its own task."""
 
-    def __init__(self, agen: AsyncGenerator[Any, None], maxsize: int) -> None:
-        super().__init__(maxsize)
+    def __init__(self, agen: AsyncGenerator[Any, None], maxsize: int, budget: ByteBudget | None = None,
+                 transform: Callable[[Any], Any] | None = None) -> None:
+        super().__init__(maxsize, budget)
         self._agen = agen
+        # Applied to each item before it is buffered (and measured); it may return
+        # a future of the item (work done off the loop), which is awaited.
+        self._transform = transform
         self._closing = False
         self._space: asyncio.Future[None] | None = None  # the producer, waiting for room
         self.task = self._loop.create_task(self._run(), name="snakepit-producer")
 
-    def _push(self, kind: int, value: Any) -> None:
-        self._items.append((kind, value))
+    def _push(self, kind: int, value: Any, size: int = 0) -> None:
+        self._items.append((kind, value, size))
         if self._waiter is not None:
             _wake(self._waiter)
 
@@ -105,8 +169,16 @@ class AsyncPump(_Pump):
                     return
                 if self._closing:
                     return
+                if self._transform is not None:
+                    item = self._transform(item)
+                    if isinstance(item, asyncio.Future):  # the transform went off the loop
+                        item = await item
+                size = self._charge(item)
+                if size is None:
+                    self._push(_ERROR, self._budget.exhausted())  # type: ignore[union-attr]
+                    return
                 self.produced += 1
-                self._push(_ITEM, item)
+                self._push(_ITEM, item, size)
                 if len(items) >= maxsize:
                     self._space = self._loop.create_future()
                     await self._space
@@ -122,7 +194,7 @@ class AsyncPump(_Pump):
             except BaseException as exc:  # noqa: BLE001 - e.g. a generator that ignores GeneratorExit
                 self.close_error = exc
 
-    def _pop(self) -> tuple[int, Any] | None:
+    def _pop(self) -> tuple[int, Any, int] | None:
         if not self._items:
             self._waiter = self._loop.create_future()
             return None
@@ -135,6 +207,7 @@ class AsyncPump(_Pump):
     async def close(self, wait: float) -> bool:
         """Stop the producer and close the generator; True if it finished within ``wait`` s."""
         self._closing = True
+        self._release(self._items)
         self._items.clear()
         if not self.task.done():
             self.task.cancel()
@@ -151,8 +224,8 @@ class ThreadPump(_Pump):
     """
 
     def __init__(self, gen: Generator[Any, None, None], maxsize: int, executor: Executor,
-                 transform: Callable[[Any], Any] | None = None) -> None:
-        super().__init__(maxsize)
+                 transform: Callable[[Any], Any] | None = None, budget: ByteBudget | None = None) -> None:
+        super().__init__(maxsize, budget)
         self._gen = gen
         # Applied to each item in the producer thread (dispatch encodes chunks
         # here, so a large value is never serialized on the event loop).
@@ -180,8 +253,12 @@ class ThreadPump(_Pump):
                     return
                 if self._transform is not None:
                     item = self._transform(item)
+                size = self._charge(item)
+                if size is None:
+                    self._push(_ERROR, self._budget.exhausted())  # type: ignore[union-attr]
+                    return
                 self.produced += 1
-                self._push(_ITEM, item)
+                self._push(_ITEM, item, size)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             if not self._closing:
                 self._push(_ERROR, exc)
@@ -191,9 +268,13 @@ class ThreadPump(_Pump):
             except BaseException as exc:  # noqa: BLE001 - e.g. it ignored GeneratorExit
                 self.close_error = exc
 
-    def _push(self, kind: int, value: Any) -> None:
+    def _push(self, kind: int, value: Any, size: int = 0) -> None:
         with self._lock:
-            self._items.append((kind, value))
+            if self._closing:  # close() already gave back what was buffered
+                if self._budget is not None:
+                    self._budget.give(size)
+                return
+            self._items.append((kind, value, size))
             waiter = self._waiter
         if waiter is not None:
             try:
@@ -201,7 +282,7 @@ class ThreadPump(_Pump):
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 pass
 
-    def _pop(self) -> tuple[int, Any] | None:
+    def _pop(self) -> tuple[int, Any, int] | None:
         with self._lock:
             if not self._items:
                 self._waiter = self._loop.create_future()
@@ -215,6 +296,7 @@ class ThreadPump(_Pump):
         """Stop the producer and close the generator; True if it finished within ``wait`` s."""
         with self._lock:
             self._closing = True
+            self._release(self._items)
             self._items.clear()
             self._space.notify_all()  # wake a producer waiting for room
         if not self.task.done():

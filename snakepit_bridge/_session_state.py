@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import FailedPrecondition, ResourceExhausted
 
-__all__ = ["MAX_WALK", "SessionState", "estimate_size"]
+__all__ = ["MAX_WALK", "SessionState", "StoreTotal", "estimate_size"]
 
 # Containers and objects walked per estimate before giving up (the estimate is
 # then a lower bound): a value that reaches half the heap through __dict__ must
@@ -75,6 +75,19 @@ def estimate_size(obj: Any, max_objects: int = MAX_WALK) -> int:
     return total
 
 
+class StoreTotal:
+    """Bytes held by all sessions of a store together (and its cap, 0 = none)."""
+
+    def __init__(self, limit: int = 0) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.used += n
+
+
 class SessionState(dict):
     """A session's ``state``: a dict that keeps ``nbytes`` up to date on every
     mutation and enforces ``max_bytes`` (0 = no cap).
@@ -84,17 +97,35 @@ class SessionState(dict):
     nothing; after the session ends every mutation raises FailedPrecondition.
     """
 
-    def __init__(self, session_id: str, max_bytes: int = 0) -> None:
+    def __init__(self, session_id: str, max_bytes: int = 0, total: StoreTotal | None = None) -> None:
         super().__init__()
         self.session_id = session_id
         #: How errors name this state.
         self.label = f"session {session_id!r}" if session_id else "the worker-global store"
         self.max_bytes = max_bytes
-        #: Estimated bytes of keys and values, plus sizes resources declared.
-        self.nbytes = 0
+        self.total = total  # what all sessions of the store hold together (--max-sessions-total-mb)
+        self._nbytes = 0
         self.closed = False
         self._sizes: dict[Any, int] = {}
         self._mutex = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Estimated bytes of keys and values, plus sizes resources declared."""
+        return self._nbytes
+
+    @nbytes.setter
+    def nbytes(self, value: int) -> None:
+        if self.total is not None and not self.closed:
+            self.total.add(value - self._nbytes)
+        self._nbytes = value
+
+    def close(self) -> None:
+        """The session ended: no more changes; its bytes leave the store's total."""
+        with self._mutex:
+            if not self.closed and self.total is not None:
+                self.total.add(-self._nbytes)
+            self.closed = True
 
     def _writable(self) -> None:
         if self.closed:
@@ -113,6 +144,15 @@ class SessionState(dict):
                 f"storing {what} would grow {self.label} to ~{total} bytes, over its cap of "
                 f"{self.max_bytes} bytes (--max-session-mb); delete keys or end the session",
                 details={"session_bytes": self.nbytes, "needed_bytes": total, "max_bytes": self.max_bytes},
+            )
+        store = self.total
+        if store is not None and store.limit and new > old and store.used + total - self.nbytes > store.limit:
+            what = ", ".join(repr(k) for k in sizes) or "a resource"
+            raise ResourceExhausted(
+                f"storing {what} in {self.label} would grow all sessions together to "
+                f"~{store.used + total - self.nbytes} bytes, over their cap of {store.limit} bytes "
+                "(--max-sessions-total-mb); end sessions or delete keys",
+                details={"store_bytes": store.used, "max_store_bytes": store.limit},
             )
         return total
 

@@ -65,13 +65,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-mb", type=int, default=100, help="largest message either way, in MB (default 100)")
     p.add_argument("--max-workers", type=int, default=256, help="threads for sync handlers, and as many for sync generators (default 256)")
     p.add_argument("--stream-buffer", type=int, default=8, help="chunks a producer may run ahead of a slow client (default 8)")
+    p.add_argument("--max-execute-mb", type=float, default=512.0,
+                   help="Execute on a streaming command collects at most this many MB of chunks (default 512)")
+    p.add_argument("--max-stream-buffer-mb", type=float, default=1024.0,
+                   help="chunks buffered by all open streams together, in MB; a stream nobody reads that would pass "
+                        "it ends with RESOURCE_EXHAUSTED (default 1024)")
     p.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS", help="idle sessions expire after this (default 3600)")
     p.add_argument("--max-sessions", type=int, default=10_000, help="cap on sessions; least recently used is evicted (default 10000)")
-    p.add_argument("--max-session-mb", type=float, default=0.0, help="cap on one session's estimated size in MB (default 0 = none)")
+    p.add_argument("--max-session-mb", type=float, default=1024.0,
+                   help="cap on one session's (and the worker-global store's) estimated size in MB (default 1024; 0 = none)")
+    p.add_argument("--max-sessions-total-mb", type=float, default=8192.0,
+                   help="cap on all sessions' estimated size together, in MB (default 8192; 0 = none)")
     p.add_argument("--no-session-lock", action="store_true", help="let unary calls within one session run concurrently")
     p.add_argument("--generator-ttl", type=float, default=300.0, metavar="SECONDS", help="idle pull-based generators are closed after this")
     p.add_argument("--max-generators", type=int, default=1000, help="cap on open pull-based generators (default 1000)")
+    p.add_argument("--max-generator-args-mb", type=float, default=1024.0,
+                   help="arguments held by open pull generators together, in MB (default 1024)")
     p.add_argument("--grace-period", type=float, default=1.5, metavar="SECONDS", help="time in-flight calls get on SIGTERM (default 1.5)")
+    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
+                   help="a directory whose regular files the built-ins may read when a caller names them "
+                        "(file_path, log_path, model_path); repeatable; none (default) = no file access")
     p.add_argument("--auth-token-file", help=f"file holding the bearer token every call must carry (or set {TOKEN_ENV})")
     p.add_argument("--tls-cert", help="PEM certificate chain for TLS")
     p.add_argument("--tls-key", help="PEM private key for TLS")
@@ -90,7 +103,10 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     Raises SystemExit(2) on bad flags and :class:`ConfigError` on bad combinations."""
     ns = _parser().parse_args(argv)
     environ = os.environ if environ is None else environ
-    token = environ.get(TOKEN_ENV) or None
+    # Stripped (a secret mounted from a file often ends in a newline); an empty
+    # one is refused by Config, never taken as "no auth".
+    token = environ.get(TOKEN_ENV)
+    token = token.strip() if token is not None else None
     if ns.auth_token_file:
         try:
             with open(ns.auth_token_file, encoding="utf-8") as f:
@@ -103,12 +119,17 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         binary_threshold=ns.binary_threshold, max_message_mb=ns.max_message_mb,
         default_accept_encodings=_encodings(ns.default_accept_encodings),
         max_workers=ns.max_workers, stream_buffer=ns.stream_buffer,
+        max_execute_bytes=int(ns.max_execute_mb * 1024 * 1024),
+        max_stream_buffer_bytes=int(ns.max_stream_buffer_mb * 1024 * 1024),
         session_ttl=ns.session_ttl, max_sessions=ns.max_sessions,
-        max_session_bytes=int(ns.max_session_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
-        generator_ttl=ns.generator_ttl, max_generators=ns.max_generators, grace_period=ns.grace_period,
+        max_session_bytes=int(ns.max_session_mb * 1024 * 1024),
+        max_sessions_total_bytes=int(ns.max_sessions_total_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
+        generator_ttl=ns.generator_ttl, max_generators=ns.max_generators,
+        max_generator_args_bytes=int(ns.max_generator_args_mb * 1024 * 1024), grace_period=ns.grace_period,
         insecure=ns.insecure, auth_token=token, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca, log_format=ns.log_format,
         watch_stdin=not ns.no_parent_watch, watch_parent=not ns.no_parent_watch,
+        data_dirs=tuple(os.path.realpath(d) for d in ns.data_dir),
         log_level="warning" if ns.quiet and ns.log_level == "info" else ns.log_level,
     )
 
@@ -157,6 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import logging as bridge_logging
 
     bridge_logging.configure(config.log_level, config.log_format)
+
+    # The last resort for the exit guarantees, before any user code runs: a
+    # handler holding the GIL in C must not keep SIGTERM or a dead parent
+    # from ending the process (see snakepit_bridge/_reaper.py).
+    from ._lifecycle import start_reaper
+
+    start_reaper(config.grace_period, STARTED_BY if config.watch_parent else None, config.log_format)
 
     if config.mode == "pool-worker":
         # Take stdout for frames before any user code runs: an adapter that

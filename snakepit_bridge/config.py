@@ -6,6 +6,7 @@ environment (except the auth-token variable, resolved by the CLI too).
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field, replace
 
 __all__ = ["Config", "ConfigError"]
@@ -44,16 +45,20 @@ class Config:
     max_workers: int = 256  # threads for sync handlers; as many again for sync generators
     stream_buffer: int = 8  # chunks a producer may run ahead of its consumer
     max_execute_chunks: int = 10_000  # Execute on a streaming command collects at most this many
+    max_execute_bytes: int = 512 * 1024 * 1024  # ... and at most this many bytes of chunks
+    max_stream_buffer_bytes: int = 1024 * 1024 * 1024  # chunks buffered by all open streams together
 
     # Sessions
     session_ttl: float = 3600.0
     max_sessions: int = 10_000
-    max_session_bytes: int = 0  # 0 = no cap
+    max_session_bytes: int = 1024 * 1024 * 1024  # one session's (and the worker-global store's) state; 0 = no cap
+    max_sessions_total_bytes: int = 8 * 1024 * 1024 * 1024  # all sessions together; 0 = no cap
     session_lock: bool = True
 
     # Pull-based generators
     generator_ttl: float = 300.0
     max_generators: int = 1_000
+    max_generator_args_bytes: int = 1024 * 1024 * 1024  # arguments held by open pull generators together
 
     # Operations
     grace_period: float = 1.5
@@ -66,6 +71,9 @@ class Config:
     log_level: str = "info"
     watch_stdin: bool = True  # gRPC mode: EOF on a piped stdin means the pool is gone
     watch_parent: bool = True  # gRPC mode: the parent process dying means the pool is gone
+
+    # Files callers may name (built-ins): regular files under these directories only (none: no files)
+    data_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("grpc", "pool-worker"):
@@ -84,9 +92,11 @@ class Config:
             raise ConfigError("max message size must be 1..2047 MB (gRPC's limit is 2 GiB)")
         if self.max_workers < 1 or self.stream_buffer < 1 or self.max_execute_chunks < 1:
             raise ConfigError("max workers, stream buffer and max execute chunks must be >= 1")
-        if self.session_ttl <= 0 or self.max_sessions < 1 or self.max_session_bytes < 0:
+        if self.max_execute_bytes < 1 or self.max_stream_buffer_bytes < 1:
+            raise ConfigError("--max-execute-mb and --max-stream-buffer-mb must be > 0")
+        if self.session_ttl <= 0 or self.max_sessions < 1 or self.max_session_bytes < 0 or self.max_sessions_total_bytes < 0:
             raise ConfigError("session ttl must be > 0, max sessions >= 1, max session bytes >= 0")
-        if self.generator_ttl <= 0 or self.max_generators < 1:
+        if self.generator_ttl <= 0 or self.max_generators < 1 or self.max_generator_args_bytes < 1:
             raise ConfigError("generator ttl must be > 0 and max generators >= 1")
         if self.grace_period < 0:
             raise ConfigError("grace period must be >= 0")
@@ -94,6 +104,9 @@ class Config:
             raise ConfigError(f"log format must be 'console' or 'json', not {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log level must be debug, info, warning or error, not {self.log_level!r}")
+        for d in self.data_dirs:
+            if not os.path.isdir(d):
+                raise ConfigError(f"--data-dir {d!r} is not a directory")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca and not self.tls_cert:

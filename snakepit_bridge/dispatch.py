@@ -12,7 +12,8 @@ Semantics, whatever the handler kind:
   A unary handler streams as one final chunk holding its result.
 * ``call()`` on a unary handler returns its result. On a streaming handler it
   collects the stream into ``{"chunks": [...], "chunk_count": n}`` (at most
-  ``config.max_execute_chunks`` chunks, else an error that says to stream), and
+  ``config.max_execute_chunks`` chunks and ``config.max_execute_bytes`` bytes
+  of chunks, else RESOURCE_EXHAUSTED saying to stream), and
   fails if any chunk carried an error: Snakepit 0.3 pools call Execute for
   commands they do not know stream, and a list of every chunk is the one answer
   that loses nothing.
@@ -27,7 +28,10 @@ Semantics, whatever the handler kind:
   is the client's HTTP/2 window plus socket buffers (measured on loopback:
   one or two 64 KiB chunks with a 64 KiB window, up to ~7 MB once the
   client's BDP probing has grown its window), so a slow client costs
-  bounded memory, in bytes, whatever the stream's length.
+  bounded memory, in bytes, whatever the stream's length. All streams
+  together hold at most ``config.max_stream_buffer_bytes`` of chunks in their
+  buffers (:class:`._pump.ByteBudget`); a stream nobody reads runs out first
+  and ends with RESOURCE_EXHAUSTED.
 * Closing the stream (the caller cancelled, disconnected, or stopped
   iterating) closes the handler's generator in its producer, so its
   ``finally`` blocks run (measured: ~1 ms after the client's cancel). A
@@ -39,19 +43,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import traceback
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._pump import END, AsyncPump, ThreadPump
+from ._pump import END, AsyncPump, ByteBudget, ThreadPump
+from ._session_state import estimate_size
 from .calls import CallRecord, Encoded, Request, Result, Stats, encoded
-from .chunks import Chunk, as_chunk_data, encoded_chunk, to_chunk
+from .chunks import Chunk, ChunkError, Final, as_chunk_data, encoded_chunk, to_chunk
 from .codecs.values import json_costly
 from .config import Config
 from .context import Context
-from .errors import BridgeError, DeadlineExceeded, ResourceExhausted, ShuttingDown
+from .errors import BridgeError, DeadlineExceeded, InvalidArgument, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 from .registry import Handler, Kind, Registry
 from .sessions import SessionStore, session_name
@@ -62,6 +68,10 @@ __all__ = ["Dispatcher", "Request", "Result", "Stats"]
 CLOSE_WAIT = 0.25
 # Arguments larger than this (wire bytes) are decoded in a worker thread.
 OFFLOAD_BYTES = 1 << 20
+#: Deepest nesting of lists/maps accepted in arguments. Results are encoded
+#: with orjson, whose limit is 255 levels; a command may wrap its arguments in
+#: a few more (echo, Execute's collected chunks), so arguments stop well below.
+MAX_DEPTH = 200
 # What becomes a call's error: a handler's sys.exit() must fail its call, not stop the
 # worker. Not CancelledError or GeneratorExit: they are how a call is cancelled.
 _FAILURES = (Exception, SystemExit, KeyboardInterrupt)
@@ -88,6 +98,8 @@ class Dispatcher:
         # stream too many is refused instead of queued behind the others.
         self._stream_threads = ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-stream")
         self._threads_held = 0
+        #: Bytes of chunks buffered by all open streams together.
+        self.buffered = ByteBudget(self.config.max_stream_buffer_bytes, _chunk_bytes)
         self.stats = Stats()
         self.closing = False
         self.log = get_logger("snakepit_bridge.dispatch")
@@ -132,7 +144,7 @@ class Dispatcher:
             try:
                 # A handler that takes no context gets none: it would only be built and dropped.
                 ctx = self._context(req, handler) if handler.takes_ctx else None
-                args = req.args if handler.params is None else handler.params.bind(req.args)
+                args = _shallow(req.args) if handler.params is None else handler.params.bind(_shallow(req.args))
                 return self._succeeded(handler.invoke(args, ctx), req)
             except _FAILURES as exc:
                 return self._failed(exc, req, obs)
@@ -228,7 +240,9 @@ class Dispatcher:
                 req.args, req.bound = await asyncio.get_running_loop().run_in_executor(
                     self.executor, _decode_and_bind, decode, hints, params)
                 return handler
-            req.args = decode(hints) if hints else decode()
+            req.args = _shallow(decode(hints) if hints else decode())
+        else:
+            _shallow(req.args)
         if params is not None and req.bound is None:
             req.bound = params.bind(req.args)
         return handler
@@ -321,6 +335,15 @@ class Dispatcher:
             return await asyncio.get_running_loop().run_in_executor(self.executor, encode, data)
         return encode(data)
 
+    def _encode_on_loop_or_off(self, encode: Callable[[dict[str, Any]], Any], item: Any) -> Chunk | Any:
+        """An async generator's item as an encoded chunk, for its pump: on the
+        loop when small, else a future of it from a worker thread (the pump
+        awaits it), so a large chunk of any handler kind is encoded off the loop."""
+        chunk = to_chunk(item)
+        if chunk.payload is None and json_costly(chunk.data, OFFLOAD_BYTES):
+            return asyncio.get_running_loop().run_in_executor(self.executor, encoded_chunk, chunk, encode)
+        return encoded_chunk(chunk, encode)
+
     def _check_abandoned(self, running: Any, ctx: Context) -> None:
         if not running.done():
             # A sync handler that never looks at ctx.cancelled keeps its thread.
@@ -329,16 +352,20 @@ class Dispatcher:
 
     def _start(self, handler: Handler, args: dict[str, Any], ctx: Context,
                encode: Callable[[dict[str, Any]], Any] | None = None) -> AsyncPump | ThreadPump:
+        # Chunks are built and encoded by the producer, before they are
+        # buffered, so the buffer's bytes are known; for sync generators
+        # that is their own thread, so a large value is never serialized on the event loop.
+        transform = None if encode is None else (lambda item: encoded_chunk(to_chunk(item), encode))
         if handler.kind is Kind.ASYNC_GENERATOR:
-            pump: AsyncPump | ThreadPump = AsyncPump(handler.invoke(args, ctx), self.config.stream_buffer)
+            pump: AsyncPump | ThreadPump = AsyncPump(handler.invoke(args, ctx), self.config.stream_buffer,
+                                                     self.buffered, None if encode is None else
+                                                     functools.partial(self._encode_on_loop_or_off, encode))
         else:
             if self._threads_held >= self.config.max_workers:
                 raise ResourceExhausted(f"all {self.config.max_workers} stream threads are held by open sync "
                                         "streams; close some, or raise --max-workers")
-            # Sync generators get their chunks built and encoded in their own
-            # thread, so a large value is never serialized on the event loop.
-            transform = None if encode is None else (lambda item: encoded_chunk(to_chunk(item), encode))
-            pump = ThreadPump(handler.invoke(args, ctx), self.config.stream_buffer, self._stream_threads, transform)
+            pump = ThreadPump(handler.invoke(args, ctx), self.config.stream_buffer, self._stream_threads, transform,
+                              self.buffered)
             # Counted until the thread is free again (an abandoned generator keeps it).
             self._threads_held += 1
             pump.task.add_done_callback(self._thread_freed)
@@ -375,8 +402,10 @@ class Dispatcher:
             self.log.warning("generator misbehaved when closed", error=f"{type(pump.close_error).__name__}: "
                              f"{pump.close_error}", **where)
 
-    async def _produce(self, req: Request, obs: CallRecord, check: Callable[[dict[str, Any]], Any] | None = None
-                       ) -> AsyncGenerator[Chunk, None]:
+    async def _produce(self, req: Request, obs: CallRecord, check: Callable[[dict[str, Any]], Any] | None = None,
+                       sizes: list[int] | None = None) -> AsyncGenerator[Chunk, None]:
+        """The stream's chunks; ``sizes`` (if given) gets each item's bytes as
+        measured by its producer (for :meth:`_collect`)."""
         index = 0
         pump: AsyncPump | ThreadPump | None = None
         timer: asyncio.TimerHandle | None = None
@@ -406,15 +435,9 @@ class Dispatcher:
                 item = await pump.get()
                 if item is END:
                     break
-                chunk = to_chunk(item)
-                if chunk.payload is None and req.encode is not None:
-                    # A sync generator's chunks come encoded from its thread; an async one's are
-                    # encoded here, in a worker thread when large (as in _encode, inlined: per chunk).
-                    if json_costly(chunk.data, OFFLOAD_BYTES):
-                        chunk.payload = await asyncio.get_running_loop().run_in_executor(
-                            self.executor, req.encode, chunk.data)
-                    else:
-                        chunk.payload = req.encode(chunk.data)
+                if sizes is not None:
+                    sizes.append(pump.held)
+                chunk = encoded_chunk(to_chunk(item), req.encode)
                 chunk.index = index
                 index += 1
                 obs.chunks = index
@@ -450,12 +473,18 @@ class Dispatcher:
         chunks: list[dict[str, Any]] = []
         errors: list[str] = []
         code = "UNKNOWN"
-        limit = self.config.max_execute_chunks
+        limit, byte_limit, collected = self.config.max_execute_chunks, self.config.max_execute_bytes, 0
+        sizes: list[int] = []
         inner = Request(req.command, req.args, req.request_id, req.timeout_ms, req.session_id, req.deadline, req.decode,
                         bound=req.bound)
         # Not encoded chunk by chunk (call() encodes the whole body), but error details checked.
-        async with contextlib.aclosing(self._produce(inner, obs, req.encode)) as stream:
+        async with contextlib.aclosing(self._produce(inner, obs, req.encode, sizes)) as stream:
             async for chunk in stream:
+                collected += sizes.pop() if sizes else 0
+                if collected > byte_limit:
+                    raise ResourceExhausted(
+                        f"command {req.command!r} streamed more than {byte_limit // (1024 * 1024)} MB for one Execute "
+                        "answer (--max-execute-mb); call it with ExecuteStream")
                 if chunk.error:
                     errors.append(chunk.error)
                     code = chunk.code or code
@@ -517,8 +546,37 @@ class _Observed:
 
 def _decode_and_bind(decode: Callable[..., dict[str, Any]], hints: dict[str, str] | None,
                      params: Any) -> tuple[dict[str, Any], Any]:
-    args = decode(hints) if hints else decode()
+    args = _shallow(decode(hints) if hints else decode())
     return args, (params.bind(args) if params is not None else None)
+
+
+def _shallow(args: dict[str, Any]) -> dict[str, Any]:
+    """``args``, if no value nests lists/maps deeper than MAX_DEPTH (else
+    INVALID_ARGUMENT: such a value would fail later, in a handler's recursion
+    or the encoder, as a crash). Walks containers only, without recursion."""
+    stack: list[tuple[Any, int]] = [(v, 1) for v in args.values() if isinstance(v, (list, dict, tuple))]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidArgument(f"an argument is nested more than {MAX_DEPTH} levels deep")
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in items if isinstance(v, (list, dict, tuple)))
+    return args
+
+
+def _chunk_bytes(item: Any) -> int:
+    """About the memory one buffered item holds: its encoded bytes when the
+    producer encoded it, else a deep size estimate of its values."""
+    if isinstance(item, Chunk):
+        payload = item.payload
+        if isinstance(payload, tuple) and payload and isinstance(payload[0], dict):
+            return 64 + sum(len(k) + len(v) for k, v in payload[0].items())
+        if isinstance(payload, (bytes, bytearray)):
+            return 64 + len(payload)
+        item = item.data
+    elif isinstance(item, (Final, ChunkError)):
+        item = item.data
+    return 64 + estimate_size(item)
 
 
 def _invoke_encoded(handler: Handler, args: dict[str, Any], ctx: Context,

@@ -30,7 +30,10 @@ Contracts:
 * A batch interrupted by the caller (RPC deadline, cancel) loses nothing: the
   chunks already taken and the pull in flight are kept for the next batch.
 * Generators idle (no batch asked) for ``config.generator_ttl`` seconds are
-  closed by the reaper; at most ``config.max_generators`` are open at once.
+  closed by the reaper; at most ``config.max_generators`` are open at once,
+  holding at most ``config.max_generator_args_bytes`` of arguments together
+  (wire bytes, ``--max-generator-args-mb``; beyond it InitGenerator fails
+  with RESOURCE_EXHAUSTED in its error).
 * ``close(id)`` is idempotent for a generator that existed; an unknown id is
   an error string. Nothing here raises to the transport.
 """
@@ -63,7 +66,7 @@ class _Generator:
     """One open pull generator and the state a batch may leave behind."""
 
     __slots__ = ("id", "command", "stream", "deadline", "last_used", "lock", "pending", "pending_bytes",
-                 "max_bytes", "filling", "done", "closed")
+                 "max_bytes", "filling", "done", "closed", "arg_bytes")
 
     def __init__(self, gid: str, req: Request, stream: AsyncGenerator[Chunk, None], max_bytes: int) -> None:
         self.id = gid
@@ -78,6 +81,7 @@ class _Generator:
         self.filling: asyncio.Task[None] | None = None  # the pull in flight, if any
         self.done = False  # the final chunk has been pulled
         self.closed = False
+        self.arg_bytes = req.decode_size  # what its arguments hold, counted against the store's cap
 
     def _wants(self, n: int) -> bool:
         return len(self.pending) < n and self.pending_bytes < self.max_bytes and not self.done
@@ -157,6 +161,7 @@ class GeneratorStore:
         self._ended: OrderedDict[str, str] = OrderedDict()  # id -> why it ended
         self._reaper: asyncio.Task[None] | None = None
         self._closing = False
+        self.arg_bytes = 0  # arguments held by open generators together
 
     def __len__(self) -> int:
         return len(self._open)
@@ -189,6 +194,12 @@ class GeneratorStore:
         if len(self._open) >= limit:
             self.log.warning("generator refused: cap reached", command=req.command, max_generators=limit)
             return "", f"too many open generators ({limit}); close some with CloseGenerator or wait for them to finish"
+        cap = self.config.max_generator_args_bytes
+        if self.arg_bytes + req.decode_size > cap:
+            self.log.warning("generator refused: argument bytes cap reached", command=req.command,
+                             held_bytes=self.arg_bytes, max_bytes=cap)
+            return "", (f"RESOURCE_EXHAUSTED: open generators' arguments would pass {cap // (1024 * 1024)} MB "
+                        "(--max-generator-args-mb); close some with CloseGenerator")
         try:
             # Decoded and, for a command that declares its parameters, checked now:
             # bad arguments are this call's error, not the first batch's.
@@ -206,6 +217,7 @@ class GeneratorStore:
         if not req.request_id:
             req.request_id = gid
         self._open[gid] = _Generator(gid, req, self.dispatcher.stream(req), self.config.max_message_bytes // 2)
+        self.arg_bytes += req.decode_size
         self.log.info("generator opened", generator_id=gid, command=req.command,
                       streaming=handler.streaming, open=len(self._open))
         return gid, ""
@@ -254,6 +266,7 @@ class GeneratorStore:
         gen = self._open.pop(generator_id, None)
         if gen is None:
             return
+        self.arg_bytes -= gen.arg_bytes
         self._ended[generator_id] = why
         while len(self._ended) > REMEMBER_ENDED:
             self._ended.popitem(last=False)

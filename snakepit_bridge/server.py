@@ -13,7 +13,8 @@ Shutdown (SIGTERM, SIGINT, EOF on a piped stdin, or the parent dying):
    through ``os._exit`` so that a thread blocked in a handler cannot hang it.
 
 A watchdog ends the process ``SHUTDOWN_MARGIN`` seconds after the grace period
-whatever is still running, and a second SIGTERM/SIGINT exits at once with
+whatever is still running (the reaper process, :mod:`snakepit_bridge._reaper`,
+kills it shortly after if even that cannot run), and a second SIGTERM/SIGINT exits at once with
 :data:`ExitCode.FORCED`. Signals use plain signal handlers and the stdin and
 parent watchers are threads, so all of this works even while a handler blocks
 the event loop. Calls still running when the grace ends are cancelled by gRPC
@@ -148,11 +149,25 @@ def _credentials(config: Config) -> grpc.ServerCredentials | None:
         cert = f.read()
     with open(config.tls_key, "rb") as f:  # type: ignore[arg-type]
         key = f.read()
+    _check_key_pair(config.tls_cert, config.tls_key)  # type: ignore[arg-type]
     ca = None
     if config.tls_client_ca:
         with open(config.tls_client_ca, "rb") as f:
             ca = f.read()
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def _check_key_pair(cert: str, key: str) -> None:
+    """gRPC reports a key that does not match its certificate only as a failed
+    bind (which reads as "port in use"): check the pair first. Raises OSError
+    (exit 3, a configuration error) naming both flags."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise OSError(f"--tls-cert {cert!r} and --tls-key {key!r} do not form a valid pair "
+                      f"(the key does not match the certificate, or one is not PEM): {exc.reason or exc}") from None
 
 
 def announce(port: int, ready_fd: int | None = None) -> None:
@@ -285,8 +300,9 @@ def _arm_watchdog(deadline: float, log: Any) -> None:
         delay = deadline - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        kill_descendants()  # first: it also tells the reaper this exit is under way
         _say(log, "shutdown overran its budget; exiting now")
-        _force_exit(ExitCode.OK)
+        flush_and_exit(ExitCode.OK)
 
     threading.Thread(target=watch, name="snakepit-shutdown-watchdog", daemon=True).start()
 

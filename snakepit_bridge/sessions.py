@@ -66,7 +66,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._hooks import HOOK_THREADS, Hook, run_hook, run_hooks_sync
-from ._session_state import SessionState, estimate_size
+from ._session_state import SessionState, StoreTotal, estimate_size
 from .errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 
@@ -100,9 +100,10 @@ def session_name(value: Any) -> str:
 class Session:
     """One session's state, resources, hooks and call lock."""
 
-    def __init__(self, session_id: str, *, max_bytes: int = 0, store: SessionStore | None = None) -> None:
+    def __init__(self, session_id: str, *, max_bytes: int = 0, store: SessionStore | None = None,
+                 total: StoreTotal | None = None) -> None:
         self.id = session_id
-        self.state = SessionState(session_id, max_bytes)
+        self.state = SessionState(session_id, max_bytes, total if total is not None else getattr(store, "total", None))
         self.created = time.monotonic()
         self.last_used = self.created
         #: When the session was used before its latest use (for "idle time").
@@ -231,7 +232,7 @@ class Session:
         with self._guard:
             hooks, self._hooks = self._hooks, []
             self.closed = True
-            self.state.closed = True
+        self.state.close()
         hooks.reverse()
         return hooks
 
@@ -274,12 +275,14 @@ class SessionStore:
     (never expired, not counted in ``len()``, closed at shutdown)."""
 
     def __init__(self, *, ttl: float = 3600.0, max_sessions: int = 10_000, max_bytes: int = 0,
-                 hook_timeout: float = 10.0) -> None:
+                 hook_timeout: float = 10.0, max_total_bytes: int = 0) -> None:
         self.ttl = ttl
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self.hook_timeout = hook_timeout
-        self.default = Session("", max_bytes=max_bytes)
+        #: Bytes held by every session and the worker-global store together (cap 0 = none).
+        self.total = StoreTotal(max_total_bytes)
+        self.default = Session("", max_bytes=max_bytes, total=self.total)
         self.closed = False
         #: How sessions ended, for tests and logs.
         self.counts = {"created": 0, "expired": 0, "evicted": 0, "ended": 0, "shutdown": 0}
@@ -294,7 +297,8 @@ class SessionStore:
 
     @classmethod
     def from_config(cls, config: Config) -> SessionStore:
-        return cls(ttl=config.session_ttl, max_sessions=config.max_sessions, max_bytes=config.max_session_bytes)
+        return cls(ttl=config.session_ttl, max_sessions=config.max_sessions, max_bytes=config.max_session_bytes,
+                   max_total_bytes=config.max_sessions_total_bytes)
 
     # -- lookup ----------------------------------------------------------------------
 

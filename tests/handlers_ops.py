@@ -148,6 +148,30 @@ def pid(args: dict[str, Any]) -> dict[str, Any]:
     return {"pid": os.getpid(), "ppid": os.getppid(), "time": time.time()}
 
 
+@command("ops_gil_regex")
+def gil_regex(args: dict[str, Any]) -> dict[str, Any]:
+    """Holds the GIL inside C code for hours: stdlib ``re`` on a catastrophic
+    pattern. With ``child``, first spawns a sleeping child (which must die too);
+    writes ``marker`` just before entering the regex."""
+    import re
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) if args.get("child") else None
+    if "marker" in args:
+        Path(args["marker"]).write_text(str(child.pid if child else 0))
+    re.match(r"(a|a)*Q", "a" * int(args.get("n", 40)))
+    return {}
+
+
+@command("ops_busy")
+def busy(args: dict[str, Any]) -> dict[str, Any]:
+    """A pure-Python CPU-bound loop for ``seconds`` (default: an hour)."""
+    end = time.monotonic() + float(args.get("seconds", 3600))
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return {"n": n}
+
+
 # -- test-side helpers (used by tests/test_ops_*.py, not by the bridge) ------------------
 
 def alive(pid: int) -> bool:

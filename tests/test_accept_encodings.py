@@ -27,7 +27,8 @@ BIG = {"arr": np.arange(4096, dtype=np.float64), "text": "x" * 20_000, "list": l
 
 @pytest.fixture(scope="module")
 def bridges():
-    with Bridge() as plain, Bridge("--default-accept-encodings", "npy,utf8") as opted:
+    adapter = ("--adapter", "tests.handlers_payload")  # make_payload is test-only
+    with Bridge(*adapter) as plain, Bridge(*adapter, "--default-accept-encodings", "npy,utf8") as opted:
         yield plain, opted
 
 

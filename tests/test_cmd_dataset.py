@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+BRIDGE_DATA_DIR = True  # the tests' files are under pytest's temp root (--data-dir)
+
 pytestmark = pytest.mark.timeout(90)
 
 MESSY = ["", "n/a", "nan", "inf", "-inf", "abc", " "]
@@ -181,7 +183,7 @@ def test_execute_collects_the_chunks(client):
     ({"total_rows": 10, "operations": ["sort"]}, "unknown operation 'sort'"),
     ({"total_rows": 10, "operations": {"transform": {"kind": "cube"}}}, "transform 'kind' must be one of"),
     ({"total_rows": 10, "group_by": "nope"}, "'group_by': no column 'nope'"),
-    ({"file_path": "/definitely/not/here.csv"}, "no such file '/definitely/not/here.csv'"),
+    ({"file_path": "/definitely/not/here.csv"}, "is outside the data directories (--data-dir)"),
 ])
 def test_bad_arguments(client, args, needle):
     chunks = list(client.stream("process_large_dataset", args, timeout_ms=10000))
@@ -190,8 +192,8 @@ def test_bad_arguments(client, args, needle):
     assert client.execute("ping").success
 
 
-def test_missing_file_is_not_found(client):
-    r = client.execute("process_large_dataset", {"file_path": "/definitely/not/here.csv"})
+def test_missing_file_is_not_found(client, tmp_path):
+    r = client.execute("process_large_dataset", {"file_path": str(tmp_path / "not-here.csv")})
     assert not r.success and "no such file" in r.error
 
 
@@ -213,7 +215,7 @@ def test_big_file_memory_stays_flat_and_cancel_closes_it(spawn_bridge, tmp_path)
 
     path = tmp_path / "big.csv"
     rows = write_big_csv(path, 40 * 1024 * 1024)
-    bridge = spawn_bridge()
+    bridge = spawn_bridge("--data-dir", str(tmp_path))
     proc = psutil.Process(bridge.pid)
     with Client(bridge.target) as client:
         client.wait_ready()

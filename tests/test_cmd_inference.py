@@ -11,6 +11,8 @@ import pytest
 
 from snakepit_bridge.models import DEFAULT_MODEL_PATH
 
+BRIDGE_DATA_DIR = True  # the tests' files are under pytest's temp root (--data-dir)
+
 pytestmark = pytest.mark.timeout(60)
 
 OBVIOUS = {

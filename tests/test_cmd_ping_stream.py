@@ -64,6 +64,7 @@ def test_deadline_cuts_a_long_interval(client):
 @pytest.mark.parametrize("args, needle", [
     ({"count": -1}, "'count': Expected `int` >= 0, got -1"),
     ({"count": "3"}, "'count': Expected `int`, got `str`"),
+    ({"count": 2**31}, "'count': Expected `int` <= 2147483646, got 2147483648"),
     ({"count": 1, "interval": -0.5}, "'interval': Expected `float` >= 0.0, got -0.5"),
 ])
 def test_bad_arguments(client, args, needle):

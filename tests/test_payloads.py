@@ -15,6 +15,7 @@ from snakepit_bridge import command
 from snakepit_bridge._proto import snakepit_pb2 as pb
 from snakepit_bridge.client import Client, decode_values
 from snakepit_bridge.codecs import npy
+from tests.handlers_payload import make_payload  # noqa: F401 - served by --adapter tests.test_payloads
 
 KB, MB = 1024, 1024 * 1024
 

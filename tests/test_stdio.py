@@ -415,7 +415,7 @@ def test_sigterm_ends_the_worker_while_a_handler_hogs_the_event_loop(tmp_path):
         started = time.monotonic()
         b.signal()
         assert b.wait(5) == 0
-        # grace (1.5 s) + SHUTDOWN_MARGIN (0.35 s), under the pool's 2 s before SIGKILL.
+        # grace (1.5 s) + SHUTDOWN_MARGIN (0.2 s), under the pool's 2 s before SIGKILL.
         assert time.monotonic() - started < 2.2, b.stderr_text()
 
 

@@ -21,8 +21,8 @@ import pytest
 
 from snakepit_bridge._proto import snakepit_pb2 as pb
 from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
-from snakepit_bridge.commands.basic import make_payload
 from tests.bridge_process import Bridge
+from tests.handlers_payload import make_payload
 
 KB, MB = 1024, 1024 * 1024
 LIMIT = 100 * MB
@@ -30,8 +30,14 @@ FORMS = ("execute", "stream", "session", "session_stream", "generator")
 
 
 @pytest.fixture(scope="module")
-def bridge():
-    with Bridge() as b:
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def bridge(data_dir):
+    # make_payload is test-only; tail_and_analyze reads files under --data-dir only.
+    with Bridge("--adapter", "tests.handlers_payload", "--data-dir", str(data_dir)) as b:
         yield b
 
 
@@ -228,11 +234,11 @@ def builtin_args(tmp_log: str) -> dict[str, dict]:
     }
 
 
-def test_every_builtin_answers_json_terms_every_way(stub, tmp_path):
+def test_every_builtin_answers_json_terms_every_way(stub, data_dir):
     """No value of any built-in command reaches a 0.3 caller as an opaque binary,
     whichever way it is called (Execute collects a stream: 400 inference chunks
     are one large ``chunks`` list, JSON too)."""
-    log = tmp_path / "app.log"
+    log = data_dir / "app.log"
     log.write_text("".join(line + "\n" for line in LOG_LINES))
     args = builtin_args(str(log))
     info = stub.GetInfo(pb.InfoRequest(), timeout=10)

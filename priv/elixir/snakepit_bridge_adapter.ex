@@ -35,7 +35,7 @@ defmodule SnakepitBridgeAdapter do
   alias Snakepit.Adapters.GRPCPython
 
   @basic_commands ~w(ping echo compute info store retrieve delete session_info end_session list_sessions
-                     echo_payload make_payload)
+                     echo_payload describe)
   @streaming_commands ~w(ping_stream batch_inference process_large_dataset tail_and_analyze)
 
   # -- configuration ----------------------------------------------------------------

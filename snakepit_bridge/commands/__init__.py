@@ -25,7 +25,7 @@ ALL = ("basic", "sessions", "streaming", "data", "inference", "logs")
 
 #: Command name -> the family module that registers it. A new built-in command goes here too.
 COMMANDS: dict[str, str] = {
-    **dict.fromkeys(("ping", "echo", "compute", "info", "echo_payload", "make_payload", "describe"), "basic"),
+    **dict.fromkeys(("ping", "echo", "compute", "info", "echo_payload", "describe"), "basic"),
     **dict.fromkeys(("store", "retrieve", "delete", "session_info", "end_session", "list_sessions"), "sessions"),
     "ping_stream": "streaming",
     "process_large_dataset": "data",

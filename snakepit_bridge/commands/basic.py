@@ -1,6 +1,8 @@
 """ping, echo, compute, info: the commands every Snakepit 0.3 pool expects;
-describe: what every command takes; echo_payload and make_payload: large
-values for tests and benchmarks.
+describe: what every command takes; echo_payload: values back one by one
+(tests and benchmarks). The former ``make_payload`` (values of any requested
+size) lives in the tests: a production worker builds nothing a caller sizes
+beyond its own request.
 
 ping, echo, echo_payload and info are untyped on purpose: ping takes what a
 pool's init ping sends and is the hottest call there is, echo and echo_payload
@@ -59,32 +61,6 @@ def echo_payload(args: dict[str, Any]) -> dict[str, Any]:
     return dict(args)
 
 
-_PAYLOAD_KINDS = ("bytes", "str", "array", "list", "dict")
-
-
-@registry.command("make_payload")
-def make_payload(*, kind: Literal["bytes", "str", "array", "list", "dict"] = "bytes",
-                 size: Annotated[int, Param("about this many bytes", ge=0, le=2**31)] = 1024) -> dict[str, Any]:
-    """``{"value": v}`` where ``v`` is about ``size`` bytes of ``kind``:
-    bytes, str (ASCII), array (float64 numpy), list (of floats), dict (of
-    short strings). Deterministic content; for tests and benchmarks."""
-    if kind not in _PAYLOAD_KINDS:
-        raise InvalidArgument(f"unknown kind {kind!r}; expected one of {', '.join(_PAYLOAD_KINDS)}")
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 2**31:
-        raise InvalidArgument(f"size must be an int in 0..2**31, got {size!r}")
-    if kind == "bytes":
-        value: Any = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
-    elif kind == "str":
-        value = ("0123456789abcdef" * (size // 16 + 1))[:size]
-    elif kind == "array":
-        import numpy as np
-
-        value = np.arange(size // 8, dtype=np.float64) * 0.5
-    elif kind == "list":
-        value = [i * 0.5 for i in range(size // 8)]
-    else:
-        value = {f"k{i}": "v" for i in range(size // 16)}
-    return {"value": value, "kind": kind}
 
 
 # The largest integer result compute returns, in decimal digits: Python's
@@ -120,6 +96,10 @@ def compute(*, operation: Literal["add", "subtract", "multiply", "divide", "powe
         raise InvalidArgument("division by zero")
     if name == "power":
         _check_power(a, b)
+    elif name == "multiply" and isinstance(a, int) and isinstance(b, int):
+        # Each factor fits the decoder's digit limit, the product may not (and could not be encoded).
+        if (abs(a).bit_length() + abs(b).bit_length()) * 0.30103 > _MAX_INT_DIGITS:
+            raise InvalidArgument(f"multiply result too large: more than {_MAX_INT_DIGITS} digits")
     try:
         result = func(a, b)
     except OverflowError:

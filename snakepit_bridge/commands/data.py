@@ -9,7 +9,8 @@ Arguments:
   undecodable bytes become U+FFFD), ``delimiter`` (default ``","``).
   The file is streamed: two chunks of rows (the current one and a one-chunk
   lookahead) are in memory at a time, so RSS depends on ``chunk_size``, never
-  on the file size. Missing file -> NOT_FOUND.
+  on the file size. Missing file -> NOT_FOUND. Only a regular file under a
+  ``--data-dir`` is read (else PERMISSION_DENIED; see :mod:`snakepit_bridge._files`).
 * ``total_rows`` (int, default 1000): without ``file_path``, the 0.3 synthetic
   mode: row ``i`` (0-based) is ``id=i, value=((i*7919) % 1000) / 10,
   category="c{i % 4}"``; it goes through the same pipeline.
@@ -78,8 +79,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Annotated, Any
 
+from .._files import data_dirs, open_data_file
 from ..context import Context
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument
 from ..params import Param
 from ..registry import Registry
 
@@ -353,8 +355,13 @@ def _synthetic(total: int) -> Iterator[list[str]]:
         yield [str(i), str(((i * 7919) % 1000) / 10), f"c{i % 4}"]
 
 
+def _open(path: str, ctx: Context, buffering: int = -1) -> Any:
+    """The one gate for caller-named files (--data-dir, regular files only)."""
+    return open_data_file(path, data_dirs(ctx), where="process_large_dataset 'file_path'", buffering=buffering)
+
+
 def _count_rows(path: str, delimiter: str, has_header: bool, ctx: Context) -> int:
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+    with io.TextIOWrapper(_open(path, ctx), encoding="utf-8-sig", errors="replace", newline="") as f:
         n = sum(1 for _ in _csv_rows(csv.reader(f, delimiter=delimiter), ctx))
     return max(0, n - 1) if has_header else n
 
@@ -400,12 +407,7 @@ def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
             if not isinstance(delimiter, str) or len(delimiter) != 1:
                 raise InvalidArgument(f"process_large_dataset 'delimiter' must be one character, got {delimiter!r}")
             has_header = bool(args.get("has_header", True))
-            try:
-                raw = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed in finally
-            except FileNotFoundError:
-                raise NotFound(f"process_large_dataset 'file_path': no such file {path!r}") from None
-            except IsADirectoryError:
-                raise InvalidArgument(f"process_large_dataset 'file_path' is a directory: {path!r}") from None
+            raw = _open(path, ctx, 1 << 20)  # closed in finally
             size = os.fstat(raw.fileno()).st_size
             total = _count_rows(path, delimiter, has_header, ctx) if args.get("count_rows") else None
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")

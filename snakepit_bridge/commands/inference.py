@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
+from .._files import data_dirs, resolve
 from ..context import Context
 from ..errors import FailedPrecondition, InvalidArgument
 from ..params import Param
@@ -51,8 +52,9 @@ def _load_cached(path: str, size: int, mtime_ns: int) -> LinearModel:
     return load_model(path)
 
 
-def get_model(model_path: str | None) -> LinearModel:
-    """The model for ``model_path`` (the shipped default when None), cached."""
+def get_model(model_path: str | None, roots: tuple[str, ...] = ()) -> LinearModel:
+    """The model for ``model_path`` (the shipped default when None), cached.
+    A named path must be a regular file under one of ``roots`` (--data-dir)."""
     try:
         import numpy  # noqa: F401 - only to give a clear error when it is missing
     except ImportError:
@@ -63,7 +65,7 @@ def get_model(model_path: str | None) -> LinearModel:
     if model_path is None:
         path = str(DEFAULT_MODEL_PATH)
     elif isinstance(model_path, str) and model_path:
-        path = os.path.abspath(model_path)
+        path, _ = resolve(model_path, roots, where="batch_inference 'model_path'")
     else:
         raise InvalidArgument(f"batch_inference 'model_path' must be a non-empty string, got {model_path!r}")
     try:
@@ -90,7 +92,7 @@ def batch_inference(
     if len(items) > _MAX_ITEMS:
         raise InvalidArgument(f"batch_inference 'batch_items' holds {len(items)} items, more than {_MAX_ITEMS}")
     with_probs = probabilities
-    model = get_model(model_path)
+    model = get_model(model_path, data_dirs(ctx))
     ctx.log.debug("batch_inference model", **model.describe(), items=len(items))
     counts = dict.fromkeys(model.labels, 0)
     confidence_sum, errors = 0.0, 0

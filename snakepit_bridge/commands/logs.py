@@ -4,11 +4,16 @@ Contract
 --------
 Arguments:
 
-* ``log_path`` (str, required): the file. Missing -> NOT_FOUND.
-* ``patterns``: regexes (Python ``re`` syntax), as strings or as
-  ``{"pattern": str, "severity": str}``; default ``["CRITICAL", "FATAL",
-  "ERROR", "WARN"]``. An invalid regex -> INVALID_ARGUMENT. A line is reported
-  once, for the first pattern that matches (``re.search``).
+* ``log_path`` (str, required): the file, a regular file under a ``--data-dir``
+  (else PERMISSION_DENIED; see :mod:`snakepit_bridge._files`). Missing -> NOT_FOUND.
+* ``patterns``: regexes in RE2 syntax (Python ``re`` without backreferences
+  and lookaround), as strings or as ``{"pattern": str, "severity": str}``;
+  default ``["CRITICAL", "FATAL", "ERROR", "WARN"]``. At most MAX_PATTERNS
+  patterns of at most MAX_PATTERN_CHARS characters each. They run on RE2
+  (google-re2), a linear-time engine: no pattern can make a line take more
+  than time proportional to its length (``(a|a)*Q`` included). An invalid or
+  unsupported regex -> INVALID_ARGUMENT. A line is reported once, for the
+  first pattern that matches (a search, not an anchored match).
 * ``context_lines`` (int 0..100, default 2): lines of context before and after
   each match (like ``grep -C``).
 * ``from_beginning`` (bool, default false): false starts at the end of the file
@@ -62,6 +67,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
+from .._files import data_dirs, open_data_file
 from ..context import Context
 from ..errors import InvalidArgument, NotFound
 from ..params import Param
@@ -70,6 +76,21 @@ from ..registry import Registry
 registry = Registry()
 
 DEFAULT_PATTERNS = ["CRITICAL", "FATAL", "ERROR", "WARN"]
+MAX_PATTERNS = 256
+MAX_PATTERN_CHARS = 4096
+
+
+def _compile(pattern: str) -> Any:
+    """RE2, imported on first use (start-up stays lean). Raises InvalidArgument."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the error reaches the caller; nothing unstructured on stderr
+    try:
+        return re2.compile(pattern, options=options)
+    except re2.error as exc:
+        why = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise InvalidArgument(f"tail_and_analyze 'patterns': invalid regex {pattern!r} (RE2 syntax): {why}") from None
 _BLOCK = 1 << 16
 _READ_BUDGET = 1 << 20  # bytes read per loop turn before checking cancellation and yielding
 _MAX_LINE = 1 << 20
@@ -120,13 +141,15 @@ def severity_of(line: str, pattern: str, explicit: str | None) -> str:
     return "UNKNOWN"
 
 
-def _patterns(raw: Any) -> list[tuple[re.Pattern[str], str, str | None]]:
+def _patterns(raw: Any) -> list[tuple[Any, str, str | None]]:
     if raw is None:
         raw = DEFAULT_PATTERNS
     if isinstance(raw, (str, dict)):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
         raise InvalidArgument(f"tail_and_analyze 'patterns' must be a non-empty list of regexes, got {raw!r}")
+    if len(raw) > MAX_PATTERNS:
+        raise InvalidArgument(f"tail_and_analyze 'patterns': at most {MAX_PATTERNS}, got {len(raw)}")
     out = []
     for p in raw:
         severity = None
@@ -137,10 +160,9 @@ def _patterns(raw: Any) -> list[tuple[re.Pattern[str], str, str | None]]:
             p = p.get("pattern")
         if not isinstance(p, str) or not p:
             raise InvalidArgument(f"tail_and_analyze 'patterns': each must be a non-empty string, got {p!r}")
-        try:
-            out.append((re.compile(p), p, severity.upper() if severity else None))
-        except re.error as exc:
-            raise InvalidArgument(f"tail_and_analyze 'patterns': invalid regex {p!r}: {exc}") from None
+        if len(p) > MAX_PATTERN_CHARS:
+            raise InvalidArgument(f"tail_and_analyze 'patterns': a pattern may have at most {MAX_PATTERN_CHARS} characters")
+        out.append((_compile(p), p, severity.upper() if severity else None))
     return out
 
 
@@ -161,12 +183,8 @@ class _Follower:
 
     def __init__(self, path: str, from_beginning: bool, ctx: Context) -> None:
         self.path = path
-        try:
-            self.f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        except FileNotFoundError:
-            raise NotFound(f"tail_and_analyze 'log_path': no such file {path!r}") from None
-        except IsADirectoryError:
-            raise InvalidArgument(f"tail_and_analyze 'log_path' is a directory: {path!r}") from None
+        self.roots = data_dirs(ctx)
+        self.f = self._open()
         st = os.fstat(self.f.fileno())
         self.ident = (st.st_dev, st.st_ino)
         self.buf = b""
@@ -188,6 +206,10 @@ class _Follower:
                 last_nl = pos + i
             pos += len(block)
         self.f.seek(last_nl + 1)
+
+    def _open(self) -> Any:
+        """The file, through the one gate for caller-named files (--data-dir, regular files only)."""
+        return open_data_file(self.path, self.roots, where="tail_and_analyze 'log_path'", buffering=0)
 
     def close(self) -> None:
         self.f.close()
@@ -232,8 +254,8 @@ class _Follower:
             if rest:
                 return None, rest
             try:
-                new = open(self.path, "rb", buffering=0)  # noqa: SIM115
-            except FileNotFoundError:
+                new = self._open()
+            except NotFound:
                 return None, []
             self.f.close()
             self.f, self.buf, self.line_number = new, b"", 0
@@ -265,6 +287,7 @@ def tail_and_analyze(declared: TailArgs, ctx: Context) -> Iterator[Any]:
     path = args.get("log_path")
     if not isinstance(path, str) or not path:
         raise InvalidArgument(f"tail_and_analyze 'log_path' must be a non-empty string, got {path!r}")
+    # (opened by _Follower through snakepit_bridge._files: --data-dir, regular files only)
     patterns = _patterns(args.get("patterns"))
     n_context = _number(args, "context_lines", 2, 0, 100, True)
     max_matches = _number(args, "max_matches", None, 1, 10**12, True)

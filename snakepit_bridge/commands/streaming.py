@@ -15,10 +15,11 @@ registry = Registry()
 
 
 @registry.command("ping_stream")
-async def ping_stream(ctx: Context, *, count: Annotated[int, Param("pings to send", ge=0, le=10**9)] = 5,
+async def ping_stream(ctx: Context, *,
+                      count: Annotated[int, Param("pings to send (chunk_index is an int32)", ge=0, le=2**31 - 2)] = 5,
                       interval: Annotated[int | float, Param("seconds between pings", ge=0, le=86400)] = 0
                       ) -> AsyncIterator[dict[str, Any]]:
-    """``count`` pings (default 5), ``interval`` seconds apart (default 0).
+    """``count`` pings (default 5, at most 2**31 - 2), ``interval`` seconds apart (default 0).
 
     Runs on the event loop; the interval is an ``asyncio.sleep``, so a cancel
     or the deadline stops the stream at once, even in a long interval."""

@@ -74,6 +74,22 @@ def _raw_text(data: bytes) -> str:
         return ""
 
 
+#: Cost per map entry in the offload estimate: decoding a million tiny
+#: arguments takes seconds though their values are a few bytes.
+ENTRY_COST = 64
+#: Maps with more entries than this are not summed (on the loop): their entry cost alone decides.
+_SUM_ENTRIES = 4096
+
+
+def _wire_size(args: Mapping[str, bytes]) -> int:
+    """What decoding ``args`` costs, in wire bytes, for dispatch's offload
+    decision: keys, values and ENTRY_COST per entry. O(1) for a big map."""
+    n = len(args)
+    if n > _SUM_ENTRIES:
+        return n * ENTRY_COST
+    return sum(len(k) + len(v) for k, v in args.items()) + n * ENTRY_COST
+
+
 class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
     """Serves the six Snakepit 0.3 RPCs and the generator additions."""
 
@@ -111,7 +127,7 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
             session_id=session_id,
             deadline=None if remaining is None else time.monotonic() + remaining,
             decode=lambda hints=None: decode_map(raw, arg_encodings, hints),
-            decode_size=sum(map(len, raw.values())),
+            decode_size=_wire_size(raw),
             encode=self._encoder(request_id, accepted(accept_encodings) if accept_encodings else self.default_accept),
         )
 
@@ -171,7 +187,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         if handler is None or handler.kind is not Kind.INLINE or req.decode is None or req.decode_size > _NOW_BYTES:
             return None
         try:
-            args = req.decode()
+            hints = handler.params.wire_hints() if handler.params is not None else None
+            args = req.decode(hints) if hints else req.decode()
         except Exception:  # noqa: BLE001 - call() decodes again and reports it
             return None
         req.args, req.decode = args, None

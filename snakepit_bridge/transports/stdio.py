@@ -99,7 +99,7 @@ from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_des
 from ..codecs.frames import CODECS, Codec, Encoded, PayloadError
 from ..codecs.values import loads_json
 from ..config import Config
-from ..dispatch import Dispatcher, Request, Result
+from ..dispatch import OFFLOAD_BYTES, Dispatcher, Request, Result
 from ..errors import BridgeError, ResourceExhausted
 from ..exitcodes import ExitCode
 from ..logging import get_logger
@@ -364,7 +364,7 @@ class StdioServer:
     def _parse_now(self, payload: bytes | bytearray) -> WireRequest | None:
         """The request in a frame, for the on-the-spot path; None for anything
         else (negotiation, bad input), which :meth:`_handle` then takes from the start."""
-        if not self.settled:
+        if not self.settled or len(payload) > OFFLOAD_BYTES:  # a large frame is decoded off the loop
             return None
         assert self.codec is not None  # settled: _negotiate chose it
         try:
@@ -442,6 +442,10 @@ class StdioServer:
     async def _parse(self, payload: bytes | bytearray) -> WireRequest | None:
         assert self.codec is not None  # _negotiate settled it
         try:
+            if len(payload) > OFFLOAD_BYTES:  # tens of MB take hundreds of ms to decode: not on the loop
+                obj = await asyncio.get_running_loop().run_in_executor(self.dispatcher.executor, self.codec.decode,
+                                                                       payload)
+                return parse_request(obj)
             return parse_request(self.codec.decode(payload))
         except PayloadError as exc:
             rid = self.codec.recover_id(payload)
@@ -661,8 +665,8 @@ class _Watchdog:
 
         def watch() -> None:
             time.sleep(seconds)
+            kill_descendants()  # first: it also tells the reaper this exit is under way
             _say(self._log, "shutdown overran its budget; exiting now", reason=reason, budget_s=round(seconds, 3))
-            kill_descendants()
             flush_and_exit(self._server.exit_code)
 
         threading.Thread(target=watch, name="snakepit-stdio-watchdog", daemon=True).start()

@@ -1,0 +1,284 @@
+"""The last resort for the exit guarantees: a tiny separate process.
+
+Every exit path inside the worker (signal handlers, the shutdown watchdog
+thread, the parent watcher) is Python code, and none of it runs while a
+handler holds the GIL inside C code (a catastrophic regular expression, a
+C extension stuck in a loop). So the worker starts, once, a second process
+that needs nothing from the worker's interpreter:
+
+* **SIGTERM / SIGINT.** CPython's C-level signal handler writes the signal
+  number to the descriptor given to :func:`signal.set_wakeup_fd`, at once and
+  without the GIL. The reaper holds the read end of that pipe; on the first
+  SIGTERM/SIGINT it waits ``term_budget`` seconds (the grace period plus a
+  margin, just past the worker's own watchdog) and then kills the worker and
+  every process below it. A second signal shortens that to ``SECOND_SIGNAL``.
+* **Parent death.** It holds a pidfd of the pool (the worker's parent) and
+  kills the worker ``gone_budget`` seconds after the pool dies.
+* **Children.** Killing is done with the tree frozen: SIGSTOP the worker,
+  walk /proc for its descendants and SIGSTOP each (a stopped process cannot
+  fork), repeat until nothing new shows up, then SIGKILL them all. The worker's
+  own forced exits ask the reaper for this too (byte ``KILL_CHILDREN`` on the
+  same pipe): walking /proc from inside a worker whose threads fight for the
+  GIL took seconds, in the reaper it takes milliseconds. Such a request also
+  tells the reaper the worker is ending itself: its deadline moves to
+  ``EXITING`` seconds later (at most 0.1 s past the original one), so the
+  worker's own exit code usually stands.
+* **Its own end.** It holds a pidfd of the worker and exits the moment the
+  worker does; it ignores SIGTERM/SIGINT/SIGHUP (a terminal's Ctrl-C reaches
+  the whole process group; the worker's byte is what counts).
+
+The graceful path stays first: the worker's own handlers and watchdog act
+before the reaper's deadline, and the reaper fires only when they could not.
+The pipe is the one signal mechanism: nothing else in the bridge calls
+``set_wakeup_fd`` or ``loop.add_signal_handler`` (which would replace it).
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+
+__all__ = ["KILL_CHILDREN", "kill_children", "pid", "start"]
+
+#: Byte the worker writes to the pipe to have its descendants killed (not a signal number).
+KILL_CHILDREN = 255
+#: After a second SIGTERM/SIGINT the reaper waits only this long (the worker exits FORCED itself).
+SECOND_SIGNAL = 0.3
+#: When the worker asks for its children to be killed it is ending itself; its
+#: deadline moves to at least this long after the request (its flush takes <= 0.2 s).
+EXITING = 0.25
+
+_state: dict[str, object] = {}
+_ask_lock = threading.Lock()
+
+# The reaper itself: run as ``python -S -I -c _CODE worker pool sig_fd ack_fd term gone fmt``.
+# Only os/select/signal/time: starts in ~15 ms and never imports the bridge.
+_CODE = r'''
+import os, select, signal, sys, time
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+worker, pool, sig_fd, ack_fd = (int(a) for a in sys.argv[1:5])
+term_budget, gone_budget, fmt, second = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], float(sys.argv[8])
+exiting = float(sys.argv[9])
+me = os.getpid()
+
+def say(event, **kw):
+    if fmt == "json":
+        import json
+        line = json.dumps({"event": event, "level": "error", "logger": "snakepit_bridge.reaper", "pid": worker, **kw})
+    else:
+        line = "[error    ] " + event + " [snakepit_bridge.reaper] " + " ".join(f"{k}={v}" for k, v in kw.items())
+    try:
+        os.write(2, (line + "\n").encode())
+    except OSError:
+        pass
+
+def pidfd(p):
+    try:
+        return os.pidfd_open(p)
+    except ProcessLookupError:
+        return -1
+    except (AttributeError, OSError):
+        return None
+
+def children():
+    tree = {}
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            with open("/proc/" + e + "/stat", "rb") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fl = st[st.rfind(b")") + 2:].split()
+        if len(fl) > 1 and fl[0] not in (b"Z", b"X"):
+            tree.setdefault(int(fl[1]), []).append(int(e))
+    return tree
+
+def below(root):
+    tree, out, todo = children(), [], [root]
+    while todo:
+        for c in tree.get(todo.pop(), []):
+            if c != me:
+                out.append(c)
+                todo.append(c)
+    return out
+
+def kill_tree(include_worker):
+    frozen = []
+    if include_worker:
+        try:
+            os.kill(worker, signal.SIGSTOP)
+        except OSError:
+            pass
+    for _ in range(20):
+        new = [p for p in below(worker) if p not in frozen]
+        if not new:
+            break
+        for p in new:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except OSError:
+                pass
+            frozen.append(p)
+    for p in ([worker] if include_worker else []) + frozen:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    return len(frozen)
+
+wfd = pidfd(worker)
+if wfd == -1:
+    sys.exit(0)
+pfd = pidfd(pool) if pool > 1 else None
+poller = select.poll()
+poller.register(sig_fd, select.POLLIN)
+if wfd is not None:
+    poller.register(wfd, select.POLLIN)
+if pfd is not None and pfd >= 0:
+    poller.register(pfd, select.POLLIN)
+deadline = None
+why = ""
+signals = 0
+hard = 0.0  # the latest the deadline may move to (a worker ending itself gets at most 0.1 s more)
+if pfd == -1:
+    deadline, why = time.monotonic() + gone_budget, "parent died"
+    hard = deadline + 0.1
+while True:
+    if deadline is not None:
+        timeout = max(0, min(100, int((deadline - time.monotonic()) * 1000) + 1))
+    else:
+        timeout = -1 if wfd is not None and (pool <= 1 or pfd is not None) else 100  # pidfds: no polling
+    events = poller.poll(timeout)
+    now = time.monotonic()
+    for fd, ev in events:
+        if fd == wfd:
+            sys.exit(0)
+        if fd == sig_fd:
+            data = os.read(sig_fd, 512) if ev & select.POLLIN else b""
+            if not data:
+                sys.exit(0)  # every write end closed: the worker is gone
+            for b in data:
+                if b == 255:
+                    # The worker is ending itself (its watchdog, a second signal):
+                    # give its last flush a moment before killing it instead.
+                    if deadline is not None:
+                        deadline = max(deadline, min(now + exiting, hard))
+                    kill_tree(False)
+                    try:
+                        os.write(ack_fd, b"k")
+                    except OSError:
+                        pass
+                elif b in (signal.SIGTERM, signal.SIGINT):
+                    signals += 1
+                    budget = term_budget if signals == 1 else second
+                    if deadline is None or now + budget < deadline:
+                        deadline, why = now + budget, "signal " + signal.Signals(b).name
+                        hard = deadline + 0.1
+        elif pfd is not None and fd == pfd:
+            poller.unregister(pfd)
+            if deadline is None or now + gone_budget < deadline:
+                deadline, why = now + gone_budget, "parent died"
+                hard = deadline + 0.1
+    if wfd is None and os.getppid() != worker:
+        sys.exit(0)
+    if pfd is None and pool > 1 and deadline is None:
+        try:
+            os.kill(pool, 0)
+        except ProcessLookupError:
+            deadline, why = now + gone_budget, "parent died"
+            hard = deadline + 0.1
+        except OSError:
+            pass
+    if deadline is not None and time.monotonic() >= deadline:
+        n = kill_tree(True)
+        say("worker did not exit in time; killed it and its descendants", reason=why, descendants=n)
+        sys.exit(0)
+'''
+
+
+def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_format: str = "console") -> int | None:
+    """Start the reaper for this process (call once, from the main thread,
+    before serving). ``pool_pid``: the parent to watch (None or <= 1: none).
+    Returns the reaper's pid, or None where it cannot run (not Linux, not
+    the main thread, a wakeup fd already taken)."""
+    if "pid" in _state or not sys.platform.startswith("linux"):
+        return _state.get("pid")  # type: ignore[return-value]
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    sig_r, sig_w = os.pipe()
+    ack_r, ack_w = os.pipe()
+    os.set_blocking(sig_w, False)
+    try:
+        previous = signal.set_wakeup_fd(sig_w, warn_on_full_buffer=False)
+    except ValueError:
+        previous = None
+    if previous != -1:  # someone else owns it (or it failed): keep theirs, run without a reaper
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        for fd in (sig_r, sig_w, ack_r, ack_w):
+            os.close(fd)
+        return None
+    argv = [sys.executable, "-S", "-I", "-c", _CODE, str(os.getpid()), str(pool_pid or 0), str(sig_r), str(ack_w),
+            repr(term_budget), repr(gone_budget), log_format, repr(SECOND_SIGNAL), repr(EXITING)]
+    try:
+        proc = subprocess.Popen(argv, pass_fds=(sig_r, ack_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    except OSError:
+        signal.set_wakeup_fd(-1)
+        for fd in (sig_r, sig_w, ack_r, ack_w):
+            os.close(fd)
+        return None
+    os.close(sig_r)
+    os.close(ack_w)
+    _state.update(pid=proc.pid, proc=proc, sig_w=sig_w, ack_r=ack_r)
+    # A child forked by a handler (multiprocessing's fork) inherits the wakeup
+    # fd: a SIGTERM sent to it would read as one sent to the worker.
+    os.register_at_fork(after_in_child=_forget)
+    return proc.pid
+
+
+def _forget() -> None:
+    """In a forked child: drop the wakeup fd and the reaper's pipes."""
+    if "pid" not in _state:
+        return
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    for key in ("sig_w", "ack_r"):
+        try:
+            os.close(int(_state[key]))  # type: ignore[call-overload]
+        except OSError:
+            pass
+    _state.clear()
+
+
+def pid() -> int | None:
+    """The reaper's pid, if one runs (the worker's descendant walks skip it)."""
+    return _state.get("pid")  # type: ignore[return-value]
+
+
+def kill_children(timeout: float = 0.3) -> bool:
+    """Have the reaper SIGKILL every descendant of this process (frozen first,
+    so none escapes by forking); True once it confirms within ``timeout``."""
+    if "pid" not in _state:
+        return False
+    sig_w, ack_r = int(_state["sig_w"]), int(_state["ack_r"])  # type: ignore[call-overload]
+    with _ask_lock:
+        try:
+            os.write(sig_w, bytes([KILL_CHILDREN]))
+        except OSError:
+            return False
+        ready, _, _ = select.select([ack_r], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            os.read(ack_r, 64)
+        except OSError:
+            return False
+        return True
