@@ -151,3 +151,16 @@ def test_stdio_first_frame_with_a_huge_int_is_still_json():
     assert proc.returncode == 0, proc.stderr.decode()
     (reply,) = split_frames(proc.stdout)
     assert b'"v":' + b"5" * 400 in reply and b'"success":true' in reply
+
+
+@pytest.mark.parametrize("sid, name", [(0, "0"), (False, "false"), (None, "null"), (1.5, "1.5")])
+def test_stdio_top_level_session_id_follows_the_same_rule(stdio, sid, name):
+    """The opt-in top-level "session_id" field: a value that is not a string
+    names the session its JSON text spells, as args["session_id"] does; never
+    the worker-global store."""
+    key = f"top-{name}"
+    assert stdio.call("store", {"key": key, "value": [2]}, session_id=sid)["success"]
+    assert stdio.call("retrieve", {"key": key, "session_id": name})["result"]["value"] == [2]
+    assert not stdio.call("retrieve", {"key": key})["success"]  # not in the worker-global store
+    bad = stdio.call("retrieve", {"key": key}, session_id=[1])
+    assert not bad["success"] and "session_id" in bad["error"]

@@ -104,6 +104,7 @@ from ..errors import BridgeError, ResourceExhausted
 from ..exitcodes import ExitCode
 from ..logging import get_logger
 from ..registry import Registry
+from ..sessions import session_name
 from ._framing import FrameReader, FrameTooLarge, FrameWriter, TruncatedFrame
 
 __all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_protocol", "claim_stdio",
@@ -211,9 +212,14 @@ def parse_request(obj: Any) -> WireRequest:
     timeout_ms = obj.get("timeout_ms") or 0
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 0:
         raise BadRequest("request field 'timeout_ms' must be a non-negative integer", rid)
-    session_id = obj.get("session_id") or ""
+    # Present but not a string (0, false, null, 1.5): the session its JSON text
+    # spells, as for args["session_id"]; never the worker-global store.
+    session_id = obj.get("session_id", "")
     if not isinstance(session_id, str):
-        raise BadRequest("request field 'session_id' must be a string", rid)
+        try:
+            session_id = session_name(session_id)
+        except BridgeError as exc:
+            raise BadRequest(f"request field {exc.message}", rid) from None
     return WireRequest(rid, command, args, _flag(obj, "stream", rid), _flag(obj, "pipeline", rid),
                        timeout_ms, session_id)
 
