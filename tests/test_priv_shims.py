@@ -86,3 +86,37 @@ def test_no_checkout_found_is_a_clear_error(snakepit_priv):
         assert proc.returncode == 3 and proc.stdout == b"", proc.stderr
         assert b"cannot find snakepit-bridge" in proc.stderr and b"SNAKEPIT_BRIDGE_HOME" in proc.stderr
         assert b"neighbouring" not in proc.stderr
+
+
+def test_copied_shim_run_by_another_python_uses_the_checkouts_venv(snakepit_priv):
+    """Snakepit starts ``python3``, which may lack grpcio: with the checkout found
+    (here from the variable), the shim re-runs itself with the checkout's .venv
+    python, and the worker serves."""
+    base = getattr(sys, "_base_executable", None)
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if not base or Path(sys.prefix) == Path(sys.base_prefix) or not venv_python.exists():
+        pytest.skip("needs the checkout's .venv and its base interpreter")
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["SNAKEPIT_BRIDGE_HOME"] = str(ROOT)
+    proc = subprocess.Popen([base, str(snakepit_priv / "grpc_bridge.py"), "--port", "0"], cwd=snakepit_priv,
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert line.startswith("GRPC_SERVER_READY_ON_PORT="), line
+        with Client(f"127.0.0.1:{line.strip().split('=')[1]}") as c:
+            assert c.execute("ping").success
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[0] == str(venv_python).encode()  # re-run by the venv's python
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_home_pointing_at_snakepits_own_priv_is_a_clear_error(snakepit_priv):
+    """Snakepit's priv/python/ holds a snakepit_bridge/cli.py and (here) a copy of
+    the shim: not this checkout, so a clear error rather than its ImportError."""
+    proc = run_shim(sys.executable, snakepit_priv / "grpc_bridge.py", str(snakepit_priv))
+    assert proc.returncode == 3 and b"does not hold" in proc.stderr and b"neighbouring" not in proc.stderr

@@ -23,10 +23,20 @@ CONFIG_EXIT = 3  # snakepit_bridge.exitcodes.ExitCode.CONFIG
 
 
 def _is_checkout(path):
-    """Its entry points: the package's CLI and the root grpc_bridge.py (Snakepit's
-    own package root has neither; its snakepit_bridge/ sits in priv/python/)."""
-    return os.path.isfile(os.path.join(path, "snakepit_bridge", "cli.py")) and \
-        os.path.isfile(os.path.join(path, "grpc_bridge.py"))
+    """Files only this project's checkout has together: its setup.py, the root
+    grpc_bridge.py and a module of ours (Snakepit's own priv/python/ may hold a
+    snakepit_bridge/cli.py and a copy of this shim, but none of the others)."""
+    return all(os.path.isfile(os.path.join(path, *name)) for name in
+               (("setup.py",), ("grpc_bridge.py",), ("snakepit_bridge", "_lifecycle.py")))
+
+
+def _use_venv(home):
+    """Re-run this script with the checkout's own .venv python when another one
+    runs it (Snakepit starts ``python3``, which may lack grpcio and the rest):
+    once, since that python's prefix is the venv."""
+    python = os.path.join(home, ".venv", "bin", "python")
+    if os.access(python, os.X_OK) and os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(home, ".venv")):
+        os.execv(python, [python, os.path.abspath(__file__), *sys.argv[1:]])
 
 
 def _fail(message):
@@ -64,6 +74,7 @@ def _find_home():
 
 _home = _find_home()
 if _home is not None:
+    _use_venv(_home)
     sys.path.insert(0, _home)
 
 from snakepit_bridge.cli import main  # noqa: E402
