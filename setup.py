@@ -2,8 +2,9 @@
 
 The protobuf and gRPC modules in ``snakepit_bridge/_proto`` are generated from
 ``protos/snakepit.proto`` while the package is built (see ``BuildPyWithProtos``),
-not committed: the .proto is the one source of truth, and the generated code then
-always matches the grpcio-tools (and so the grpcio and protobuf) it is built with.
+not committed: the .proto is the one source of truth. The generated code needs a
+grpcio and a protobuf at least as new as the grpcio-tools (and protobuf) that
+generated it, so the package requires those versions as floors (``_built_with``).
 """
 import os
 import re
@@ -28,6 +29,27 @@ CORE = [
     "structlog>=23.1",
     "google-re2>=1.1",  # linear-time regexes for caller-supplied patterns (tail_and_analyze)
 ]
+
+
+def _built_with(dist: str) -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+# The generated code checks at import that grpcio and protobuf are at least as new as
+# the grpcio-tools (and its protobuf) that generated it; so the package asks for them.
+_TOOLS, _PROTOBUF = _built_with("grpcio-tools"), _built_with("protobuf")
+if _TOOLS:
+    CORE[CORE.index("grpcio>=1.60")] = f"grpcio>={_TOOLS}"
+if _PROTOBUF:
+    CORE[CORE.index("protobuf>=4.25")] = f"protobuf>={_PROTOBUF}"
+
 EXTRAS = {
     "msgpack": ["msgpack>=1.0"],
     "numpy": ["numpy>=1.26"],

@@ -90,3 +90,15 @@ def test_console_script_serves_and_the_client_calls_it(installed, tmp_path):
         for stream in (proc.stdin, proc.stdout):
             assert stream is not None
             stream.close()
+
+
+def test_the_wheel_requires_the_grpcio_and_protobuf_its_code_was_generated_for(installed):
+    """The generated code refuses older runtimes than the grpcio-tools (and
+    protobuf) that generated it: the metadata must not allow them."""
+    from importlib.metadata import version
+
+    (dist,) = (installed.parent / "lib").glob("python3*/site-packages/snakepit_bridge-*.dist-info")
+    requires = [line.split(":", 1)[1].strip() for line in (dist / "METADATA").read_text().splitlines()
+                if line.startswith("Requires-Dist:")]
+    assert f"grpcio>={version('grpcio-tools')}" in requires, requires
+    assert f"protobuf>={version('protobuf')}" in requires, requires
