@@ -186,3 +186,24 @@ def test_cli_pull_to_the_end_and_its_exit_codes(bridge):
     assert failed.returncode == 1 and b"boom at 1" in failed.stdout
     unknown = cli(bridge, "pull", "no_such_command")
     assert unknown.returncode == 2 and b"could not open a generator" in unknown.stderr
+
+
+def test_cli_bad_arguments_are_usage_errors_not_tracebacks(bridge):
+    for args in (["call", "echo", "operation=add"], ["call", "echo", "[1]"], ["pull", "t_count_sync", "{}",
+                                                                           "--batch-size", "0"]):
+        run = cli(bridge, *args)
+        assert run.returncode == 2 and b"Traceback" not in run.stderr, (args, run.stderr)
+    # Ints of any length in ARGS stay exact (as the bridge's own JSON rules keep them).
+    run = cli(bridge, "call", "echo", '{"n": 123456789012345678901234567890}')
+    assert run.returncode == 0 and b"123456789012345678901234567890" in run.stdout, run.stdout
+
+
+def test_elixir_style_client_sends_what_jason_would(bridge):
+    """Big ints and numpy arrays as JSON (Jason encodes both), no TypeError."""
+    import numpy as np
+
+    from snakepit_bridge.client import Client
+
+    with Client(bridge.target, elixir_style=True) as old:
+        r = old.execute("echo", {"n": 2**100, "a": np.arange(3), "nested": {"a": np.arange(2)}})
+        assert r.success and r.result["echoed"] == {"n": 2**100, "a": [0, 1, 2], "nested": {"a": [0, 1]}}, r

@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 import grpc
-import orjson
 
+from ..codecs.values import dumps_json, loads_json
 from ._sync import PULL_BATCH, Client
 from ._wire import ClientError, StreamChunk
 
@@ -19,8 +19,7 @@ __all__ = ["main"]
 
 
 def _show(value: Any) -> str:
-    return orjson.dumps(value, default=lambda o: o.decode("latin-1") if isinstance(o, bytes) else str(o),
-                        option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return dumps_json(value, default=lambda o: o.decode("latin-1") if isinstance(o, bytes) else str(o)).decode()
 
 
 def _print_chunk(chunk: StreamChunk) -> None:
@@ -55,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if getattr(ns, "limit", None) is not None and ns.limit < 1:
         parser.error("--limit must be >= 1")
+    if getattr(ns, "batch_size", 1) < 1:
+        parser.error("--batch-size must be >= 1")
     with Client(f"{ns.host}:{ns.port}", token=ns.token) as client:
         try:
             return _run(client, ns)
@@ -83,7 +84,14 @@ def _run(client: Client, ns: argparse.Namespace) -> int:
             print(_show({"name": d.name, "streaming": d.streaming, "typed": d.typed, "doc": d.doc,
                          "params_schema": d.params_schema}))
         return 0
-    args = orjson.loads(ns.args)
+    try:
+        args = loads_json(ns.args.encode())  # ints of any length stay exact
+    except ValueError as exc:
+        sys.stderr.write(f"ARGS must be a JSON object: {exc}\n")
+        return 2
+    if not isinstance(args, dict):
+        sys.stderr.write(f"ARGS must be a JSON object, not {type(args).__name__}\n")
+        return 2
     if ns.verb == "call":
         r = (client.execute_in_session(ns.session, ns.command, args, timeout_ms=ns.timeout_ms) if ns.session
              else client.execute(ns.command, args, timeout_ms=ns.timeout_ms))

@@ -30,7 +30,7 @@ import orjson
 from .._proto import snakepit_pb2 as pb
 from ..codecs import decode_value, encode_value
 from ..codecs.npy import is_ndarray
-from ..codecs.values import loads_json
+from ..codecs.values import dumps_json, loads_json
 
 __all__ = [
     "ACCEPT_ENCODINGS", "ClientError", "CommandDescription", "GeneratorError", "PullState", "Response",
@@ -105,8 +105,9 @@ def encode_args(args: Mapping[str, Any] | None, *, elixir_style: bool = False,
     encodings: dict[str, str] = {}
     for key, value in (args or {}).items():
         if elixir_style:
+            # As Jason encodes it: ints of any length exact, numpy arrays as lists.
             out[key] = value.encode() if isinstance(value, str) else (
-                bytes(value) if isinstance(value, (bytes, bytearray)) else orjson.dumps(value))
+                bytes(value) if isinstance(value, (bytes, bytearray)) else dumps_json(value))
             continue
         if isinstance(value, str):
             out[key], encodings[key] = value.encode(), "utf8"
