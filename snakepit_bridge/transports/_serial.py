@@ -42,13 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..calls import Request, Result
+from ..calls import Request
 from ..codecs.frames import CODECS, Codec
 from ..codecs.values import loads_json
 from ..exitcodes import ExitCode
 from ..logging import get_logger
 from ._framing import HEADER, JOIN_LIMIT, READ_AHEAD, frame
-from .stdio import StdioServer, WireRequest, choose_protocol, now_iso, parse_request
+from .stdio import StdioServer, choose_protocol, now_iso, parse_request
 
 if TYPE_CHECKING:
     from ..dispatch import Dispatcher
@@ -83,6 +83,7 @@ class SerialFront:
         self._buf = bytearray(READ_AHEAD)
         self._view = memoryview(self._buf)
         self._later: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._why = ""  # what made it hand over (for the debug line)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -120,6 +121,8 @@ class SerialFront:
         server.settled = self.settled
         server.codec = self.codec
         self.server = server
+        if self.stopped is None:
+            self.log.debug("serial front end hands over to the event loop", reason=self._why)
         self.serving = False
         if self.stopped is not None:
             method, arg = self.stopped
@@ -141,6 +144,7 @@ class SerialFront:
                         start = end = 0
                     continue
                 if size > self.limit or HEADER + size > len(self._buf):
+                    self._why = f"a frame of {size} bytes"
                     return bytes(view[start:end])  # too large, or too large for this buffer: the server's reader
             need = HEADER + size if avail >= HEADER else HEADER
             if start and start + need > len(self._buf):  # the frame would not fit after `start`
@@ -153,13 +157,15 @@ class SerialFront:
                 if self.stopped is not None:  # a stop that came just before the flag was set
                     return b""
                 n = os.readv(self.read_fd, [view[end:]])
-            except OSError:
+            except OSError as exc:
+                self._why = f"reading stdin failed: {exc}"
                 return bytes(view[start:end])  # the server's reader meets the error again and reports it
             finally:
                 self._reading = False
             if n == 0:
                 if avail:
-                    return bytes(view[start:end])  # EOF inside a frame: the server's reader reports it
+                    self._why = "EOF inside a frame"
+                    return bytes(view[start:end])  # the server's reader reports it
                 self.stop("halt", "stdin closed")
                 return b""
             end += n
@@ -176,15 +182,19 @@ class SerialFront:
         try:
             w = parse_request(codec.decode(payload))
         except Exception:  # noqa: BLE001 - bad input: the server decodes it again and answers the error
+            self._why = "a frame that is not a valid request"
             return False
         if w.stream or w.pipeline or w.timeout_ms or w.session_id:
+            self._why = f"request {w.id!r} ({w.command}) asks for stream, pipeline, timeout_ms or a session"
             return False
         result = self.dispatcher.call_now(Request(command=w.command, args=w.args, request_id=str(w.id),
                                                   encode=self._encode))
         if result is None:
+            self._why = f"request {w.id!r} ({w.command}) is not an inline call"
             return False
         self._write(self._answer(w, result))
-        self._run_later()
+        if self._later:
+            self._run_later()
         return True
 
     def _negotiate(self, payload: bytes) -> bool | None:
@@ -197,11 +207,13 @@ class SerialFront:
         if not (isinstance(msg, dict) and msg.get("type") == "protocol_negotiation"):
             if self.codec is None:
                 self.settled = False  # the server guesses the protocol, and says so
+                self._why = "a first frame that is not a negotiation"
                 return False
             return None
         selected = choose_protocol(msg.get("supported"), msg.get("preferred"), self.fixed)
         if selected is None:
             self.settled = False  # the server answers protocol_error and exits
+            self._why = "no common protocol"
             return False
         self.codec = CODECS[selected]()
         self._write(orjson.dumps({"type": "protocol_selected", "protocol": selected, "timestamp": now_iso()}))
@@ -214,9 +226,12 @@ class SerialFront:
         """One frame, blocking until the pipe took it (a slow reader slows us)."""
         try:
             if len(payload) <= JOIN_LIMIT:
-                data = memoryview(frame(payload))
-                while data:
-                    data = data[os.write(self.write_fd, data):]
+                data = frame(payload)
+                sent = os.write(self.write_fd, data)
+                if sent < len(data):  # a signal handler ran mid-write
+                    rest = memoryview(data)[sent:]
+                    while rest:
+                        rest = rest[os.write(self.write_fd, rest):]
             else:
                 header, body = len(payload).to_bytes(HEADER, "big"), memoryview(payload)
                 sent = os.writev(self.write_fd, [header, body])
@@ -231,17 +246,11 @@ class SerialFront:
 
     # StdioServer's own builders (they use only ``codec``, ``limit`` and
     # ``log``, which this class has too): both phases send the same bytes.
-    def _encode(self, values: dict[str, Any]) -> bytes:
-        return StdioServer._encode(self, values)  # type: ignore[arg-type]
-
-    def _answer(self, w: WireRequest, result: Result) -> bytes:
-        return StdioServer._answer(self, w, result)  # type: ignore[arg-type]
-
-    def _frame(self, fields: list[tuple[str, Any]], rid: int | str) -> bytes:
-        return StdioServer._frame(self, fields, rid)  # type: ignore[arg-type]
-
-    def _error_frame(self, rid: int | str, error: str) -> bytes:
-        return StdioServer._error_frame(self, rid, error)  # type: ignore[arg-type]
+    # (Typed Any: mypy checks ``self`` against StdioServer.)
+    _encode: Any = StdioServer._encode
+    _answer: Any = StdioServer._answer
+    _frame: Any = StdioServer._frame
+    _error_frame: Any = StdioServer._error_frame
 
     # -- the per-call log line --------------------------------------------------------
 
