@@ -78,7 +78,6 @@ class SerialFront:
         #: Why serving stopped (and how the server is to stop): ``(method, argument)``.
         self.stopped: tuple[str, str] | None = None
         self.server: StdioServer | None = None
-        self._code = ExitCode.OK
         self._reading = False
         self._buf = bytearray(READ_AHEAD)
         self._view = memoryview(self._buf)
@@ -88,7 +87,7 @@ class SerialFront:
     @property
     def exit_code(self) -> ExitCode:
         """The worker's exit code (the server's, once it has taken over)."""
-        return self.server.exit_code if self.server is not None else self._code
+        return self.server.exit_code if self.server is not None else ExitCode.OK
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -28,7 +28,10 @@ Serving. A request that can be answered without waiting (an inline handler
 outside a session, :meth:`Dispatcher.call_now`, with room in the pipe) is
 answered in the very loop callback that read its frame: no task, no extra
 turn of the loop. Any other frame is served by a task, and the frames after
-it wait for that task, so the order is the same either way.
+it wait for that task, so the order is the same either way. Before the loop
+serves anything, a worker that owns its process answers such requests with
+blocking reads and no loop at all (:mod:`._serial`), until the first frame
+that needs more; from that frame on, everything is as described here.
 
 Optional request fields (extensions; a Snakepit 0.3 pool sends none of them):
 
