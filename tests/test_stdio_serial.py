@@ -95,6 +95,19 @@ def test_a_frame_split_across_reads_in_the_serial_phase(protocol):
         assert HANDOVER not in b.stderr_text()
 
 
+@pytest.mark.parametrize("protocol", ["json", "msgpack"])
+def test_a_large_answer_in_the_serial_phase(protocol):
+    # 200 KB in and out: within the front end's read buffer, over the size written in one piece.
+    with StdioBridge("--log-level", "debug", protocol=protocol) as b:
+        reply = b.call("ping", {"worker_id": "y" * 200_000})
+        assert reply["success"] is True and reply["result"]["worker_id"] == "y" * 200_000
+        assert b.call("ping")["success"] is True
+        b.close_stdin()
+        assert b.wait() == 0
+        assert HANDOVER not in b.stderr_text()
+        assert b.stray is None
+
+
 def test_a_frame_at_the_read_buffer_size_is_handed_over_whole():
     # 300 KB of arguments: more than the front end's read buffer.
     with StdioBridge("--log-level", "debug") as b:

@@ -96,6 +96,9 @@ class SerialFront:
         bytes read but not served (the frame to hand over first), for the
         server's reader. Blocks the calling thread (the main one)."""
         self.dispatcher.defer = self._defer  # the per-call log line, after the answer
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, True)  # whatever a parent left set; the server's reader and writer unset it
         try:
             return self._serve()
         except _Interrupted:
