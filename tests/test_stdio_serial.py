@@ -8,11 +8,16 @@ how the worker ends while still in the serial phase.
 """
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
-from tests.stdio_process import StdioBridge, encode, frame
+from tests.handlers_ops import alive, wait_until
+from tests.stdio_process import SCRIPT, StdioBridge, encode, frame
 
 NEGOTIATION = {"type": "protocol_negotiation", "supported": ["msgpack", "json"], "preferred": "msgpack",
                "timestamp": "2026-01-01T00:00:00Z"}
@@ -153,3 +158,40 @@ def test_info_level_logs_each_serial_call():
         failed = next(line for line in b.stderr_text().splitlines() if "request_id=42" in line)
         assert "outcome=error" in failed
         assert b.call("info")["result"]["total_errors"] == 1
+
+
+# The parent: spawn the stdio bridge with stdin the pipe the test holds (so
+# no EOF comes when the parent dies), stdout and stderr to files, print its
+# pid, then wait to be killed.
+PARENT = """
+import json, subprocess, sys, time
+bridge = subprocess.Popen([sys.executable, sys.argv[1], "--mode", "pool-worker", "--protocol", "json"],
+                          stdin=int(sys.argv[2]), stdout=open(sys.argv[3], "wb"), stderr=open(sys.argv[4], "wb"),
+                          pass_fds=(int(sys.argv[2]),))
+print(json.dumps({"pid": bridge.pid}), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the parent-death signal")
+def test_parent_death_in_the_serial_phase_interrupts_the_blocking_read(tmp_path):
+    read_end, write_end = os.pipe()
+    out, err = tmp_path / "out", tmp_path / "err"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(SCRIPT), str(read_end), str(out), str(err)],
+                              stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, pass_fds=(read_end,))
+    os.close(read_end)
+    pid = json.loads(parent.stdout.readline())["pid"]
+    try:
+        os.write(write_end, _request(1, "ping", {}, "json"))
+        assert wait_until(lambda: out.stat().st_size > 4, 10) is not None  # answered: now blocked in a read
+        parent.kill()
+        parent.wait(5)
+        gone = wait_until(lambda: not alive(pid), timeout=3.0)
+        # Normally the parent-death SIGHUP interrupts the read; should the
+        # parent-pid poll see it first, the watchdog ends the worker 0.6 s later.
+        assert gone is not None and gone < 2.0, err.read_text()
+        assert "parent died" in err.read_text()
+    finally:
+        os.close(write_end)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
