@@ -113,6 +113,20 @@ def test_a_large_answer_in_the_serial_phase(protocol):
         assert b.stray is None
 
 
+def test_frames_that_straddle_the_end_of_the_read_buffer():
+    # Two 150 KB frames in one write: the second one starts 150 KB into the
+    # 256 KiB buffer and is moved to its start to be read whole.
+    with StdioBridge("--log-level", "debug") as b:
+        b.send_bytes(_request(1, "ping", {"worker_id": "a" * 150_000}, "json")
+                     + _request(2, "ping", {"worker_id": "b" * 150_000}, "json"))
+        first, second = b.recv(), b.recv()
+        assert (first["id"], first["result"]["worker_id"]) == (1, "a" * 150_000)
+        assert (second["id"], second["result"]["worker_id"]) == (2, "b" * 150_000)
+        b.close_stdin()
+        assert b.wait() == 0
+        assert HANDOVER not in b.stderr_text()
+
+
 def test_a_frame_at_the_read_buffer_size_is_handed_over_whole():
     # 300 KB of arguments: more than the front end's read buffer.
     with StdioBridge("--log-level", "debug") as b:
