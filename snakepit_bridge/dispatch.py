@@ -107,6 +107,9 @@ class Dispatcher:
         self._call_lines = self.config.log_level in ("debug", "info")
         self._pumps: set[AsyncPump | ThreadPump] = set()
         self._abandoned: set[asyncio.Future[Any]] = set()  # strong refs to work past its deadline
+        #: Runs a call's log line once the transport has answered; None: on the
+        #: loop's next turn. A transport serving without a loop sets its own.
+        self.defer: Callable[..., Any] | None = None
 
     # -- public API ---------------------------------------------------------------
 
@@ -516,7 +519,10 @@ class Dispatcher:
         duration_ms = round((time.perf_counter() - obs.started) * 1000, 3)
         # Logged on the loop's next turn, not now: the transport's answer goes
         # out first, and the client reads it while this line is written.
-        asyncio.get_running_loop().call_soon(self._log_call, obs, duration_ms)
+        if self.defer is not None:
+            self.defer(self._log_call, obs, duration_ms)
+        else:
+            asyncio.get_running_loop().call_soon(self._log_call, obs, duration_ms)
 
     def _log_call(self, obs: CallRecord, duration_ms: float) -> None:
         req = obs.request

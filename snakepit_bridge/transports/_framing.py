@@ -76,7 +76,8 @@ class FrameReader:
     a pipe by a private thread.
     """
 
-    def __init__(self, fd: int, limit: int) -> None:
+    def __init__(self, fd: int, limit: int, buffered: bytes = b"") -> None:
+        """``buffered``: bytes already read from ``fd`` (at most READ_AHEAD), taken first."""
         self.limit = limit
         #: Called (from the loop) when bytes arrived or the input ended: call :meth:`take`.
         self.on_ready: Callable[[], None] | None = None
@@ -87,7 +88,8 @@ class FrameReader:
         self._buf = bytearray(READ_AHEAD)
         self._view = memoryview(self._buf)
         self._start = 0  # unread bytes are _buf[_start:_end]
-        self._end = 0
+        self._end = len(buffered)
+        self._buf[:self._end] = buffered
         self._big: bytearray | None = None  # a payload too large for _buf, being read
         self._big_filled = 0
         self._reading = False

@@ -28,7 +28,10 @@ Serving. A request that can be answered without waiting (an inline handler
 outside a session, :meth:`Dispatcher.call_now`, with room in the pipe) is
 answered in the very loop callback that read its frame: no task, no extra
 turn of the loop. Any other frame is served by a task, and the frames after
-it wait for that task, so the order is the same either way.
+it wait for that task, so the order is the same either way. Before the loop
+serves anything, a worker that owns its process answers such requests with
+blocking reads and no loop at all (:mod:`._serial`), until the first frame
+that needs more; from that frame on, everything is as described here.
 
 Optional request fields (extensions; a Snakepit 0.3 pool sends none of them):
 
@@ -600,13 +603,16 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
     log = get_logger("snakepit_bridge.stdio")
     loop = asyncio.get_running_loop()
     parent = os.getppid() if parent_pid is None else parent_pid
-    reader = FrameReader(read_fd, config.max_message_bytes)
-    writer = await FrameWriter.open(write_fd)
     dispatcher = Dispatcher(registry, config)
-    server = StdioServer(dispatcher, reader, writer, protocol=config.protocol)
-    watchdog = _Watchdog(server, log) if owns_process else None
-    if watchdog is not None:
-        server.on_stopping = lambda reason, grace: watchdog.arm(grace + SHUTDOWN_MARGIN, reason)
+    # -- serial front end (see _serial.py): a worker that owns its process
+    # answers serial inline requests with blocking reads, no loop, until a
+    # frame needs the loop; signals and the parent watcher stop it meanwhile.
+    from ._serial import SerialFront
+
+    front = SerialFront(dispatcher, read_fd, write_fd, protocol=config.protocol) if owns_process else None
+    server: StdioServer | None = None
+    watchdog = _Watchdog(front, log) if front is not None else None
+    # -- end of the serial front end's setup
     signals = (signal.SIGTERM, signal.SIGINT)
     signalled = itertools.count()  # next() is atomic: exactly one first signal
 
@@ -621,7 +627,10 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
             flush_and_exit(ExitCode.FORCED)
         if watchdog is not None:
             watchdog.arm(config.grace_period + SHUTDOWN_MARGIN, f"signal {name}")
-        loop.call_soon_threadsafe(server.on_signal, name)
+        if front is not None and front.serving:
+            front.stop("on_signal", name)  # serial front end: may interrupt its blocking read
+            return
+        loop.call_soon_threadsafe(_server().on_signal, name)
 
     def parent_gone(why: str) -> None:
         """From the parent watcher (a thread or a signal handler)."""
@@ -629,7 +638,14 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
         _say(log, "parent process died; stopping", reason=why)
         if watchdog is not None:
             watchdog.arm(grace_for(why, config.grace_period) + SHUTDOWN_MARGIN, why)
-        loop.call_soon_threadsafe(server.halt, why)
+        if front is not None and front.serving:
+            front.stop("halt", why)  # serial front end
+            return
+        loop.call_soon_threadsafe(_server().halt, why)
+
+    def _server() -> StdioServer:
+        assert server is not None  # the front end serves until it exists
+        return server
 
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():  # signal.signal works only there
@@ -638,6 +654,14 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
     if owns_process and config.watch_parent:
         _watch_parent(parent, parent_gone, log)
     log.info("pool worker ready", pid=os.getpid(), protocol=config.protocol or "negotiate", commands=len(registry))
+    handed = front.serve() if front is not None else b""  # serial front end: blocks until it hands over
+    reader = FrameReader(read_fd, config.max_message_bytes, handed)
+    writer = await FrameWriter.open(write_fd)
+    server = StdioServer(dispatcher, reader, writer, protocol=config.protocol)
+    if watchdog is not None:
+        server.on_stopping = lambda reason, grace: watchdog.arm(grace + SHUTDOWN_MARGIN, reason)
+    if front is not None:
+        front.hand_over(server)
     code = ExitCode.ERROR
     try:
         code = await server.serve()
@@ -660,7 +684,7 @@ class _Watchdog:
     threads, which may never return, and a handler may hog the event loop.
     Armed from the loop, signal handlers and threads; the first arming wins."""
 
-    def __init__(self, server: StdioServer, log: Any) -> None:
+    def __init__(self, server: Any, log: Any) -> None:  # a StdioServer, or the SerialFront before it
         self._server = server
         self._log = log
         self._armed = itertools.count()  # next() is atomic
