@@ -153,7 +153,7 @@ class Params:
         hints = {f.name: h for f in fields if (h := _wire_hint(f.type)) is not None}
         for f in fields:
             if f.name in self._mixed:
-                hints[f.name] = RAW_OR_NULL if _NONE in map(_strip, get_args(_strip(f.type))) else RAW
+                hints[f.name] = RAW_OR_NULL if _NONE in _members(f.type) else RAW
         self.hints = hints
         return hints
 
@@ -577,12 +577,17 @@ def _wire_hint(tp: Any) -> str | None:
 
 def _is_mixed(tp: Any) -> bool:
     """A union of str (or a Literal of strings) with other types but bytes."""
+    members = [m for m in _members(tp) if m is not _NONE]
+    return (len(members) > 1 and any(_is_text(m) for m in members) and bytes not in members
+            and any(not _is_text(m) for m in members))
+
+
+def _members(tp: Any) -> list[Any]:
+    """The members of a union, nested unions and Annotated unwrapped (``[tp]`` if no union)."""
     tp = _strip(tp)
     if not _is_union(tp):
-        return False
-    members = [m for m in map(_strip, get_args(tp)) if m is not _NONE]
-    return (any(_is_text(m) for m in members) and bytes not in members
-            and any(not _is_text(m) for m in members))
+        return [tp]
+    return [m for a in get_args(tp) for m in _members(a)]
 
 
 def _is_ndarray(tp: Any) -> bool:
