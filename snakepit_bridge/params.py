@@ -10,7 +10,8 @@ is registered; see :func:`declare`):
   takes any other keys as they arrived, undecoded).
 
 Anything else (``def h(args, ctx)``, ``args: dict[str, Any]``) is untyped and
-gets the argument dict exactly as before.
+gets the argument dict exactly as before, also with keyword-only options of
+its own that have defaults (``def h(args, ctx, *, verbose=False)``).
 
 Types: ``str``, ``int``, ``float``, ``bool``, ``bytes``, ``None`` and
 optionals, ``Literal``, lists, tuples, sets, dicts, nested dataclasses and
@@ -18,20 +19,27 @@ Structs, ``Any``, and numpy arrays (``numpy.ndarray`` or
 ``numpy.typing.NDArray[dtype]``, from npy bytes or nested lists). Bounds and
 descriptions: ``Annotated[int, Param(ge=0, description="...")]`` (or
 ``msgspec.Meta``). Checking is strict: ``"3"`` is not an int, ``1`` is not a
-bool; an int is a float.
+bool; an int is a float. Nested records are checked like the command's own
+parameters (through mirror Structs: bounds, unknown fields, schema).
 
 Over gRPC a parameter declared ``str`` (or a ``Literal`` of strings) keeps
 the bytes it received as text when the caller named no encoding: Snakepit's
 Elixir client sends strings raw, so ``"123"`` stays ``"123"`` rather than
 becoming the number 123 (``str | None``: the bytes ``null`` are None).
-``bytes`` keeps the raw bytes. Every other type is decoded as before (JSON,
-else text, else bytes) and then checked.
+``bytes`` keeps the raw bytes. A type mixing str with others (``str |
+list[str]``) reads the bytes as JSON only if they are a JSON list or map,
+else as text. Every other type is decoded as before (JSON, else text, else
+bytes) and then checked.
 
 Missing, unknown and ill-typed arguments fail the call with
 :class:`~snakepit_bridge.errors.InvalidArgument` listing every problem by
-field (``details["errors"]``). Keys a Snakepit 0.3 pool adds on its own
-(:data:`RESERVED`: ``session_id``, ``worker_id``, ``initialization``) are
-tolerated and dropped unless declared.
+field (``details["errors"]``, at most :data:`MAX_LISTED`). Unknown keys
+follow the declaration's ``extra`` policy (:data:`EXTRA`): ``"forbid"``
+(the default) or ``"ignore"`` (the built-ins: Snakepit 0.3 ignored them).
+Keys a Snakepit 0.3 pool adds on its own (:data:`RESERVED`: ``session_id``,
+``worker_id``, ``initialization``) are tolerated and dropped unless declared.
+A default its own declaration refuses fails the first build (a TypeError
+naming the command and field).
 
 Nothing here imports the validation library (msgspec) at registration: the
 decoder of a command is built on its first typed call (or describe) and
@@ -316,9 +324,10 @@ class Params:
     def schema(self) -> dict[str, Any]:
         """JSON Schema (draft 2020-12) of the args map."""
         mirror = self._mirror or self._build()
-        _, components = _lib.json.schema_components([mirror], schema_hook=_schema_hook,
-                                                    ref_template="#/$defs/{name}")
-        body = dict(components.pop(mirror.__name__))
+        (ref,), components = _lib.json.schema_components([mirror], schema_hook=_schema_hook,
+                                                         ref_template="#/$defs/{name}")
+        # the component's name is the title unless a nested record has the same name
+        body = dict(components.pop(ref["$ref"].rsplit("/", 1)[1]))
         body.pop("title", None)
         out: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema", **body}
         if components:

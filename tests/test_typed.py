@@ -462,7 +462,11 @@ def test_a_str_union_keeps_elixir_text_that_looks_like_a_number(bridge, tmp_path
 
 
 def test_bad_base64_bytes_and_non_numeric_arrays_are_invalid_arguments(client):
-    with StdioBridge(*ADAPTER, protocol="json") as sb:
+    with StdioBridge(*ADAPTER, "--log-level", "debug", protocol="json") as sb:
+        # (and a built-in's ignored keys are logged at debug)
+        assert sb.call("compute", {"operation": "add", "a": 1, "b": 2, "precision": 3})["success"]
+        assert sb.wait_stderr("unknown arguments ignored")
+        assert "command=compute" in sb.stderr_text() and "keys=['precision']" in sb.stderr_text()
         bad = sb.call("t_everything", {"text": "t", "count": 1, "blob": {"__base64__": "!!!"}})
         assert bad["success"] is False and "'blob': invalid base64" in bad["error"]
         good = sb.call("t_everything", {"text": "t", "count": 1, "blob": {"__base64__": "AP8="}})
@@ -558,3 +562,24 @@ def test_nested_structs_and_the_ignore_policy_in_process():
     assert bound.result == {"errors": {"inner": "Expected `int` <= 10 (at inner.n)"}}
     assert unknown.result == {"errors": {"inner": "Object contains unknown field `x`"}}
     assert ign.success and ign.result == {"n": 1}
+
+
+@dataclass
+class _Node:
+    v: Annotated[int, Param(ge=0)]
+    kids: list[_Node] = field(default_factory=list)
+
+
+def test_a_record_holding_itself_is_checked_and_described():
+    reg = Registry()
+
+    @reg.command("tree")
+    def tree(args: _Node):
+        return {"kids": [type(k).__name__ for k in args.kids]}
+
+    ok, bad = _calls(reg, Request("tree", {"v": 1, "kids": [{"v": 2, "kids": [{"v": 3}]}]}),
+                     Request("tree", {"v": 1, "kids": [{"v": -2}]}))
+    assert ok.result == {"kids": ["_Node"]}
+    assert bad.result == {"errors": {"kids": "Expected `int` >= 0 (at kids[0].v)"}}
+    schema = reg.get("tree").describe()["params_schema"]
+    assert schema["properties"]["v"] == {"type": "integer", "minimum": 0} and "$defs" in schema
