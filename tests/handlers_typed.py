@@ -116,3 +116,9 @@ def nested(args: Outer) -> dict[str, Any]:
 @command("t_array")
 def array(*, a: np.ndarray, mask: NDArray[np.bool_] | None = None) -> dict[str, Any]:
     return {"dtype": str(a.dtype), "mask": None if mask is None else str(mask.dtype)}
+
+
+@command("t_mixed")
+def mixed(*, v: int | str | None = None, w: str | list[str] = "") -> dict[str, Any]:
+    """str unions: Elixir's raw text is the str member unless it is a JSON list or map."""
+    return {"v": v, "v_type": type(v).__name__, "w": w}

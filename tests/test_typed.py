@@ -461,6 +461,18 @@ def test_a_str_union_keeps_elixir_text_that_looks_like_a_number(bridge, tmp_path
     assert [p for p in found if p] == ["20[0]", "[4]04"]
 
 
+def test_the_str_union_rule(bridge):
+    def call(encodings=None, **args):
+        return result(raw_execute(bridge, "t_mixed", args, encodings))
+
+    assert call(v=b"404", w=b"[4]04") == {"v": "404", "v_type": "str", "w": "[4]04"}  # "[4]04" is not JSON
+    assert call(v=b"null", w=b' ["a", "b"]') == {"v": None, "v_type": "NoneType", "w": ["a", "b"]}
+    assert call(v=b"true", w=b"{x") == {"v": "true", "v_type": "str", "w": "{x"}
+    assert call({"v": "json"}, v=b"404")["v_type"] == "int"  # an explicit encoding still wins
+    r = raw_execute(bridge, "t_mixed", {"w": b'{"a": 1}'})  # a JSON map, which no member takes
+    assert not r.success and "'w'" in r.error
+
+
 def test_bad_base64_bytes_and_non_numeric_arrays_are_invalid_arguments(client):
     with StdioBridge(*ADAPTER, "--log-level", "debug", protocol="json") as sb:
         # (and a built-in's ignored keys are logged at debug)
@@ -499,6 +511,14 @@ def test_declaration_forms_refused_at_registration():
     assert reg.get("star_ok").params is None and reg.get("rec_opt").params is None
     assert reg.get("rec_opt").arity == 1
 
+    def record_with_option(args: _Rec, *, verbose=False):
+        return {"a": args.a, "verbose": verbose}
+
+    reg.add("rec_typed_opt", record_with_option)
+    assert reg.get("rec_typed_opt").params is not None
+    (r,) = _calls(reg, Request("rec_typed_opt", {"a": 1}))
+    assert r.result == {"a": 1, "verbose": False}
+
 
 @dataclass
 class _BadInner:
@@ -521,7 +541,13 @@ def test_a_default_that_breaks_its_own_bound_fails_the_first_call_naming_it():
     def bad_nested_default(args: _HoldsBad):
         return {}
 
-    a, b = _calls(reg, Request("bad_default", {"n": 11}), Request("bad_nested_default", {"inner": {"n": 11}}))
+    @reg.command("none_default")
+    def none_default(*, x: int = None):  # type: ignore[assignment]
+        return {}
+
+    a, b, c = _calls(reg, Request("bad_default", {"n": 11}), Request("bad_nested_default", {"inner": {"n": 11}}),
+                     Request("none_default", {"x": 1}))
+    assert not c.success and "the default of 'x' (None) does not satisfy" in c.error
     assert not a.success and ("command 'bad_default': the default of 'n' (0) does not satisfy its own "
                               "declaration: Expected `int` >= 10, got 0") in a.error
     assert not b.success and "the default of '_BadInner.n' (0)" in b.error
