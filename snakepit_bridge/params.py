@@ -220,13 +220,14 @@ class Params:
                 return self._mirror
             if self.hints is None:
                 self._resolve()
-            forbid = self.extra == "forbid" and not self.open
+            forbid = self.extra == "forbid"  # in nested records too; **extra opens the top level only
             spec, types_ = _spec(self.command, None, self.fields, forbid)
             if any(_has_array(t) for t in types_.values()):
                 self._hook = _dec_hook
             self._records = tuple(name for name, t in types_.items() if _has_record(t))
             self._types = types_
-            self._mirror = msgspec.defstruct(self.title, spec, kw_only=True, forbid_unknown_fields=forbid)
+            self._mirror = msgspec.defstruct(self.title, spec, kw_only=True,
+                                             forbid_unknown_fields=forbid and not self.open)
             return self._mirror
 
     def _ignore_unknown(self, args: dict[str, Any]) -> dict[str, Any]:
