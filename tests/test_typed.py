@@ -426,6 +426,11 @@ def test_builtins_ignore_unknown_keys_as_snakepit_03_did(bridge, client):
     # Ill-typed values are still refused, naming them.
     r = client.execute("compute", {"operation": "add", "a": "x", "b": 2, "precision": 3})
     assert not r.success and set(r.result["errors"]) == {"a"}
+    # The bounds protocol.md lists as new; a declared str keeps Elixir's "123".
+    (chunk,) = client.stream("ping_stream", {"count": 1, "interval": 86401})
+    assert chunk.is_final and "'interval': Expected `int` <= 86400, got 86401" in chunk.error
+    r = raw_execute(bridge, "store", {"key": b"123", "value": b"1", "session_id": b"s-extra"})
+    assert r.success and result(r)["key"] == "123"
 
 
 def test_batch_inference_probabilities_takes_0_and_1_as_03_did(bridge):
