@@ -170,11 +170,14 @@ class Registry:
         description: str | None = None,
         replace: bool = True,
         inline: bool = False,
+        extra: str = "forbid",
     ) -> Handler:
         """Register ``func`` under ``name``; ``kind`` overrides classification
         (for callables that return a generator without being generator functions).
         ``inline=True`` runs a plain function on the event loop (see the module
-        docstring); any other kind of handler raises ``TypeError``."""
+        docstring); any other kind of handler raises ``TypeError``. ``extra``:
+        what a typed handler does with undeclared argument keys, ``"forbid"``
+        (INVALID_ARGUMENT) or ``"ignore"`` (dropped; see :mod:`.params`)."""
         if not name or not isinstance(name, str):
             raise ValueError("a command name must be a non-empty string")
         if not replace and name in self._handlers:
@@ -186,7 +189,7 @@ class Registry:
             kind = Kind.INLINE
         doc = description if description is not None else _first_paragraph(inspect.getdoc(func))
         sig = _signature(func)
-        params = declare(name, func, sig) if sig is not None else None
+        params = declare(name, func, sig, extra=extra) if sig is not None else None
         if params is None:
             arity = _arity(func, sig)
         else:  # a record on args is passed even when the parameter has a default

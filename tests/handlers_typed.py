@@ -81,3 +81,44 @@ def untyped(args: dict[str, Any]) -> dict[str, Any]:
 @command("t_loaded", inline=True)
 def loaded(args):
     return {"msgspec": "msgspec" in sys.modules}
+
+
+@command("t_untyped_options")
+def untyped_options(args, ctx, *, verbose=False):
+    """Untyped, with a keyword-only option of its own: gets the dict, as before issue 16."""
+    return {"args": args, "verbose": verbose, "has_ctx": ctx is not None}
+
+
+@command("t_untyped_cache")
+def untyped_cache(args, *, _cache={}):  # noqa: B006 - the old idiom this must keep serving
+    _cache["calls"] = _cache.get("calls", 0) + 1
+    return {"args": args, "calls": _cache["calls"]}
+
+
+@dataclass
+class Inner:
+    n: Annotated[int, Param("a small count", ge=0, le=10)]
+    tag: str = ""
+
+
+@dataclass
+class Outer:
+    inner: Inner
+    more: list[Inner] = field(default_factory=list)
+
+
+@command("t_nested")
+def nested(args: Outer) -> dict[str, Any]:
+    return {"inner": [type(args.inner).__name__, args.inner.n, args.inner.tag],
+            "more": [[type(i).__name__, i.n] for i in args.more]}
+
+
+@command("t_array")
+def array(*, a: np.ndarray, mask: NDArray[np.bool_] | None = None) -> dict[str, Any]:
+    return {"dtype": str(a.dtype), "mask": None if mask is None else str(mask.dtype)}
+
+
+@command("t_mixed")
+def mixed(*, v: int | str | None = None, w: str | list[str] = "") -> dict[str, Any]:
+    """str unions: Elixir's raw text is the str member unless it is a JSON list or map."""
+    return {"v": v, "v_type": type(v).__name__, "w": w}

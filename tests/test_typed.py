@@ -7,7 +7,8 @@ import asyncio
 import json
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Annotated
 
 import grpc
 import msgspec
@@ -19,12 +20,14 @@ from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
 from snakepit_bridge.client import Client, ClientError, decode_values
 from snakepit_bridge.codecs import npy
 from snakepit_bridge.dispatch import Dispatcher, Request
+from snakepit_bridge.params import Param
 from snakepit_bridge.registry import Registry
 from tests.bridge_process import ROOT
 from tests.stdio_process import StdioBridge
 
 ADAPTER = ("--adapter", "tests.handlers_typed")
 BRIDGE_ARGS = ADAPTER  # for the shared bridge/client fixtures (conftest.py)
+BRIDGE_DATA_DIR = True  # tail_and_analyze reads the tests' files (--data-dir)
 
 
 def raw_execute(bridge, command: str, args: dict[str, bytes], encodings: dict[str, str] | None = None):
@@ -378,3 +381,236 @@ def test_a_records_own_check_is_an_invalid_argument():
     good, bad = _calls(reg, Request("range", {"lo": 1, "hi": 3}), Request("range", {"lo": 3, "hi": 1}))
     assert good.result == {"span": 2}
     assert (bad.code, bad.error) == ("INVALID_ARGUMENT", "invalid arguments for 'range': lo (3) must not exceed hi (1)")
+
+
+# -- audit fixes: untyped options, nested records, extra policy, str unions, defaults ---------
+
+
+def test_untyped_handlers_with_keyword_only_options_load_and_get_the_dict(client):
+    # The adapter loaded at all: before the fix these raised TypeError at registration.
+    r = client.execute("t_untyped_options", {"x": 1})
+    assert r.success and r.result == {"args": {"x": 1}, "verbose": False, "has_ctx": True}
+    r = client.execute("t_untyped_cache", {"y": "2"})
+    assert r.success and r.result["args"] == {"y": "2"} and r.result["calls"] >= 1
+    (described,) = client.describe(["t_untyped_options"])
+    assert not described.typed and described.params_schema == {}
+
+
+def test_nested_records_keep_their_bounds_and_refuse_unknown_fields(bridge, client):
+    good = client.execute("t_nested", {"inner": {"n": 3, "tag": "t"}, "more": [{"n": 10}]})
+    assert good.success and good.result == {"inner": ["Inner", 3, "t"], "more": [["Inner", 10]]}
+    bad = client.execute("t_nested", {"inner": {"n": 99}, "more": [{"n": 1, "bogus": 1}]})
+    assert not bad.success and bad.result["errors"] == {
+        "inner": "Expected `int` <= 10 (at inner.n)",
+        "more": "Object contains unknown field `bogus` (at more[0])"}
+    # Elixir-style: the nested map as JSON bytes.
+    r = raw_execute(bridge, "t_nested", {"inner": b'{"n": -1}'})
+    assert not r.success and "Expected `int` >= 0" in r.error
+    (described,) = client.describe(["t_nested"])
+    inner = described.params_schema["$defs"]["Inner"]
+    assert inner["properties"]["n"] == {"description": "a small count", "type": "integer",
+                                        "minimum": 0, "maximum": 10}
+    assert inner["additionalProperties"] is False
+
+
+def test_builtins_ignore_unknown_keys_as_snakepit_03_did(bridge, client):
+    r = client.execute("compute", {"operation": "add", "a": 1, "b": 2, "precision": 3})
+    assert r.success and r.result["result"] == 3
+    r = raw_execute(bridge, "store", {"key": b"k2", "value": b"v", "ttl": b"60", "session_id": b"s-extra"})
+    assert r.success, r.error
+    chunks = list(client.stream("process_large_dataset", {"total_rows": 3, "chunk_size": 2, "verbose": True}))
+    assert chunks[-1].is_final and not chunks[-1].error
+    described = {d.name: d.params_schema for d in client.describe(["compute", "t_everything"])}
+    assert "additionalProperties" not in described["compute"]
+    assert described["t_everything"]["additionalProperties"] is False  # a user command's default: forbid
+    # Ill-typed values are still refused, naming them.
+    r = client.execute("compute", {"operation": "add", "a": "x", "b": 2, "precision": 3})
+    assert not r.success and set(r.result["errors"]) == {"a"}
+    # The bounds protocol.md lists as new; a declared str keeps Elixir's "123".
+    (chunk,) = client.stream("ping_stream", {"count": 1, "interval": 86401})
+    assert chunk.is_final and "'interval': Expected `int` <= 86400, got 86401" in chunk.error
+    r = raw_execute(bridge, "store", {"key": b"123", "value": b"1", "session_id": b"s-extra"})
+    assert r.success and result(r)["key"] == "123"
+
+
+def test_batch_inference_probabilities_takes_0_and_1_as_03_did(bridge):
+    def first_chunk(flag: bytes):
+        with grpc.insecure_channel(bridge.target) as ch:
+            stream = pb_grpc.SnakepitBridgeStub(ch).ExecuteStream(pb.ExecuteRequest(
+                command="batch_inference", args={"batch_items": b'["great"]', "probabilities": flag}), timeout=30)
+            return next(iter(stream))
+
+    off, on, bad = first_chunk(b"0"), first_chunk(b"1"), first_chunk(b"2")
+    assert "probabilities" not in decode_values(dict(off.chunk), dict(off.encodings))
+    assert "probabilities" in decode_values(dict(on.chunk), dict(on.encodings))
+    assert bad.is_final and "'probabilities'" in bad.error
+
+
+def test_a_str_union_keeps_elixir_text_that_looks_like_a_number(bridge, tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text("GET /a 200\nGET /b 404\n")
+    with grpc.insecure_channel(bridge.target) as ch:
+        stream = pb_grpc.SnakepitBridgeStub(ch).ExecuteStream(pb.ExecuteRequest(
+            command="tail_and_analyze", args={"log_path": str(log).encode(), "patterns": b"404",
+                                              "from_beginning": b"true", "max_matches": b"1"}), timeout=30)
+        chunks = [decode_values(dict(c.chunk), dict(c.encodings)) | {"error": c.error} for c in stream]
+    matches = [c for c in chunks if c.get("event") == "match"]
+    assert [(m["line_number"], m["pattern_matched"]) for m in matches] == [(2, "404")]
+    assert chunks[-1]["error"] == ""
+    # A JSON list is still a list; a regex that is not JSON ("[ab]") is text.
+    with grpc.insecure_channel(bridge.target) as ch:
+        stream = pb_grpc.SnakepitBridgeStub(ch).ExecuteStream(pb.ExecuteRequest(
+            command="tail_and_analyze", args={"log_path": str(log).encode(), "patterns": b'["20[0]", "[4]04"]',
+                                              "from_beginning": b"true", "max_matches": b"2"}), timeout=30)
+        found = [decode_values(dict(c.chunk), dict(c.encodings)).get("pattern_matched") for c in stream]
+    assert [p for p in found if p] == ["20[0]", "[4]04"]
+
+
+def test_the_str_union_rule(bridge):
+    def call(encodings=None, **args):
+        return result(raw_execute(bridge, "t_mixed", args, encodings))
+
+    assert call(v=b"404", w=b"[4]04") == {"v": "404", "v_type": "str", "w": "[4]04"}  # "[4]04" is not JSON
+    assert call(v=b"null", w=b' ["a", "b"]') == {"v": None, "v_type": "NoneType", "w": ["a", "b"]}
+    assert call(v=b"true", w=b"{x") == {"v": "true", "v_type": "str", "w": "{x"}
+    assert call({"v": "json"}, v=b"404")["v_type"] == "int"  # an explicit encoding still wins
+    r = raw_execute(bridge, "t_mixed", {"w": b'{"a": 1}'})  # a JSON map, which no member takes
+    assert not r.success and "'w'" in r.error
+
+
+def test_bad_base64_bytes_and_non_numeric_arrays_are_invalid_arguments(client):
+    with StdioBridge(*ADAPTER, "--log-level", "debug", protocol="json") as sb:
+        # (and a built-in's ignored keys are logged at debug)
+        assert sb.call("compute", {"operation": "add", "a": 1, "b": 2, "precision": 3})["success"]
+        assert sb.wait_stderr("unknown arguments ignored")
+        assert "command=compute" in sb.stderr_text() and "keys=['precision']" in sb.stderr_text()
+        bad = sb.call("t_everything", {"text": "t", "count": 1, "blob": {"__base64__": "!!!"}})
+        assert bad["success"] is False and "'blob': invalid base64" in bad["error"]
+        good = sb.call("t_everything", {"text": "t", "count": 1, "blob": {"__base64__": "AP8="}})
+        assert good["success"] and good["result"]["blob"]["type"] == "bytes"
+    for value in (["a", "b"], [True, False]):
+        r = client.execute("t_array", {"a": value})
+        assert not r.success and "numeric array" in r.result["errors"]["a"], value
+        r = client.execute("t_everything", {"text": "t", "count": 1, "matrix": value})
+        assert not r.success and "numeric array" in r.error, value
+    r = client.execute("t_array", {"a": [1, 2], "mask": [True, False]})
+    assert r.success and r.result == {"dtype": "int64", "mask": "bool"}
+
+
+def test_an_error_lists_at_most_20_problems(client):
+    r = client.execute("t_everything", {"text": "t", "count": 1, **{f"k{i:05}": 1 for i in range(5000)}})
+    assert not r.success and len(r.error) < 1000
+    assert len(r.result["errors"]) == 20 and r.result["more_errors"] == 4980
+    assert r.error.endswith("; and 4980 more")
+    assert client.execute("ping").success
+
+
+def test_declaration_forms_refused_at_registration():
+    reg = Registry()
+    with pytest.raises(TypeError, match=r"\*args cannot declare keyword-only parameters \(got 'n'\)"):
+        reg.add("star", lambda *args, n: None)
+    with pytest.raises(ValueError, match="extra must be one of 'forbid', 'ignore'"):
+        reg.add("policy", lambda *, n: None, extra="allow")
+    reg.add("star_ok", lambda *args, verbose=False: args)  # an un-annotated option: untyped, as before
+    reg.add("rec_opt", lambda args, *, verbose=False: args)
+    assert reg.get("star_ok").params is None and reg.get("rec_opt").params is None
+    assert reg.get("rec_opt").arity == 1
+
+    def record_with_option(args: _Rec, *, verbose=False):
+        return {"a": args.a, "verbose": verbose}
+
+    reg.add("rec_typed_opt", record_with_option)
+    assert reg.get("rec_typed_opt").params is not None
+    (r,) = _calls(reg, Request("rec_typed_opt", {"a": 1}))
+    assert r.result == {"a": 1, "verbose": False}
+
+
+@dataclass
+class _BadInner:
+    n: Annotated[int, Param(ge=10)] = 0
+
+
+@dataclass
+class _HoldsBad:
+    inner: _BadInner
+
+
+def test_a_default_that_breaks_its_own_bound_fails_the_first_call_naming_it():
+    reg = Registry()
+
+    @reg.command("bad_default")
+    def bad_default(*, n: Annotated[int, Param(ge=10)] = 0):
+        return {"n": n}
+
+    @reg.command("bad_nested_default")
+    def bad_nested_default(args: _HoldsBad):
+        return {}
+
+    @reg.command("none_default")
+    def none_default(*, x: int = None):  # type: ignore[assignment]
+        return {}
+
+    a, b, c = _calls(reg, Request("bad_default", {"n": 11}), Request("bad_nested_default", {"inner": {"n": 11}}),
+                     Request("none_default", {"x": 1}))
+    assert not c.success and "the default of 'x' (None) does not satisfy" in c.error
+    assert not a.success and ("command 'bad_default': the default of 'n' (0) does not satisfy its own "
+                              "declaration: Expected `int` >= 10, got 0") in a.error
+    assert not b.success and "the default of '_BadInner.n' (0)" in b.error
+    assert "does not satisfy" in reg.get("bad_default").describe()["params_schema"]["$comment"]
+
+
+class _SInner(msgspec.Struct):
+    n: Annotated[int, Param(ge=0, le=10)]
+
+
+class _SOuter(msgspec.Struct):
+    inner: _SInner
+    items: list[_SInner] = []
+
+
+@dataclass
+class _Lenient:
+    inner: _SInner
+    extra_items: list[int] = field(default_factory=list)
+
+
+def test_nested_structs_and_the_ignore_policy_in_process():
+    reg = Registry()
+
+    @reg.command("s")
+    def s(args: _SOuter):
+        return {"inner": type(args.inner).__name__, "items": [type(i).__name__ for i in args.items]}
+
+    @reg.command("lenient", extra="ignore")
+    def lenient(args: _Lenient):
+        return {"n": args.inner.n}
+
+    ok, bound, unknown, ign = _calls(reg, Request("s", {"inner": {"n": 1}, "items": [{"n": 2}]}),
+                                     Request("s", {"inner": {"n": 11}}),
+                                     Request("s", {"inner": {"n": 1, "x": 0}}),
+                                     Request("lenient", {"inner": {"n": 1, "x": 0}, "y": 1}))
+    assert ok.result == {"inner": "_SInner", "items": ["_SInner"]}
+    assert bound.result == {"errors": {"inner": "Expected `int` <= 10 (at inner.n)"}}
+    assert unknown.result == {"errors": {"inner": "Object contains unknown field `x`"}}
+    assert ign.success and ign.result == {"n": 1}
+
+
+@dataclass
+class _Node:
+    v: Annotated[int, Param(ge=0)]
+    kids: list[_Node] = field(default_factory=list)
+
+
+def test_a_record_holding_itself_is_checked_and_described():
+    reg = Registry()
+
+    @reg.command("tree")
+    def tree(args: _Node):
+        return {"kids": [type(k).__name__ for k in args.kids]}
+
+    ok, bad = _calls(reg, Request("tree", {"v": 1, "kids": [{"v": 2, "kids": [{"v": 3}]}]}),
+                     Request("tree", {"v": 1, "kids": [{"v": -2}]}))
+    assert ok.result == {"kids": ["_Node"]}
+    assert bad.result == {"errors": {"kids": "Expected `int` >= 0 (at kids[0].v)"}}
+    schema = reg.get("tree").describe()["params_schema"]
+    assert schema["properties"]["v"] == {"type": "integer", "minimum": 0} and "$defs" in schema

@@ -84,7 +84,7 @@ def _is_inf(x: float | int) -> bool:
     return isinstance(x, float) and math.isinf(x)
 
 
-@registry.command("compute", inline=True)
+@registry.command("compute", inline=True, extra="ignore")
 def compute(*, operation: Literal["add", "subtract", "multiply", "divide", "power"], a: int | float,
             b: int | float) -> dict[str, Any]:
     """Arithmetic on ``a`` and ``b``: add, subtract, multiply, divide, power."""
@@ -138,7 +138,7 @@ def info(args: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return result
 
 
-@registry.command("describe")
+@registry.command("describe", extra="ignore")
 def describe(ctx: Context, *,
              command: Annotated[str, Param("one command; every command when left out")] | None = None
              ) -> dict[str, Any]:

@@ -381,7 +381,7 @@ class DatasetArgs:
     include_rows: bool = False
 
 
-@registry.command("process_large_dataset")
+@registry.command("process_large_dataset", extra="ignore")
 def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
     """Stream a CSV file (or synthetic rows) through clean/transform/aggregate;
     see the module docstring for the full contract."""

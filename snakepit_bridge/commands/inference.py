@@ -6,7 +6,7 @@ Arguments: ``batch_items`` (list, required): strings (or ``{"text": str}``)
 for a text model, numeric vectors for a ``linear_v1`` model; ``model_path``
 (optional): a ``.npz`` weights file in the format documented in
 :mod:`snakepit_bridge.models.linear`; without it, the shipped sentiment model
-(labels negative / neutral / positive). ``probabilities`` (bool, default
+(labels negative / neutral / positive). ``probabilities`` (bool, or 0 / 1; default
 true): include every label's probability in the item chunks.
 
 Streams one chunk per item, in order: ``{"index", "item", "prediction",
@@ -75,14 +75,16 @@ def get_model(model_path: str | None, roots: tuple[str, ...] = ()) -> LinearMode
     return _load_cached(path, st.st_size, st.st_mtime_ns)
 
 
-@registry.command("batch_inference")
+@registry.command("batch_inference", extra="ignore")
 def batch_inference(
     ctx: Context, *,
     batch_items: Annotated[list[Any], Param("strings or {\"text\": str} (text model), numeric vectors "
                                             "(linear_v1 model)", max_length=_MAX_ITEMS)],
     model_path: Annotated[str, Param("a .npz weights file; the shipped sentiment model when left out",
                                      min_length=1)] | None = None,
-    probabilities: Annotated[bool, Param("every label's probability in the item chunks")] = True,
+    # 0 and 1 too: Snakepit 0.3's bridge read this flag with bool().
+    probabilities: Annotated[bool | Annotated[int, Param(ge=0, le=1)],
+                             Param("every label's probability in the item chunks (0 and 1 too)")] = True,
 ) -> Iterator[Any]:
     """One prediction chunk per item, then a summary; see the module docstring."""
     started = time.monotonic()
@@ -91,7 +93,7 @@ def batch_inference(
         raise InvalidArgument(f"batch_inference 'batch_items' must be a list of items, got {items!r:.80}")
     if len(items) > _MAX_ITEMS:
         raise InvalidArgument(f"batch_inference 'batch_items' holds {len(items)} items, more than {_MAX_ITEMS}")
-    with_probs = probabilities
+    with_probs = bool(probabilities)
     model = get_model(model_path, data_dirs(ctx))
     ctx.log.debug("batch_inference model", **model.describe(), items=len(items))
     counts = dict.fromkeys(model.labels, 0)

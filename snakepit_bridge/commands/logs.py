@@ -280,7 +280,7 @@ class TailArgs:
     poll_interval: Annotated[int | float, Param("seconds between checks of a quiet file", ge=0.005, le=5)] = 0.1
 
 
-@registry.command("tail_and_analyze")
+@registry.command("tail_and_analyze", extra="ignore")
 def tail_and_analyze(declared: TailArgs, ctx: Context) -> Iterator[Any]:
     """Follow ``log_path`` and stream matches; see the module docstring."""
     args = vars(declared)  # the checked arguments, every one present (defaults filled in)

@@ -47,7 +47,7 @@ class NoArgs:
     """No arguments (a session id, like every reserved key, is tolerated)."""
 
 
-@registry.command("store")
+@registry.command("store", extra="ignore")
 def store(ctx: Context, *, key: _Key, value: Annotated[Any, Param("any value")]) -> dict[str, Any]:
     """Keep ``value`` under ``key`` in the session (or the worker-global store).
 
@@ -59,7 +59,7 @@ def store(ctx: Context, *, key: _Key, value: Annotated[Any, Param("any value")])
             "size_bytes": target.state.nbytes}
 
 
-@registry.command("retrieve")
+@registry.command("retrieve", extra="ignore")
 async def retrieve(ctx: Context, *, key: _Key) -> dict[str, Any]:
     """The value stored under ``key``; NOT_FOUND naming the key if there is none."""
     state = _target(ctx).state
@@ -70,7 +70,7 @@ async def retrieve(ctx: Context, *, key: _Key) -> dict[str, Any]:
     return {"key": key, "value": value, "session_id": ctx.session.id if ctx.session else None}
 
 
-@registry.command("delete")
+@registry.command("delete", extra="ignore")
 async def delete(ctx: Context, *, key: _Key) -> dict[str, Any]:
     """Remove ``key``; ``deleted`` says whether it was there (deleting twice is not an error)."""
     state = _target(ctx).state
@@ -82,7 +82,7 @@ async def delete(ctx: Context, *, key: _Key) -> dict[str, Any]:
 _ABSENT = object()
 
 
-@registry.command("session_info")
+@registry.command("session_info", extra="ignore")
 async def session_info(args: NoArgs, ctx: Context) -> dict[str, Any]:
     """Keys, age, idle time (since the call before this one), estimated size
     in bytes and resource names of the calling session."""
@@ -92,7 +92,7 @@ async def session_info(args: NoArgs, ctx: Context) -> dict[str, Any]:
     return info
 
 
-@registry.command("end_session")
+@registry.command("end_session", extra="ignore")
 async def end_session(args: NoArgs, ctx: Context) -> dict[str, Any]:
     """End the calling session now, running its close hooks (and waiting for
     them). ``existed`` is False when this call was the session's first use."""
@@ -102,7 +102,7 @@ async def end_session(args: NoArgs, ctx: Context) -> dict[str, Any]:
     return {"session_id": session.id, "existed": existed, "ended": True}
 
 
-@registry.command("list_sessions")
+@registry.command("list_sessions", extra="ignore")
 async def list_sessions(ctx: Context, *,
                         limit: Annotated[int, Param("at most this many sessions", ge=0)] = 100) -> dict[str, Any]:
     """The worker's sessions, most recently used first (at most ``limit``, default 100)."""

@@ -14,7 +14,7 @@ from ..registry import Registry
 registry = Registry()
 
 
-@registry.command("ping_stream")
+@registry.command("ping_stream", extra="ignore")
 async def ping_stream(ctx: Context, *,
                       count: Annotated[int, Param("pings to send (chunk_index is an int32)", ge=0, le=2**31 - 2)] = 5,
                       interval: Annotated[int | float, Param("seconds between pings", ge=0, le=86400)] = 0
