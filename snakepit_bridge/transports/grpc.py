@@ -194,8 +194,9 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
                       encode=self._encoder(request.request_id, accepted(accept) if accept else self.default_accept))
         return self.dispatcher.call_now(req, handler)
 
-    async def _unary(self, request: Any, session_id: str, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
-        result = self._now(request, session_id, context)
+    async def _unary(self, request: Any, session_id: str, context: grpc.aio.ServicerContext,
+                     result: Result | None = None) -> pb.ExecuteResponse:
+        """Execute / ExecuteInSession, the full way (``result``: an answer ``_now`` already had)."""
         if result is None:
             req = self._request(request.command, request.args, request.arg_encodings, request.timeout_ms,
                                 request.request_id, session_id, context, request.accept_encodings)
@@ -207,10 +208,14 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
     # -- Snakepit 0.3 RPCs ------------------------------------------------------------
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
-        return await self._unary(request, "", context)
+        result = self._now(request, "", context)
+        if result is not None and result.code == "OK":  # answered: no more awaits on the way
+            return self._response(result, request.request_id)
+        return await self._unary(request, "", context, result)
 
     async def ExecuteInSession(self, request: pb.SessionRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
-        return await self._unary(request, request.session_id, context)
+        return await self._unary(request, request.session_id, context,
+                                 self._now(request, request.session_id, context))
 
     async def ExecuteStream(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
         req = self._request(request.command, request.args, request.arg_encodings,
