@@ -502,6 +502,10 @@ class Dispatcher:
 
     def _log_call(self, obs: CallRecord, duration_ms: float) -> None:
         req = obs.request
+        if not obs.chunks and not obs.error and obs.outcome == "ok":  # the usual line, built once
+            self.log.info("call", request_id=req.request_id, command=req.command, duration_ms=duration_ms,
+                          outcome="ok")
+            return
         fields = dict(request_id=req.request_id, command=req.command, duration_ms=duration_ms, outcome=obs.outcome)
         if obs.chunks:
             fields["chunks"] = obs.chunks
