@@ -105,6 +105,7 @@ class Dispatcher:
         self.log = get_logger("snakepit_bridge.dispatch")
         # One line per call at info and debug; at warning only failed calls'.
         self._call_lines = self.config.log_level in ("debug", "info")
+        self._lines: list[tuple[CallRecord, float]] = []  # calls ended this turn: (record, duration_ms)
         self._pumps: set[AsyncPump | ThreadPump] = set()
         self._abandoned: set[asyncio.Future[Any]] = set()  # strong refs to work past its deadline
         #: Runs a call's log line once the transport has answered; None: on the
@@ -133,13 +134,15 @@ class Dispatcher:
             except _FAILURES as exc:
                 return self._failed(exc, req, obs)
 
-    def call_now(self, req: Request) -> Result | None:
+    def call_now(self, req: Request, handler: Handler | None = None) -> Result | None:
         """:meth:`call`, without waiting, when an inline handler answers ``req``
         outside a session and its arguments are decoded already: the answer
         is ready when this returns (a transport can write it from the callback
         that read the request). None when ``req`` needs :meth:`call` (nothing
-        has been done then, not even counting it)."""
-        handler = self.registry.find(req.command)
+        has been done then, not even counting it). ``handler``: the one the
+        transport already looked up for ``req.command``."""
+        if handler is None:
+            handler = self.registry.find(req.command)
         if (handler is None or handler.kind is not Kind.INLINE or req.decode is not None or self.closing
                 or req.session_id or "session_id" in req.args):
             return None
@@ -516,16 +519,29 @@ class Dispatcher:
             self.stats.errors += 1
         elif not self._call_lines:
             return
-        duration_ms = round((time.perf_counter() - obs.started) * 1000, 3)
+        lines = self._lines
+        lines.append((obs, round((time.perf_counter() - obs.started) * 1000, 3)))
         # Logged on the loop's next turn, not now: the transport's answer goes
-        # out first, and the client reads it while this line is written.
-        if self.defer is not None:
-            self.defer(self._log_call, obs, duration_ms)
-        else:
-            asyncio.get_running_loop().call_soon(self._log_call, obs, duration_ms)
+        # out first, and the client reads it while this line is written. The
+        # calls that end in one turn share one callback (the serial stdio front
+        # end, which has no loop turns, runs it after its answer instead).
+        if len(lines) == 1:
+            if self.defer is not None:
+                self.defer(self._log_calls)
+            else:
+                asyncio.get_running_loop().call_soon(self._log_calls)
+
+    def _log_calls(self) -> None:
+        lines, self._lines = self._lines, []
+        for obs, duration_ms in lines:
+            self._log_call(obs, duration_ms)
 
     def _log_call(self, obs: CallRecord, duration_ms: float) -> None:
         req = obs.request
+        if not obs.chunks and not obs.error and obs.outcome == "ok":  # the usual line, built once
+            self.log.info("call", request_id=req.request_id, command=req.command, duration_ms=duration_ms,
+                          outcome="ok")
+            return
         fields = dict(request_id=req.request_id, command=req.command, duration_ms=duration_ms, outcome=obs.outcome)
         if obs.chunks:
             fields["chunks"] = obs.chunks

@@ -31,6 +31,13 @@ def whoami(args, ctx):
     return {"session_id": ctx.session.id if ctx.session else None, "request_id": ctx.request_id}
 
 
+@command("whoami_now", inline=True)
+def whoami_now(args, ctx):
+    """whoami, answered inline (gRPC's fast path when outside a session)."""
+    return {"session_id": ctx.session.id if ctx.session else None, "request_id": ctx.request_id,
+            "remaining": ctx.time_remaining()}
+
+
 @command("sleep_sync")
 def sleep_sync(args):
     time.sleep(args.get("seconds", 1.0))

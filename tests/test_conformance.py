@@ -219,6 +219,18 @@ def test_session_id_arg_reaches_the_same_session(wire):
     assert decoded(execute(wire, "whoami").result)["session_id"] is None
 
 
+def test_inline_command_sees_its_session_and_deadline(wire):
+    # Outside a session an inline command is answered on gRPC's fast path; with one, the full way.
+    r = wire.execute_in_session(pb.SessionRequest(session_id="s-9", command="whoami_now", request_id="x"))
+    assert decoded(r.result)["session_id"] == "s-9" and r.request_id == "x"
+    assert decoded(execute(wire, "whoami_now", session_id="s-9").result)["session_id"] == "s-9"
+    plain = decoded(execute(wire, "whoami_now", request_id="r-9").result)
+    assert plain["session_id"] is None and plain["request_id"] == "r-9"
+    assert plain["remaining"] is None or 0 < plain["remaining"] <= 31  # the client's own deadline (30 s), if any
+    timed = wire.execute(pb.ExecuteRequest(command="whoami_now", timeout_ms=2000))
+    assert 0 < decoded(timed.result)["remaining"] <= 2
+
+
 def test_execute_in_session_stream(wire):
     chunks = wire.stream_in_session(pb.SessionRequest(session_id="s-2", command="whoami"))
     assert len(chunks) == 1 and decoded(chunks[0].chunk)["session_id"] == "s-2"

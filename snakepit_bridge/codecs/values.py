@@ -373,12 +373,26 @@ def _encode_array(value: Any, threshold: int, accept: frozenset[str]) -> tuple[b
     return (data, JSON) if data is not None else (npy.dumps(value), NPY)
 
 
+def _encode_str(value: str, threshold: int, accept: frozenset[str]) -> tuple[bytes, str]:
+    if UTF8 not in accept:
+        return orjson.dumps(value), JSON
+    if len(value) + 2 > threshold:  # the JSON text is surely longer: skip it
+        return value.encode("utf-8"), UTF8
+    data = orjson.dumps(value)
+    return (data, JSON) if len(data) <= threshold else (value.encode("utf-8"), UTF8)
+
+
 def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD,
                  accept: frozenset[str] = ACCEPT_ALL) -> tuple[bytes, str]:
     """``(bytes, encoding)`` for one outgoing value, for a caller that accepts
     the binary encodings ``accept`` (rules in the module docstring); encoding
     ``json`` means the value needs no entry in the ``encodings`` map.
     ``TypeError`` for values no encoding carries."""
+    kind = type(value)
+    if kind is str:  # the common cases first, by exact type (the checks below would agree)
+        return _encode_str(value, threshold, accept)
+    if kind is float or kind is int or kind is bool or value is None:
+        return _dumps_json(value), JSON
     if isinstance(value, bytes):
         return value, RAW
     if isinstance(value, _BYTES_TYPES):
@@ -386,12 +400,7 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD,
     if isinstance(value, _SCALARS):
         return _dumps_json(value), JSON
     if isinstance(value, str):
-        if UTF8 not in accept:
-            return orjson.dumps(value), JSON
-        if len(value) + 2 > threshold:  # the JSON text is surely longer: skip it
-            return value.encode("utf-8"), UTF8
-        data = orjson.dumps(value)
-        return (data, JSON) if len(data) <= threshold else (value.encode("utf-8"), UTF8)
+        return _encode_str(value, threshold, accept)
     if npy.is_ndarray(value):
         return _encode_array(value, threshold, accept)
     if _is_numpy_scalar(value):

@@ -163,10 +163,14 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
     @staticmethod
     def _response(result: Result, request_id: str) -> pb.ExecuteResponse:
         values, encodings = result.payload
-        return pb.ExecuteResponse(
-            success=result.success, result=values, error=result.error,
-            timestamp=time.time_ns(), request_id=request_id, encodings=encodings,
-        )
+        if encodings or result.error:
+            return pb.ExecuteResponse(
+                success=result.success, result=values, error=result.error,
+                timestamp=time.time_ns(), request_id=request_id, encodings=encodings,
+            )
+        # The common answer: fields left unset cost nothing to build (same message).
+        return pb.ExecuteResponse(success=result.success, result=values, timestamp=time.time_ns(),
+                                  request_id=request_id)
 
     async def _stream(self, req: Request) -> AsyncIterator[pb.StreamResponse]:
         async with contextlib.aclosing(self.dispatcher.stream(req)) as chunks:
@@ -178,42 +182,58 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
                     chunk_index=chunk.index, encodings=encodings,
                 )
 
-    def _now(self, req: Request) -> Result | None:
+    def _now(self, request: Any, session_id: str, context: grpc.aio.ServicerContext) -> Result | None:
         """An inline command's answer, computed now (``Dispatcher.call_now``):
-        no task, no await, no thread. None when ``req`` needs the full path
-        (another kind of handler, a session, large arguments, or arguments
-        that do not decode: ``call`` then reports that as usual)."""
-        handler = self.dispatcher.registry.find(req.command)
-        if handler is None or handler.kind is not Kind.INLINE or req.decode is None or req.decode_size > _NOW_BYTES:
+        no task, no await, no thread, and no more per call than it needs (the
+        arguments decoded at once, the deadline read only for a handler that
+        takes a context). None when the call needs the full path (another
+        kind of handler, a session, large arguments, or arguments that do not
+        decode: ``call`` then reports that as usual)."""
+        handler = self.dispatcher.registry.find(request.command)
+        if handler is None or handler.kind is not Kind.INLINE or session_id:
             return None
-        try:
-            hints = handler.params.wire_hints() if handler.params is not None else None
-            args = req.decode(hints) if hints else req.decode()
-        except Exception:  # noqa: BLE001 - call() decodes again and reports it
-            return None
-        req.args, req.decode = args, None
-        return self.dispatcher.call_now(req)
+        args: dict[str, Any] = {}
+        if request.args:
+            raw = dict(request.args)  # every read of a protobuf bytes value copies it: read each once
+            if "session_id" in raw or _wire_size(raw) > _NOW_BYTES:
+                return None
+            try:
+                # A declared str (bytes) parameter reads its wire bytes as text, as on the full path.
+                hints = handler.params.wire_hints() if handler.params is not None else None
+                args = decode_map(raw, request.arg_encodings, hints)
+            except Exception:  # noqa: BLE001 - call() decodes again and reports it
+                return None
+        deadline = None
+        if handler.takes_ctx:
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+        accept = request.accept_encodings
+        req = Request(request.command, args, request.request_id, request.timeout_ms, "", deadline,
+                      encode=self._encoder(request.request_id, accepted(accept) if accept else self.default_accept))
+        return self.dispatcher.call_now(req, handler)
 
-    async def _unary(self, req: Request, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
-        result = self._now(req)
+    async def _unary(self, request: Any, session_id: str, context: grpc.aio.ServicerContext,
+                     result: Result | None = None) -> pb.ExecuteResponse:
+        """Execute / ExecuteInSession, the full way (``result``: an answer ``_now`` already had)."""
         if result is None:
+            req = self._request(request.command, request.args, request.arg_encodings, request.timeout_ms,
+                                request.request_id, session_id, context, request.accept_encodings)
             result = await self.dispatcher.call(req)
         if result.code == "DEADLINE_EXCEEDED":
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, result.error)
-        return self._response(result, req.request_id)
+        return self._response(result, request.request_id)
 
     # -- Snakepit 0.3 RPCs ------------------------------------------------------------
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
-        req = self._request(request.command, request.args, request.arg_encodings,
-                            request.timeout_ms, request.request_id, "", context, request.accept_encodings)
-        return await self._unary(req, context)
+        result = self._now(request, "", context)
+        if result is not None and result.code == "OK":  # answered: no more awaits on the way
+            return self._response(result, request.request_id)
+        return await self._unary(request, "", context, result)
 
     async def ExecuteInSession(self, request: pb.SessionRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
-        req = self._request(request.command, request.args, request.arg_encodings,
-                            request.timeout_ms, request.request_id, request.session_id, context,
-                            request.accept_encodings)
-        return await self._unary(req, context)
+        return await self._unary(request, request.session_id, context,
+                                 self._now(request, request.session_id, context))
 
     async def ExecuteStream(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
         req = self._request(request.command, request.args, request.arg_encodings,
