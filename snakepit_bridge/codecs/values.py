@@ -105,7 +105,9 @@ import base64
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
+from itertools import chain, islice
 from typing import Any
 
 import msgpack
@@ -256,8 +258,27 @@ def dumps_json(value: Any, default: Any = None) -> bytes:
     """JSON text via orjson; ints beyond 64 bits (any length) spliced in
     exactly; nesting deeper than orjson takes via the stdlib. ``default``:
     as orjson's (for values neither encoder knows). Raises ``TypeError`` or
-    ``ValueError`` for a value JSON cannot carry."""
+    ``ValueError`` for a value JSON cannot carry.
+
+    Off the event loop (in a thread with no running loop), a value whose JSON
+    may pass ~512 KiB is encoded in pieces of about that size
+    (:func:`_dumps_json_pieces`), byte for byte the same text: orjson holds
+    the GIL for a whole call, so one call over 10 MB would stall the loop
+    thread (Health and every other call) for all of its ~50 ms."""
     default = default or _json_default
+    if type(value) not in _SCALAR_TYPES and not _on_loop() and _json_walk(value, _PIECE) is not False:
+        return _dumps_json_pieces(value, default)
+    return _dumps_json_whole(value, default)
+
+
+def _on_loop() -> bool:
+    """True in a thread running an asyncio event loop (asyncio not imported: none is)."""
+    aio = sys.modules.get("asyncio")
+    return aio is not None and aio._get_running_loop() is not None
+
+
+def _dumps_json_whole(value: Any, default: Any) -> bytes:
+    """:func:`dumps_json` in one orjson call."""
     try:
         return orjson.dumps(value, default=default, option=_JSON_OPTS)
     except TypeError as exc:
@@ -271,6 +292,184 @@ def dumps_json(value: Any, default: Any = None) -> bytes:
                           ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError, RecursionError):
         raise first from None
+
+
+# The chunked JSON encoder. Each piece is one orjson call of about _PIECE
+# bytes of text (~1-2 ms); between pieces Python code runs, so a thread that
+# waits for the GIL (the event loop's) gets it within the switch interval
+# (5 ms) plus one piece. The pieces are exactly the one-shot text: each is
+# encoded wrapped in as many lists as it is deep in the whole value (orjson's
+# nesting limit then applies alike), with the whole's options and default;
+# a piece that one-shot rules would not encode alone (an error, a fallback to
+# the stdlib) makes the whole value go through one-shot dumps_json instead.
+_PIECE = 1 << 19  # bytes of JSON text per piece
+_STR_PIECE = 1 << 18  # characters per piece of a long string (~2 ms when every one is escaped)
+_ARRAY_PIECE = 1 << 15  # numpy elements per piece
+_MAX_SPLIT_DEPTH = 64  # below this, a value is one piece (orjson stops at 255 levels anyway)
+
+
+class _Whole(Exception):
+    """A piece cannot be encoded on its own: encode the whole value in one call."""
+
+
+def _dumps_json_pieces(value: Any, default: Any) -> bytes:
+    out: list[Any] = []
+    try:
+        _json_pieces(value, default, 0, out)
+    except _Whole:
+        return _dumps_json_whole(value, default)
+    return b"".join(out)
+
+
+def _json_piece(value: Any, default: Any, depth: int, strip: int) -> Any:
+    """The JSON text of ``value`` as written ``depth`` containers deep,
+    without ``strip`` bytes at each end (a container's brackets)."""
+    wrapped = value
+    for _ in range(depth):
+        wrapped = [wrapped]
+    try:
+        try:
+            data = orjson.dumps(wrapped, default=default, option=_JSON_OPTS)
+        except TypeError:
+            data = orjson.dumps(_big_ints_spliced(wrapped), default=default, option=_JSON_OPTS)
+    except Exception:  # noqa: BLE001 - whatever it is, the one-shot encoder decides
+        raise _Whole() from None
+    cut = depth + strip
+    return memoryview(data)[cut:len(data) - cut] if cut else data
+
+
+def _json_pieces(value: Any, default: Any, depth: int, out: list[Any]) -> None:
+    """Append the JSON text of ``value`` (``depth`` containers deep) to ``out`` in pieces."""
+    t = type(value)
+    if depth > _MAX_SPLIT_DEPTH:
+        out.append(_json_piece(value, default, depth, 0))
+    elif t is list or t is tuple:
+        _seq_pieces(value, default, depth, out)
+    elif t is dict:
+        _dict_pieces(value, default, depth, out)
+    elif t is str and len(value) > _STR_PIECE:
+        out.append(b'"')
+        for i in range(0, len(value), _STR_PIECE):
+            out.append(_json_piece(value[i:i + _STR_PIECE], default, depth, 1))
+        out.append(b'"')
+    elif npy.is_ndarray(value) and value.ndim and value.size > _ARRAY_PIECE:
+        _array_pieces(value, default, depth, out)
+    elif t is set or t is frozenset:
+        as_list = _by_default(value, default)  # what orjson does with a set
+        if type(as_list) is list:
+            _json_pieces(as_list, default, depth, out)
+        else:
+            out.append(_json_piece(as_list, default, depth, 0))
+    else:
+        out.append(_json_piece(value, default, depth, 0))
+
+
+def _seq_pieces(seq: Any, default: Any, depth: int, out: list[Any]) -> None:
+    out.append(b"[")
+    n, i, k, first = len(seq), 0, 4096, True
+    while i < n:
+        part = seq[i:i + k]
+        leaves = _flat(part)
+        if leaves is not None and (leaves <= _FLAT_LEAVES or len(part) == 1) or (
+                leaves is None and _json_walk(part, _PIECE) is False):
+            data = _json_piece(part, default, depth, 1)
+            out.extend((data,) if first else (b",", data))
+            i += len(part)
+            k = max(1, min(4 * k, k * _PIECE // max(len(data), 1)))
+        elif k > 1:
+            k = max(1, min(k, len(part)) // 8)
+            continue
+        else:  # one item, too big for a piece: its own pieces
+            if not first:
+                out.append(b",")
+            _json_pieces(part[0], default, depth + 1, out)
+            i += 1
+        first = False
+    out.append(b"]")
+
+
+def _flat(part: Any) -> int | None:
+    """How many values ``part`` (a slice of a list) holds when they are only
+    scalars, or only dicts or only lists of scalars and strings (records,
+    rows), else None. Such a slice is not walked (a walk costs several times
+    the encoding): this check runs at C speed; strings in it are not measured."""
+    types = set(map(type, part))
+    if types <= _SCALAR_TYPES:
+        return len(part)
+    if types == _DICT_TYPE:
+        inner = chain.from_iterable(map(dict.values, part))
+    elif types <= _ROW_TYPES:
+        inner = chain.from_iterable(part)
+    else:
+        return None
+    return len(part) + sum(map(len, part)) if set(map(type, inner)) <= _FLAT_TYPES else None
+
+
+_DICT_TYPE = frozenset((dict,))
+_ROW_TYPES = frozenset((list, tuple))
+_FLAT_TYPES = _SCALAR_TYPES | {str}
+_FLAT_LEAVES = _PIECE // 16  # values in a flat slice (~1 MB of floats' JSON) before it is cut smaller
+
+
+def _dict_pieces(d: dict[Any, Any], default: Any, depth: int, out: list[Any]) -> None:
+    out.append(b"{")
+    items = iter(d.items())
+    pending: list[tuple[Any, Any]] = []  # items taken from ``items``, not yet written
+    k, first = 1024, True
+    while True:
+        if len(pending) < k:
+            pending.extend(islice(items, k - len(pending)))
+            if not pending:
+                break
+        part = dict(pending[:k])
+        if _json_walk(part, _PIECE) is False:
+            data = _json_piece(part, default, depth, 1)
+            out.extend((data,) if first else (b",", data))
+            del pending[:len(part)]
+            k = max(1, min(4 * k, k * _PIECE // max(len(data), 1)))
+        elif len(part) > 1:
+            k = max(1, len(part) // 8)
+            continue
+        else:  # one entry, too big for a piece: the key, then the value's own pieces
+            key, item = pending.pop(0)
+            head = _json_piece({key: None}, default, depth, 1)  # '"key":null'
+            out.extend((head[:len(head) - 4],) if first else (b",", head[:len(head) - 4]))
+            _json_pieces(item, default, depth + 1, out)
+        first = False
+    out.append(b"}")
+
+
+def _array_pieces(a: Any, default: Any, depth: int, out: list[Any]) -> None:
+    """A numpy array in slices along its first axis (each encoded as the whole
+    is: natively by orjson, or through ``default``); rows longer than a piece
+    each in their own pieces."""
+    # orjson writes a C-contiguous array itself, any other through ``default``
+    # (as tolist()); a slice of a non-contiguous array may be contiguous, so
+    # such slices go through ``default`` here, as the whole would.
+    native = a.flags.c_contiguous
+    rows = a.shape[0]
+    row_size = a.size // rows
+    out.append(b"[")
+    if row_size > _ARRAY_PIECE:
+        for i in range(rows):
+            if i:
+                out.append(b",")
+            _json_pieces(a[i] if native else _by_default(a[i], default), default, depth + 1, out)
+    else:
+        step = max(1, _ARRAY_PIECE // max(row_size, 1))
+        for i in range(0, rows, step):
+            if i:
+                out.append(b",")
+            part = a[i:i + step]
+            out.append(_json_piece(part if native else _by_default(part, default), default, depth, 1))
+    out.append(b"]")
+
+
+def _by_default(value: Any, default: Any) -> Any:
+    try:
+        return default(value)
+    except Exception:  # noqa: BLE001 - the one-shot encoder raises it
+        raise _Whole() from None
 
 
 def _dumps_json(value: Any, default: Any = None) -> bytes:

@@ -1,0 +1,119 @@
+"""The chunked JSON encoder (off the event loop) writes exactly the one-shot
+encoder's bytes, and raises what it raises (docs/protocol.md, "Values the bridge sends")."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snakepit_bridge.codecs import values as v
+
+DEFAULTS = {"plain": v._json_default, "bytes as text": v._json_default_text}
+
+
+def both(value: Any, default: Any) -> tuple[Any, Any]:
+    """(one-shot, pieces): bytes, or the exception's type and message."""
+    out = []
+    for encode in (v._dumps_json_whole, v._dumps_json_pieces):
+        try:
+            out.append(encode(value, default))
+        except Exception as exc:  # noqa: BLE001 - compared, not hidden
+            out.append((type(exc), str(exc)))
+    return out[0], out[1]
+
+
+@pytest.fixture
+def tiny_pieces(monkeypatch):
+    """Pieces of a few bytes, so that small random values are split everywhere."""
+    monkeypatch.setattr(v, "_PIECE", 24)
+    monkeypatch.setattr(v, "_STR_PIECE", 3)
+    monkeypatch.setattr(v, "_ARRAY_PIECE", 4)
+
+
+DTYPES = ["float64", "float32", "float16", "int64", "int8", "uint32", "bool", "complex64", "object"]
+
+
+@st.composite
+def arrays(draw: Any) -> Any:
+    shape = draw(st.lists(st.integers(0, 5), min_size=0, max_size=3))
+    dtype = draw(st.sampled_from(DTYPES))
+    a = np.arange(int(np.prod(shape))).reshape(shape) * 0.37
+    a = np.asarray(a).astype(dtype)
+    if a.ndim >= 2 and draw(st.booleans()):
+        a = a[:, ::2]  # not contiguous
+    elif a.ndim >= 1 and draw(st.booleans()):
+        a = a[::-1]
+    return a
+
+
+scalars = (st.none() | st.booleans() | st.floats() | st.integers(-2**63, 2**64 - 1)
+           | st.integers(-10**30, 10**30) | st.text(max_size=12) | st.binary(max_size=4)
+           | st.sampled_from(["\ud800", "\x00\"\\\n", "é€😀" * 3]) | arrays())
+keys = st.text(max_size=5) | st.integers(-3, 3) | st.booleans() | st.none() | st.floats(-2, 2)
+values = st.recursive(
+    scalars,
+    lambda inner: (st.lists(inner, max_size=12) | st.lists(inner, max_size=6).map(tuple)
+                   | st.dictionaries(keys, inner, max_size=8) | st.frozensets(st.integers(-5, 5), max_size=4)),
+    max_leaves=60)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=values, default=st.sampled_from(sorted(DEFAULTS)))
+def test_pieces_are_the_one_shot_text(tiny_pieces, value, default):
+    whole, pieces = both(value, DEFAULTS[default])
+    assert pieces == whole
+
+
+@pytest.mark.parametrize("default", sorted(DEFAULTS))
+def test_pieces_of_deep_and_odd_values(tiny_pieces, default):
+    deep: Any = list(range(50))
+    for _ in range(300):  # past orjson's 255 levels: the one-shot falls back to the stdlib
+        deep = [deep, 1e-7]
+    odd = [{"a": [1.5e-7, 2**70, float("nan")] * 5, 2: {"x": "y" * 20}}, {3, 1}, np.float32(0.1),
+           np.zeros((3, 9), dtype=np.float32) + np.float32(0.1), b"\xff\xfe" * 9, "\ud800" * 9]
+    for value in (deep, odd, odd[:-1], odd[:-2], [odd[0]] * 40):
+        whole, pieces = both(value, DEFAULTS[default])
+        assert pieces == whole
+
+
+def large_values() -> dict[str, Any]:
+    rng = np.random.default_rng(3)
+    floats = rng.random(400_000).tolist()
+    return {
+        "floats": floats,
+        "records": [{"id": i, "name": f"n{i}", "v": x, "t": (i, None)} for i, x in enumerate(floats[:100_000])],
+        "matrix": [floats[i:i + 100] for i in range(0, 300_000, 100)],
+        "nested": {"a": floats, 7: {"b": floats[:200_000], "s": 'é"\n' * 300_000}, "i": [2**70] * 50_000},
+        "outlier": [1.0] * 1000 + [floats] + [{"x": floats[:100_000]}] + [2.0] * 1000,
+        "arrays": [rng.random((600, 500)).astype(np.float32), rng.random((2, 300_000))[:, ::2],
+                   rng.integers(0, 9, 400_000)],
+        "set": set(range(300_000)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(large_values()))
+def test_large_values_off_the_loop(name):
+    """Public ``dumps_json`` in a thread with no event loop (as dispatch's
+    worker threads) takes the pieces; the text is the one-shot text."""
+    value = large_values()[name]
+    got: list[bytes] = []
+    pieces: list[int] = []
+    real = v._json_piece
+
+    def counting(*args: Any) -> Any:
+        pieces.append(1)
+        return real(*args)
+
+    v._json_piece = counting  # type: ignore[assignment]
+    try:
+        t = threading.Thread(target=lambda: got.append(v.dumps_json(value)))
+        t.start()
+        t.join()
+    finally:
+        v._json_piece = real  # type: ignore[assignment]
+    assert got[0] == v._dumps_json_whole(value, v._json_default)
+    assert len(pieces) > 5  # it was split
