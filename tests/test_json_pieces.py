@@ -3,6 +3,7 @@ encoder's bytes, and raises what it raises (docs/protocol.md, "Values the bridge
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,31 @@ def test_large_values_off_the_loop(name):
         v._json_piece = real  # type: ignore[assignment]
     assert got[0] == v._dumps_json_whole(value, v._json_default)
     assert len(pieces) > 5  # it was split
+
+
+def test_each_piece_holds_the_gil_briefly():
+    """The longest single orjson call (thread CPU time: the machine's load
+    does not count) is a small part of the one-shot call's, for values whose
+    JSON is fast (floats) and slow (escaped strings)."""
+    real = v._json_piece
+    longest = [0.0]
+
+    def timed(*args: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return real(*args)
+        finally:
+            longest[0] = max(longest[0], time.thread_time() - t0)
+
+    for value in (np.random.default_rng(1).random(1_000_000).tolist(),
+                  ['"\\\n\t' * 500 + str(i) for i in range(4000)]):
+        longest[0] = 0.0
+        t0 = time.thread_time()
+        whole = v._dumps_json_whole(value, v._json_default)
+        one_call = time.thread_time() - t0
+        v._json_piece = timed  # type: ignore[assignment]
+        try:
+            assert v._dumps_json_pieces(value, v._json_default) == whole
+        finally:
+            v._json_piece = real  # type: ignore[assignment]
+        assert longest[0] < 0.15 * one_call, (longest[0], one_call)
