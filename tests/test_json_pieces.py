@@ -1,5 +1,6 @@
-"""The chunked JSON encoder (off the event loop) writes exactly the one-shot
-encoder's bytes, and raises what it raises (docs/protocol.md, "Values the bridge sends")."""
+"""The chunked JSON and MessagePack encoders (off the event loop) write
+exactly the one-shot encoders' bytes, and raise what they raise
+(docs/protocol.md, "Values the bridge sends")."""
 from __future__ import annotations
 
 import threading
@@ -146,3 +147,43 @@ def test_each_piece_holds_the_gil_briefly():
         finally:
             v._json_piece = real  # type: ignore[assignment]
         assert longest[0] < 0.15 * one_call, (longest[0], one_call)
+
+
+def both_msgpack(value: Any) -> tuple[Any, Any]:
+    """(one-shot, pieces) MessagePack: bytes, or the exception's type and message."""
+    out = []
+    for encode in (v._dumps_msgpack_whole, _pieces_msgpack):
+        try:
+            out.append(encode(value))
+        except Exception as exc:  # noqa: BLE001 - compared, not hidden
+            out.append((type(exc), str(exc)))
+    return out[0], out[1]
+
+
+def _pieces_msgpack(value: Any) -> bytes:
+    out: list[Any] = []
+    v._msgpack_pieces(value, 0, out)
+    return b"".join(out)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=values.filter(lambda x: isinstance(x, (list, tuple, dict))))
+def test_msgpack_pieces_are_the_one_shot_bytes(tiny_pieces, value):
+    whole, pieces = both_msgpack(value)
+    if isinstance(whole, bytes):
+        assert pieces == whole
+    else:  # the one-shot encoder fails: so does a piece, and _dumps_msgpack then raises the one-shot error
+        assert not isinstance(pieces, bytes)
+
+
+@pytest.mark.parametrize("name", ["floats", "records", "matrix", "outlier"])
+def test_large_msgpack_off_the_loop(name):
+    value = large_values()[name]
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.append(v._dumps_msgpack(value)))
+    t.start()
+    t.join()
+    assert got[0] == v._dumps_msgpack_whole(value)
+    parts: list[Any] = []
+    v._msgpack_pieces(value, 0, parts)
+    assert len(parts) > 5

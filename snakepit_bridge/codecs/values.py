@@ -481,7 +481,80 @@ def _dumps_json(value: Any, default: Any = None) -> bytes:
 
 
 def _dumps_msgpack(value: Any) -> bytes:
+    """MessagePack of ``value``; off the event loop, a large list or dict in
+    pieces (the same bytes: an array or map is its header and then its items
+    one after another), for the reason :func:`dumps_json` gives."""
+    t = type(value)
+    if (t is list or t is tuple or t is dict) and not _on_loop() and _json_walk(value, _PIECE) is not False:
+        out: list[Any] = []
+        try:
+            _msgpack_pieces(value, 0, out)
+        except _Whole:
+            return _dumps_msgpack_whole(value)
+        return b"".join(out)
+    return _dumps_msgpack_whole(value)
+
+
+def _dumps_msgpack_whole(value: Any) -> bytes:
     return msgpack.packb(value, default=_msgpack_default, use_bin_type=True)
+
+
+def _msgpack_header(n: int, small: int, b16: int) -> bytes:
+    """The header of an array (``small`` 0x90, ``b16`` 0xdc) or map (0x80, 0xde) of ``n`` items."""
+    if n <= 15:
+        return bytes((small | n,))
+    if n <= 0xFFFF:
+        return bytes((b16,)) + n.to_bytes(2, "big")
+    return bytes((b16 + 1,)) + n.to_bytes(4, "big")
+
+
+def _msgpack_piece(value: Any, depth: int, header: int) -> Any:
+    """MessagePack of ``value`` as packed ``depth`` containers deep (its
+    nesting limit applies alike), without its first ``header`` bytes."""
+    wrapped = value
+    for _ in range(depth):
+        wrapped = [wrapped]  # each adds one byte in front: fixarray of 1
+    try:
+        data = _dumps_msgpack_whole(wrapped)
+    except Exception:  # noqa: BLE001 - whatever it is, the one-shot encoder decides
+        raise _Whole() from None
+    cut = depth + header
+    return memoryview(data)[cut:] if cut else data
+
+
+def _msgpack_pieces(value: Any, depth: int, out: list[Any]) -> None:
+    t = type(value)
+    if depth > _MAX_SPLIT_DEPTH or not (t is list or t is tuple or t is dict):
+        out.append(_msgpack_piece(value, depth, 0))
+        return
+    is_map = t is dict
+    n = len(value)
+    out.append(_msgpack_header(n, 0x80, 0xDE) if is_map else _msgpack_header(n, 0x90, 0xDC))
+    items = iter(value.items()) if is_map else iter(value)
+    pending: list[Any] = []
+    k = 1024
+    while True:
+        if len(pending) < k:
+            pending.extend(islice(items, k - len(pending)))
+            if not pending:
+                break
+        part: Any = dict(pending[:k]) if is_map else pending[:k]
+        leaves = None if is_map else _flat(part)
+        if leaves is not None and (leaves <= _FLAT_LEAVES or len(part) == 1) or (
+                leaves is None and _json_walk(part, _PIECE) is False):
+            m = len(part)
+            data = _msgpack_piece(part, depth, len(_msgpack_header(m, 0x80, 0xDE)))
+            out.append(data)
+            del pending[:m]
+            k = max(1, min(4 * k, k * _PIECE // max(len(data), 1)))
+        elif len(part) > 1:
+            k = max(1, len(part) // 8)
+        else:  # one item, too big for a piece: its own pieces
+            item = pending.pop(0)
+            if is_map:
+                out.append(_msgpack_piece(item[0], depth + 1, 0))
+                item = item[1]
+            _msgpack_pieces(item, depth + 1, out)
 
 
 def json_exceeds(value: Any, budget: int) -> bool:
