@@ -375,9 +375,9 @@ def _seq_pieces(seq: Any, default: Any, depth: int, out: list[Any]) -> None:
             data = _json_piece(part, default, depth, 1)
             out.extend((data,) if first else (b",", data))
             i += len(part)
-            k = max(1, min(4 * k, k * _PIECE // max(len(data), 1)))
-        elif k > 1:
-            k = max(1, min(k, len(part)) // 8)
+            k = _next_k(k, len(data), len(part), leaves)
+        elif len(part) > 1:
+            k = _fewer(part, leaves)
             continue
         else:  # one item, too big for a piece: its own pieces
             if not first:
@@ -388,25 +388,52 @@ def _seq_pieces(seq: Any, default: Any, depth: int, out: list[Any]) -> None:
     out.append(b"]")
 
 
+def _next_k(k: int, size: int, n: int, leaves: int | None) -> int:
+    """Items in the next slice: about ``_PIECE`` bytes at the last slice's
+    bytes per item, growing at most 4x, and no more flat values than ``_FLAT_LEAVES``."""
+    k = max(1, min(4 * k, k * _PIECE // max(size, 1)))
+    return k if leaves is None else max(1, min(k, n * _FLAT_LEAVES // max(leaves, 1)))
+
+
+def _fewer(part: Any, leaves: int | None) -> int:
+    """Items in a retry of a slice found too big."""
+    if leaves is not None:
+        return max(1, min(len(part) - 1, len(part) * _FLAT_LEAVES // leaves))
+    return max(1, len(part) // 8)
+
+
 def _flat(part: Any) -> int | None:
-    """How many values ``part`` (a slice of a list) holds when they are only
-    scalars, or only dicts or only lists of scalars and strings (records,
-    rows), else None. Such a slice is not walked (a walk costs several times
-    the encoding): this check runs at C speed; strings in it are not measured."""
+    """How many values ``part`` (a slice of a list) holds when they are
+    scalars, or dicts or lists holding scalars, strings and (one level down)
+    dicts or lists of those (records, rows), else None. Such a slice is not
+    walked (a walk costs several times the encoding): these checks run at
+    C speed, but for picking out the nested containers; strings in them are not measured."""
     types = set(map(type, part))
     if types <= _SCALAR_TYPES:
         return len(part)
+    return _flat_containers(part, types, 2)
+
+
+def _flat_containers(part: Any, types: set[type], levels: int) -> int | None:
     if types == _DICT_TYPE:
-        inner = chain.from_iterable(map(dict.values, part))
+        inner = list(chain.from_iterable(map(dict.values, part)))
     elif types <= _ROW_TYPES:
-        inner = chain.from_iterable(part)
+        inner = list(chain.from_iterable(part))
     else:
         return None
-    return len(part) + sum(map(len, part)) if set(map(type, inner)) <= _FLAT_TYPES else None
+    inner_types = set(map(type, inner))
+    if inner_types <= _FLAT_TYPES:
+        return len(part) + len(inner)
+    if levels <= 1 or not inner_types <= _FLAT_TYPES | _CONTAINER_TYPES:
+        return None
+    nested = [x for x in inner if type(x) in _CONTAINER_TYPES]
+    deeper = _flat_containers(nested, set(map(type, nested)), levels - 1)
+    return None if deeper is None else len(part) + len(inner) + deeper
 
 
 _DICT_TYPE = frozenset((dict,))
 _ROW_TYPES = frozenset((list, tuple))
+_CONTAINER_TYPES = frozenset((dict, list, tuple))
 _FLAT_TYPES = _SCALAR_TYPES | {str}
 _FLAT_LEAVES = _PIECE // 16  # values in a flat slice (~1 MB of floats' JSON) before it is cut smaller
 
@@ -426,9 +453,9 @@ def _dict_pieces(d: dict[Any, Any], default: Any, depth: int, out: list[Any]) ->
             data = _json_piece(part, default, depth, 1)
             out.extend((data,) if first else (b",", data))
             del pending[:len(part)]
-            k = max(1, min(4 * k, k * _PIECE // max(len(data), 1)))
+            k = _next_k(k, len(data), len(part), None)
         elif len(part) > 1:
-            k = max(1, len(part) // 8)
+            k = _fewer(part, None)
             continue
         else:  # one entry, too big for a piece: the key, then the value's own pieces
             key, item = pending.pop(0)
@@ -527,33 +554,49 @@ def _msgpack_pieces(value: Any, depth: int, out: list[Any]) -> None:
     if depth > _MAX_SPLIT_DEPTH or not (t is list or t is tuple or t is dict):
         out.append(_msgpack_piece(value, depth, 0))
         return
-    is_map = t is dict
     n = len(value)
-    out.append(_msgpack_header(n, 0x80, 0xDE) if is_map else _msgpack_header(n, 0x90, 0xDC))
-    items = iter(value.items()) if is_map else iter(value)
-    pending: list[Any] = []
+    if t is dict:
+        out.append(_msgpack_header(n, 0x80, 0xDE))
+        _msgpack_map_items(value, depth, out)
+        return
+    out.append(_msgpack_header(n, 0x90, 0xDC))
+    i, k = 0, 1024
+    while i < n:
+        part = value[i:i + k]
+        leaves = _flat(part)
+        if leaves is not None and (leaves <= _FLAT_LEAVES or len(part) == 1) or (
+                leaves is None and _json_walk(part, _PIECE) is False):
+            data = _msgpack_piece(part, depth, len(_msgpack_header(len(part), 0x90, 0xDC)))
+            out.append(data)
+            i += len(part)
+            k = _next_k(k, len(data), len(part), leaves)
+        elif len(part) > 1:
+            k = _fewer(part, leaves)
+        else:  # one item, too big for a piece: its own pieces
+            _msgpack_pieces(part[0], depth + 1, out)
+            i += 1
+
+
+def _msgpack_map_items(d: dict[Any, Any], depth: int, out: list[Any]) -> None:
+    items = iter(d.items())
+    pending: list[tuple[Any, Any]] = []  # items taken from ``items``, not yet written
     k = 1024
     while True:
         if len(pending) < k:
             pending.extend(islice(items, k - len(pending)))
             if not pending:
                 break
-        part: Any = dict(pending[:k]) if is_map else pending[:k]
-        leaves = None if is_map else _flat(part)
-        if leaves is not None and (leaves <= _FLAT_LEAVES or len(part) == 1) or (
-                leaves is None and _json_walk(part, _PIECE) is False):
-            m = len(part)
-            data = _msgpack_piece(part, depth, len(_msgpack_header(m, 0x80, 0xDE)))
+        part = dict(pending[:k])
+        if _json_walk(part, _PIECE) is False:
+            data = _msgpack_piece(part, depth, len(_msgpack_header(len(part), 0x80, 0xDE)))
             out.append(data)
-            del pending[:m]
-            k = max(1, min(4 * k, k * _PIECE // max(len(data), 1)))
+            del pending[:len(part)]
+            k = _next_k(k, len(data), len(part), None)
         elif len(part) > 1:
-            k = max(1, len(part) // 8)
-        else:  # one item, too big for a piece: its own pieces
-            item = pending.pop(0)
-            if is_map:
-                out.append(_msgpack_piece(item[0], depth + 1, 0))
-                item = item[1]
+            k = _fewer(part, None)
+        else:  # one entry, too big for a piece: the key, then the value's own pieces
+            key, item = pending.pop(0)
+            out.append(_msgpack_piece(key, depth + 1, 0))
             _msgpack_pieces(item, depth + 1, out)
 
 
