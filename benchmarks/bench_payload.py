@@ -227,7 +227,7 @@ def json_pieces(quick: bool, size: int = 10_000_000) -> list[Row]:
     (``codecs.values.dumps_json`` in a worker thread) against one
     ``orjson.dumps`` call, in-process, on ~10 MB of JSON two ways: a list of
     floats (orjson's fast case) and of strings that need escaping (its slow
-    one). Rows: the encoder's thread CPU time (what pieces cost), and the
+    one); and the chunked MessagePack encoder against one ``packb`` call. Rows: the encoder's thread CPU time (what pieces cost), and the
     worst lag of an event loop ticking every 1 ms while a worker thread
     encodes (what one call holding the GIL costs everyone else); rounds
     interleave both, figures are medians."""
@@ -257,21 +257,25 @@ def json_pieces(quick: bool, size: int = 10_000_000) -> list[Row]:
         await work
         return worst * 1000
 
-    async def rounds(value: Any) -> dict[str, list[float]]:
+    async def rounds(value: Any, pieces: Any, one: Any) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {"pieces": [], "one": [], "pieces_lag": [], "one_lag": []}
         for _ in range(reps):
-            out["pieces"].append(await asyncio.get_running_loop().run_in_executor(pool, cpu, values.dumps_json, value))
-            out["one"].append(cpu(orjson.dumps, value))
-            out["pieces_lag"].append(await lag(values.dumps_json, value))
-            out["one_lag"].append(await lag(orjson.dumps, value))
+            out["pieces"].append(await asyncio.get_running_loop().run_in_executor(pool, cpu, pieces, value))
+            out["one"].append(cpu(one, value))
+            out["pieces_lag"].append(await lag(pieces, value))
+            out["one_lag"].append(await lag(one, value))
         return out
 
+    cases = (("list of floats", floats, values.dumps_json, orjson.dumps),
+             ("list of escaped strings", escaped, values.dumps_json, orjson.dumps),
+             ("list of floats as MessagePack", floats, values._dumps_msgpack, values._dumps_msgpack_whole))
     try:
-        for label, value in (("list of floats", floats), ("list of escaped strings", escaped)):
-            m = {key: median(v) for key, v in asyncio.run(rounds(value)).items()}
-            section = f"JSON of ~{size / 1e6:g} MB off the event loop, in pieces vs one orjson call (in-process)"
+        for label, value, pieces, one in cases:
+            m = {key: median(v) for key, v in asyncio.run(rounds(value, pieces, one)).items()}
+            section = (f"~{size / 1e6:g} MB of JSON (MessagePack) off the event loop, in pieces vs one "
+                       "orjson (msgpack) call, in-process")
             rows.append(Row(section, f"{label}: encoder thread CPU, pieces vs one call", "ms CPU", m["pieces"],
-                            m["one"], note=f"{len(orjson.dumps(value)) / 1e6:.1f} MB; {reps} rounds"))
+                            m["one"], note=f"{len(one(value)) / 1e6:.1f} MB; {reps} rounds"))
             rows.append(Row(section, f"{label}: worst event-loop lag while a thread encodes, pieces vs one call",
                             "ms", m["pieces_lag"], m["one_lag"], note="the loop ticks every 1 ms"))
     finally:

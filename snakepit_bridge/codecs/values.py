@@ -26,6 +26,11 @@ for a caller that accepts the binary encodings ``accept`` (the request's
   not UTF-8 (the stdio JSON frames' rule). A structure MessagePack cannot
   carry (an int beyond 64 bits) stays JSON at any size.
 
+Off the event loop (in dispatch's worker threads), a value whose JSON may
+pass ~512 KiB is encoded in pieces, the same bytes as one call
+(:func:`dumps_json`, :func:`_dumps_msgpack`): orjson and msgpack hold the
+GIL for a whole call, which would stall the loop thread for all of it.
+
 With ``accept`` empty (a caller that names no encodings, as Snakepit 0.3's
 Elixir client) every value but bytes and complex arrays is JSON at any size:
 what Snakepit 0.3's own bridge sent. JSON values carry no entry in the
