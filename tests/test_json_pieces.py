@@ -3,6 +3,7 @@ exactly the one-shot encoders' bytes, and raise what they raise
 (docs/protocol.md, "Values the bridge sends")."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -13,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snakepit_bridge.codecs import values as v
+from snakepit_bridge.dispatch import Dispatcher, Request
+from snakepit_bridge.registry import Registry
 
 DEFAULTS = {"plain": v._json_default, "bytes as text": v._json_default_text}
 
@@ -99,8 +102,8 @@ def large_values() -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", sorted(large_values()))
 def test_large_values_off_the_loop(name):
-    """Public ``dumps_json`` in a thread with no event loop (as dispatch's
-    worker threads) takes the pieces; the text is the one-shot text."""
+    """Public ``dumps_json`` in a thread marked as dispatch marks its worker
+    threads takes the pieces; the text is the one-shot text."""
     value = large_values()[name]
     got: list[bytes] = []
     pieces: list[int] = []
@@ -112,7 +115,7 @@ def test_large_values_off_the_loop(name):
 
     v._json_piece = counting  # type: ignore[assignment]
     try:
-        t = threading.Thread(target=lambda: got.append(v.dumps_json(value)))
+        t = threading.Thread(target=lambda: (v.encode_in_pieces(), got.append(v.dumps_json(value))))
         t.start()
         t.join()
     finally:
@@ -180,10 +183,35 @@ def test_msgpack_pieces_are_the_one_shot_bytes(tiny_pieces, value):
 def test_large_msgpack_off_the_loop(name):
     value = large_values()[name]
     got: list[bytes] = []
-    t = threading.Thread(target=lambda: got.append(v._dumps_msgpack(value)))
+    t = threading.Thread(target=lambda: (v.encode_in_pieces(), got.append(v._dumps_msgpack(value))))
     t.start()
     t.join()
     assert got[0] == v._dumps_msgpack_whole(value)
     parts: list[Any] = []
     v._msgpack_pieces(value, 0, parts)
     assert len(parts) > 5
+
+
+def test_dispatch_threads_encode_in_pieces():
+    """Sync handlers and sync generators run (and their results are encoded)
+    in threads that take the pieces; other threads keep the one call."""
+    reg = Registry()
+
+    @reg.command("where")
+    def where(args):
+        return {"pieces": v._in_pieces()}
+
+    @reg.command("where_gen")
+    def where_gen(args):
+        yield {"pieces": v._in_pieces()}
+
+    async def run() -> list[Any]:
+        d = Dispatcher(reg)
+        try:
+            r = await d.call(Request("where", {}))
+            chunks = [c async for c in d.stream(Request("where_gen", {}))]
+        finally:
+            await d.aclose()
+        return [r.result["pieces"], chunks[0].data["pieces"], v._in_pieces()]
+
+    assert asyncio.run(run()) == [True, True, False]

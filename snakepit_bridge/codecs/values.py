@@ -110,7 +110,7 @@ import base64
 import json
 import math
 import re
-import sys
+import threading
 from collections.abc import Mapping
 from itertools import chain, islice
 from typing import Any
@@ -124,7 +124,7 @@ from . import npy
 __all__ = [
     "ACCEPT_ALL", "ACCEPT_NONE", "BINARY_ENCODINGS", "DEFAULT_THRESHOLD", "ENCODINGS", "JSON", "MSGPACK", "NPY",
     "RAW", "UTF8", "accepted", "decode_map", "decode_value", "dumps_json", "encode_map", "encode_value",
-    "json_costly", "json_exceeds", "loads_json",
+    "encode_in_pieces", "json_costly", "json_exceeds", "loads_json",
 ]
 
 JSON, UTF8, RAW, NPY, MSGPACK = "json", "utf8", "raw", "npy", "msgpack"
@@ -265,21 +265,30 @@ def dumps_json(value: Any, default: Any = None) -> bytes:
     as orjson's (for values neither encoder knows). Raises ``TypeError`` or
     ``ValueError`` for a value JSON cannot carry.
 
-    Off the event loop (in a thread with no running loop), a value whose JSON
-    may pass ~512 KiB is encoded in pieces of about that size
+    In dispatch's worker threads (:func:`encode_in_pieces`), a value whose
+    JSON may pass ~512 KiB is encoded in pieces of about that size
     (:func:`_dumps_json_pieces`), byte for byte the same text: orjson holds
     the GIL for a whole call, so one call over 10 MB would stall the loop
     thread (Health and every other call) for all of its ~50 ms."""
     default = default or _json_default
-    if type(value) not in _SCALAR_TYPES and not _on_loop() and _json_walk(value, _PIECE) is not False:
+    if type(value) not in _SCALAR_TYPES and _in_pieces() and _json_walk(value, _PIECE) is not False:
         return _dumps_json_pieces(value, default)
     return _dumps_json_whole(value, default)
 
 
-def _on_loop() -> bool:
-    """True in a thread running an asyncio event loop (asyncio not imported: none is)."""
-    aio = sys.modules.get("asyncio")
-    return aio is not None and aio._get_running_loop() is not None
+_THREAD = threading.local()
+
+
+def encode_in_pieces() -> None:
+    """Have this thread encode large values in pieces (:func:`dumps_json`):
+    dispatch's worker threads call it first (their executors' initializer),
+    so the event loop never waits for a whole encode made there. Other
+    threads (a Python client's, say) keep the one call, which costs less CPU."""
+    _THREAD.pieces = True
+
+
+def _in_pieces() -> bool:
+    return getattr(_THREAD, "pieces", False)
 
 
 def _dumps_json_whole(value: Any, default: Any) -> bytes:
@@ -517,7 +526,7 @@ def _dumps_msgpack(value: Any) -> bytes:
     pieces (the same bytes: an array or map is its header and then its items
     one after another), for the reason :func:`dumps_json` gives."""
     t = type(value)
-    if (t is list or t is tuple or t is dict) and not _on_loop() and _json_walk(value, _PIECE) is not False:
+    if (t is list or t is tuple or t is dict) and _in_pieces() and _json_walk(value, _PIECE) is not False:
         out: list[Any] = []
         try:
             _msgpack_pieces(value, 0, out)
