@@ -102,10 +102,11 @@ def test_health_answers_while_big_json_is_encoded():
     worst: dict[str, list[float]] = {cmd: [] for cmd in commands}
     with Bridge("--adapter", "tests.test_loop_lag") as b:
         worst_health(b.target, "t_big_sync")  # the bridge builds the value once
-        for _ in range(5):  # interleaved: the machine's load moves all alike
+        for _ in range(7):  # interleaved: the machine's load moves all alike
             for cmd in commands:
                 worst[cmd].append(worst_health(b.target, cmd))
     m = {cmd: statistics.median(w) for cmd, w in worst.items()}
     # In pieces, Health waits for one piece and a GIL switch, not the whole
-    # encode: on a quiet machine ~0.3 of the yardstick, ~1.0 with one call.
-    assert max(m[cmd] for cmd in commands[1:]) < 0.7 * m["t_one_call"], m
+    # encode, and then for the protobuf copies: ~0.3-0.5 of the yardstick
+    # (up to ~0.7 at a load average of 8 on 2 cores); ~1.0 with one call.
+    assert max(m[cmd] for cmd in commands[1:]) < 0.75 * m["t_one_call"], m
