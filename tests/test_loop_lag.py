@@ -107,6 +107,7 @@ def test_health_answers_while_big_json_is_encoded():
                 worst[cmd].append(worst_health(b.target, cmd))
     m = {cmd: statistics.median(w) for cmd, w in worst.items()}
     # In pieces, Health waits for one piece and a GIL switch, not the whole
-    # encode, and then for the protobuf copies: ~0.3-0.5 of the yardstick
-    # (up to ~0.7 at a load average of 8 on 2 cores); ~1.0 with one call.
-    assert max(m[cmd] for cmd in commands[1:]) < 0.75 * m["t_one_call"], m
+    # encode; what is left is the protobuf copies on the loop (the same for the
+    # yardstick). Measured: 0.3-0.8 of the yardstick with pieces (the worst of
+    # the three handlers, load average 3-8 on 2 cores), 0.96-1.08 with one call.
+    assert max(m[cmd] for cmd in commands[1:]) < 0.85 * m["t_one_call"], m
