@@ -37,6 +37,7 @@ def tiny_pieces(monkeypatch):
     monkeypatch.setattr(v, "_PIECE", 24)
     monkeypatch.setattr(v, "_STR_PIECE", 3)
     monkeypatch.setattr(v, "_ARRAY_PIECE", 4)
+    monkeypatch.setattr(v, "_FLAT_LEAVES", 6)
 
 
 DTYPES = ["float64", "float32", "float16", "int64", "int8", "uint32", "bool", "complex64", "object"]
@@ -138,8 +139,9 @@ def test_each_piece_holds_the_gil_briefly():
         finally:
             longest[0] = max(longest[0], time.thread_time() - t0)
 
-    for value in (np.random.default_rng(1).random(1_000_000).tolist(),
-                  ['"\\\n\t' * 500 + str(i) for i in range(4000)]):
+    floats = np.random.default_rng(1).random(1_000_000).tolist()
+    for value in (floats, ['"\\\n\t' * 500 + str(i) for i in range(4000)],
+                  [1.0] * 1000 + [floats] + [{"x": floats}]):  # big items among small ones: split too
         longest[0] = 0.0
         t0 = time.thread_time()
         whole = v._dumps_json_whole(value, v._json_default)

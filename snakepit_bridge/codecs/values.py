@@ -384,7 +384,7 @@ def _seq_pieces(seq: Any, default: Any, depth: int, out: list[Any]) -> None:
     while i < n:
         part = seq[i:i + k]
         leaves = _flat(part)
-        if leaves is not None and (leaves <= _FLAT_LEAVES or len(part) == 1) or (
+        if leaves is not None and leaves <= _FLAT_LEAVES or (
                 leaves is None and _json_walk(part, _PIECE) is False):
             data = _json_piece(part, default, depth, 1)
             out.extend((data,) if first else (b",", data))
@@ -578,7 +578,7 @@ def _msgpack_pieces(value: Any, depth: int, out: list[Any]) -> None:
     while i < n:
         part = value[i:i + k]
         leaves = _flat(part)
-        if leaves is not None and (leaves <= _FLAT_LEAVES or len(part) == 1) or (
+        if leaves is not None and leaves <= _FLAT_LEAVES or (
                 leaves is None and _json_walk(part, _PIECE) is False):
             data = _msgpack_piece(part, depth, len(_msgpack_header(len(part), 0x90, 0xDC)))
             out.append(data)
