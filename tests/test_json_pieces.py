@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -217,3 +218,25 @@ def test_dispatch_threads_encode_in_pieces():
         return [r.result["pieces"], chunks[0].data["pieces"], v._in_pieces()]
 
     assert asyncio.run(run()) == [True, True, False]
+
+
+def test_long_string_for_a_json_caller_in_pieces():
+    """A 0.3 caller's long string result is JSON, in pieces in a worker thread."""
+    text = '"\\\n\t' * 300_000 + "é😀"
+    pieces: list[int] = []
+    real = v._json_piece
+
+    def counting(*args: Any) -> Any:
+        pieces.append(1)
+        return real(*args)
+
+    got: list[Any] = []
+    v._json_piece = counting  # type: ignore[assignment]
+    try:
+        t = threading.Thread(target=lambda: (v.encode_in_pieces(), got.append(v.encode_value(text, accept=v.ACCEPT_NONE))))
+        t.start()
+        t.join()
+    finally:
+        v._json_piece = real  # type: ignore[assignment]
+    assert got[0] == (orjson.dumps(text), "json")
+    assert len(pieces) >= 4

@@ -715,8 +715,8 @@ def encode_value(value: Any, threshold: int = DEFAULT_THRESHOLD,
     if isinstance(value, _SCALARS):
         return _dumps_json(value), JSON
     if isinstance(value, str):
-        if UTF8 not in accept:
-            return orjson.dumps(value), JSON
+        if UTF8 not in accept:  # a long one in pieces, off the loop (escaping can take ~8 ns a character)
+            return (dumps_json(value) if len(value) > _STR_PIECE else orjson.dumps(value)), JSON
         if len(value) + 2 > threshold:  # the JSON text is surely longer: skip it
             return value.encode("utf-8"), UTF8
         data = orjson.dumps(value)
