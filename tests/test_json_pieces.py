@@ -233,7 +233,8 @@ def test_long_string_for_a_json_caller_in_pieces():
     got: list[Any] = []
     v._json_piece = counting  # type: ignore[assignment]
     try:
-        t = threading.Thread(target=lambda: (v.encode_in_pieces(), got.append(v.encode_value(text, accept=v.ACCEPT_NONE))))
+        t = threading.Thread(target=lambda: (v.encode_in_pieces(),
+                                             got.append(v.encode_value(text, accept=v.ACCEPT_NONE))))
         t.start()
         t.join()
     finally:
