@@ -240,7 +240,7 @@ def json_pieces(quick: bool, size: int = 10_000_000) -> list[Row]:
     escaped = ['"\\\n\t' * 500 + str(i) for i in range(size // 4000)]
     reps = 3 if quick else 7
     rows: list[Row] = []
-    pool = concurrent.futures.ThreadPoolExecutor(1)
+    pool = concurrent.futures.ThreadPoolExecutor(1, initializer=values.encode_in_pieces)  # as dispatch's threads
 
     def cpu(encode: Any, value: Any) -> float:
         t0 = time.thread_time()
