@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import time
+from typing import Any
 
 import grpc
 import msgpack
@@ -221,6 +222,67 @@ def json_answer(bridge: Server, bare: Server, quick: bool, size: int = 10_000_00
     ]
 
 
+def json_pieces(quick: bool, size: int = 10_000_000) -> list[Row]:
+    """The chunked JSON encoder the bridge uses off the event loop
+    (``codecs.values.dumps_json`` in a worker thread) against one
+    ``orjson.dumps`` call, in-process, on ~10 MB of JSON two ways: a list of
+    floats (orjson's fast case) and of strings that need escaping (its slow
+    one); and the chunked MessagePack encoder against one ``packb`` call. Rows: the encoder's thread CPU time (what pieces cost), and the
+    worst lag of an event loop ticking every 1 ms while a worker thread
+    encodes (what one call holding the GIL costs everyone else); rounds
+    interleave both, figures are medians."""
+    import asyncio
+    import concurrent.futures
+
+    from snakepit_bridge.codecs import values
+
+    floats = make_value("json", size)
+    escaped = ['"\\\n\t' * 500 + str(i) for i in range(size // 4000)]
+    reps = 3 if quick else 7
+    rows: list[Row] = []
+    pool = concurrent.futures.ThreadPoolExecutor(1, initializer=values.encode_in_pieces)  # as dispatch's threads
+
+    def cpu(encode: Any, value: Any) -> float:
+        t0 = time.thread_time()
+        encode(value)
+        return (time.thread_time() - t0) * 1000
+
+    async def lag(encode: Any, value: Any) -> float:
+        work = asyncio.get_running_loop().run_in_executor(pool, encode, value)
+        worst = 0.0
+        while not work.done():
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - t0)
+        await work
+        return worst * 1000
+
+    async def rounds(value: Any, pieces: Any, one: Any) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {"pieces": [], "one": [], "pieces_lag": [], "one_lag": []}
+        for _ in range(reps):
+            out["pieces"].append(await asyncio.get_running_loop().run_in_executor(pool, cpu, pieces, value))
+            out["one"].append(cpu(one, value))
+            out["pieces_lag"].append(await lag(pieces, value))
+            out["one_lag"].append(await lag(one, value))
+        return out
+
+    cases = (("list of floats", floats, values.dumps_json, orjson.dumps),
+             ("list of escaped strings", escaped, values.dumps_json, orjson.dumps),
+             ("list of floats as MessagePack", floats, values._dumps_msgpack, values._dumps_msgpack_whole))
+    try:
+        for label, value, pieces, one in cases:
+            m = {key: median(v) for key, v in asyncio.run(rounds(value, pieces, one)).items()}
+            section = (f"~{size / 1e6:g} MB of JSON (MessagePack) off the event loop, in pieces vs one "
+                       "orjson (msgpack) call, in-process")
+            rows.append(Row(section, f"{label}: encoder thread CPU, pieces vs one call", "ms CPU", m["pieces"],
+                            m["one"], note=f"{len(one(value)) / 1e6:.1f} MB; {reps} rounds"))
+            rows.append(Row(section, f"{label}: worst event-loop lag while a thread encodes, pieces vs one call",
+                            "ms", m["pieces_lag"], m["one_lag"], note="the loop ticks every 1 ms"))
+    finally:
+        pool.shutdown()
+    return rows
+
+
 def json_baseline(bridge: Server, json_bridge: Server, bare: Server, quick: bool) -> tuple[list[Row], dict]:
     """The same 1 MiB of floats (131,072 float64 values) end to end three ways,
     and :func:`json_answer`'s rows."""
@@ -249,4 +311,5 @@ def json_baseline(bridge: Server, json_bridge: Server, bare: Server, quick: bool
             rows.append(Row(section, label, "ms", figures[kind], median(bare_times[kind]),
                             note="bare: same bytes handed back"))
     rows += json_answer(bridge, bare, quick)
+    rows += json_pieces(quick)
     return rows, figures

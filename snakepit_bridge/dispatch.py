@@ -54,7 +54,7 @@ from ._pump import END, AsyncPump, ByteBudget, ThreadPump
 from ._session_state import estimate_size
 from .calls import CallRecord, Encoded, Request, Result, Stats, encoded
 from .chunks import Chunk, ChunkError, Final, as_chunk_data, encoded_chunk, to_chunk
-from .codecs.values import json_costly
+from .codecs.values import encode_in_pieces, json_costly
 from .config import Config
 from .context import Context
 from .errors import BridgeError, DeadlineExceeded, InvalidArgument, ResourceExhausted, ShuttingDown
@@ -91,12 +91,15 @@ class Dispatcher:
         self.registry = registry
         self.config = config or Config()
         self.sessions = sessions if sessions is not None else SessionStore.from_config(self.config)
-        self.executor = executor or ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-handler")
+        # Their threads encode large values in pieces, so the loop gets the GIL between them.
+        self.executor = executor or ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-handler",
+                                                       initializer=encode_in_pieces)
         # Sync generators hold a thread for as long as their stream is open
         # (also while a slow reader keeps them waiting), so they get threads of
         # their own: open streams can never starve unary sync calls, and one
         # stream too many is refused instead of queued behind the others.
-        self._stream_threads = ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-stream")
+        self._stream_threads = ThreadPoolExecutor(self.config.max_workers, thread_name_prefix="snakepit-stream",
+                                                  initializer=encode_in_pieces)
         self._threads_held = 0
         #: Bytes of chunks buffered by all open streams together.
         self.buffered = ByteBudget(self.config.max_stream_buffer_bytes, _chunk_bytes)
