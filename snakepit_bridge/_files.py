@@ -58,7 +58,10 @@ def resolve(path: Any, roots: tuple[str, ...], *, where: str) -> tuple[str, os.s
         raise InvalidArgument(f"{where} must be a non-empty path string, got {path!r:.80}")
     if not roots:
         raise _denied(where, f"file access is off; start the worker with {FLAG} DIR to allow files under DIR")
-    real = os.path.realpath(path)
+    try:
+        real = os.path.realpath(path)
+    except OSError as exc:  # a component changed while it was being resolved (a rename race), or a loop
+        raise _walk_error(where, path, exc if exc.errno != errno.EINVAL else OSError(errno.ELOOP, "")) from None
     if any(_under(real, never) for never in _NEVER):
         raise _denied(where, f"{path!r} is under /proc, /sys or /dev, which are never served")
     if not any(_under(real, root) for root in roots):
