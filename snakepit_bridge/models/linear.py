@@ -118,8 +118,8 @@ def load_model(source: str | Path | IO[bytes], *, arg: str = "model_path", name:
             raise NotFound(f"batch_inference {arg!r} {str(path)!r}: no such file")
         if not path.is_file():
             raise InvalidArgument(f"batch_inference {arg!r} {str(path)!r} is not a regular file")
-        with open(path, "rb") as f:
-            return load_model(f, arg=arg, name=name or str(path))
+        with open(path, "rb") as opened:
+            return load_model(opened, arg=arg, name=name or str(path))
     f = source
     label = name if name is not None else str(getattr(f, "name", "<file>"))
     where = f"batch_inference {arg!r} {label!r}"
