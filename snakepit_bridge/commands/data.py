@@ -79,6 +79,7 @@ group counts are exact.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -106,7 +107,6 @@ _TRANSFORMS = {
 _INFER_ROWS = 100
 _BAD_ROW: list[str] = ["<row rejected by the csv parser>"]
 _CHECK_EVERY = 65536  # rows between cancellation checks inside one chunk
-_LINE_CHECK_EVERY = 4096  # lines between cancellation checks while reading the file
 MAX_LINE = 1 << 20  # characters in one line of the file; a longer line ends the call with INVALID_ARGUMENT
 CHUNK_BUDGET = 16 << 20  # estimated bytes of one chunk's rows; a chunk is cut once it holds this much
 _ROW_COST, _FIELD_COST = 120, 60  # estimated bytes per row (list) and per field (str) beyond the text
@@ -347,9 +347,16 @@ class _Position:
         self.bytes = 0
         self.marks: dict[int, int] = {}  # row count -> bytes through the end of that row
 
-    def lines(self, text: Any, ctx: Context) -> Iterator[str]:
-        """The lines of ``text``, counting their UTF-8 size as the csv reader takes them."""
-        for line in _bounded_lines(text, ctx):
+    def lines(self, text: Any) -> Iterator[str]:
+        """The lines of ``text``, each read with a bound (:data:`MAX_LINE`
+        characters; a longer line, a file without newlines say, is an
+        INVALID_ARGUMENT naming the bound rather than unbounded memory),
+        counting their UTF-8 size as the csv reader takes them."""
+        n = 0
+        for line in iter(functools.partial(text.readline, MAX_LINE + 1), ""):
+            n += 1
+            if len(line) > MAX_LINE and line[-1] not in "\r\n":
+                raise _too_long(n)
             self.bytes += len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))
             yield line
 
@@ -371,39 +378,45 @@ class _Position:
             yield row
 
 
-def _bounded_lines(text: Any, ctx: Context) -> Iterator[str]:
+def _too_long(n: int) -> InvalidArgument:
+    return InvalidArgument(f"process_large_dataset 'file_path': line {n} is longer than {MAX_LINE} characters "
+                           "(1 MiB); a CSV row must fit in a line of at most 1 MiB")
+
+
+def _bounded_lines(text: Any) -> Iterator[str]:
     """The lines of ``text``, each read with a bound (:data:`MAX_LINE`
-    characters): a longer line (a file without newlines, say) is an
-    INVALID_ARGUMENT naming the bound rather than unbounded memory. Stops
-    (quietly) once the call is cancelled or past its deadline."""
+    characters): a longer line is an INVALID_ARGUMENT naming the bound.
+    (Cancellation is checked by :func:`_csv_rows` on the rows they make.)"""
     n = 0
-    while True:
-        line = text.readline(MAX_LINE + 1)
-        if not line:
-            return
+    for line in iter(functools.partial(text.readline, MAX_LINE + 1), ""):
         n += 1
         if len(line) > MAX_LINE and line[-1] not in "\r\n":
-            raise InvalidArgument(f"process_large_dataset 'file_path': line {n} is longer than {MAX_LINE} characters "
-                                  "(1 MiB); a CSV row must fit in a line of at most 1 MiB")
-        if n % _LINE_CHECK_EVERY == 0 and ctx.cancelled:
-            return
+            raise _too_long(n)
         yield line
 
 
-def _take(rows: Iterator[list[str]], size: int, include_rows: bool) -> list[list[str]]:
+def _take(rows: Iterator[list[str]], size: int, include_rows: bool, position: _Position | None) -> list[list[str]]:
     """The next chunk: ``size`` rows, or fewer once they take about
-    :data:`CHUNK_BUDGET` bytes (an estimate: text plus per-row and per-field
-    overhead, more with ``include_rows``), so a chunk's memory is bounded
-    whatever ``chunk_size``."""
+    :data:`CHUNK_BUDGET` bytes (an estimate: the text plus per-row and
+    per-field overhead, more with ``include_rows``), so a chunk's memory is
+    bounded whatever ``chunk_size``. Rows are taken in batches sized so that
+    one batch cannot overshoot the budget by much (C-level loops, no Python
+    work per row)."""
     row_cost, field_cost = (_ROW_COST + _OUT_ROW_COST, _FIELD_COST + _OUT_FIELD_COST) if include_rows \
         else (_ROW_COST, _FIELD_COST)
     chunk: list[list[str]] = []
-    cost = 0
-    for row in rows:
-        chunk.append(row)
-        cost += row_cost + field_cost * len(row) + sum(map(len, row))
-        if len(chunk) >= size or cost >= CHUNK_BUDGET:
+    cost, batch = 0, 1
+    while len(chunk) < size:
+        start = position.bytes if position is not None else 0
+        got = list(islice(rows, min(batch, size - len(chunk))))
+        if not got:
             break
+        chunk += got
+        text = position.bytes - start if position is not None else 24 * len(got)
+        cost += row_cost * len(got) + field_cost * sum(map(len, got)) + text
+        if cost >= CHUNK_BUDGET:
+            break
+        batch = max(1, min(4096, (CHUNK_BUDGET - cost) * len(chunk) // (2 * cost)))
     return chunk
 
 
@@ -422,7 +435,7 @@ def _count_rows(raw: Any, delimiter: str, has_header: bool, ctx: Context) -> int
     file the rows are then read from, never reopened by name."""
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
     try:
-        n = sum(1 for _ in _csv_rows(csv.reader(_bounded_lines(text, ctx), delimiter=delimiter), ctx))
+        n = sum(1 for _ in _csv_rows(csv.reader(_bounded_lines(text), delimiter=delimiter), ctx))
     finally:
         text.detach()
     raw.seek(0)
@@ -475,7 +488,7 @@ def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
             total = _count_rows(raw, delimiter, has_header, ctx) if args.get("count_rows") else None
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             position = _Position()
-            rows = _csv_rows(csv.reader(position.lines(text, ctx), delimiter=delimiter), ctx)
+            rows = _csv_rows(csv.reader(position.lines(text), delimiter=delimiter), ctx)
             if has_header:
                 header = next(rows, [])
                 header_bytes = position.bytes
@@ -487,12 +500,12 @@ def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
         sample = list(islice(rows, _INFER_ROWS))
         pipe = _Pipeline([str(h) for h in header], sample, args, ops)
         rows = _chain(sample, rows)
-        chunk = _take(rows, chunk_size, include_rows)
+        chunk = _take(rows, chunk_size, include_rows, position)
         taken = len(chunk)
         mark = position.mark(taken) if position is not None else 0
         number = 0
         while chunk and not ctx.cancelled:
-            following = _take(rows, chunk_size, include_rows)  # one chunk of lookahead: the last chunk knows it is last
+            following = _take(rows, chunk_size, include_rows, position)  # one chunk of lookahead: the last chunk knows it is last
             taken_after = taken + len(following)
             mark_after = position.mark(taken_after) if position is not None else 0
             number += 1
