@@ -198,3 +198,26 @@ def test_expensive_patterns_stop_at_the_deadline_and_burn_nothing_after(tmp_path
         cpu = sum(proc.cpu_times()[:2])
         time.sleep(1.0)  # measuring idle CPU over a window, not waiting for readiness
         assert sum(proc.cpu_times()[:2]) - cpu < 0.3
+
+
+@linux
+@pytest.mark.slow
+def test_long_lines_stop_at_the_deadline_in_the_counting_pass_too(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    sparse = data / "sparse.csv"
+    with open(sparse, "wb") as f:  # 4 GiB, sparse: 512 KiB lines of NULs (under the line bound)
+        for k in range(1, 8193):
+            f.seek(k * (512 << 10) - 1)
+            f.write(b"\n")
+    with Bridge("--data-dir", str(data)) as b, Client(b.target) as c:
+        proc = psutil.Process(b.pid)
+        for count_rows in (True, False):
+            started = time.monotonic()
+            chunks = list(c.stream("process_large_dataset", {"file_path": str(sparse), "count_rows": count_rows},
+                                   timeout_ms=1000))
+            assert chunks[-1].is_final and "deadline" in chunks[-1].error, chunks[-1]
+            assert time.monotonic() - started < 3.0
+            cpu = sum(proc.cpu_times()[:2])
+            time.sleep(0.5)  # measuring idle CPU over a window, not waiting for readiness
+            assert sum(proc.cpu_times()[:2]) - cpu < 0.2, count_rows

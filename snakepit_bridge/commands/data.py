@@ -108,6 +108,7 @@ _INFER_ROWS = 100
 _BAD_ROW: list[str] = ["<row rejected by the csv parser>"]
 _CHECK_EVERY = 65536  # rows between cancellation checks inside one chunk
 MAX_LINE = 1 << 20  # characters in one line of the file; a longer line ends the call with INVALID_ARGUMENT
+_CHECK_BYTES = 16 << 20  # characters read between cancellation checks (besides every _CHECK_EVERY rows)
 CHUNK_BUDGET = 16 << 20  # estimated bytes of one chunk's rows; a chunk is cut once it holds this much
 _ROW_COST, _FIELD_COST = 120, 60  # estimated bytes per row (list) and per field (str) beyond the text
 _OUT_ROW_COST, _OUT_FIELD_COST = 400, 120  # and per row / field again for the dicts of include_rows
@@ -347,17 +348,21 @@ class _Position:
         self.bytes = 0
         self.marks: dict[int, int] = {}  # row count -> bytes through the end of that row
 
-    def lines(self, text: Any) -> Iterator[str]:
+    def lines(self, text: Any, ctx: Context) -> Iterator[str]:
         """The lines of ``text``, each read with a bound (:data:`MAX_LINE`
         characters; a longer line, a file without newlines say, is an
         INVALID_ARGUMENT naming the bound rather than unbounded memory),
         counting their UTF-8 size as the csv reader takes them."""
-        n = 0
+        n, check = 0, _CHECK_BYTES
         for line in iter(functools.partial(text.readline, MAX_LINE + 1), ""):
             n += 1
             if len(line) > MAX_LINE and line[-1] not in "\r\n":
                 raise _too_long(n)
             self.bytes += len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))
+            if self.bytes >= check:  # long lines: check cancellation by bytes too, not only every N rows
+                check = self.bytes + _CHECK_BYTES
+                if ctx.cancelled:
+                    return
             yield line
 
     def mark(self, rows: int) -> int:
@@ -383,15 +388,21 @@ def _too_long(n: int) -> InvalidArgument:
                            "(1 MiB); a CSV row must fit in a line of at most 1 MiB")
 
 
-def _bounded_lines(text: Any) -> Iterator[str]:
+def _bounded_lines(text: Any, ctx: Context) -> Iterator[str]:
     """The lines of ``text``, each read with a bound (:data:`MAX_LINE`
-    characters): a longer line is an INVALID_ARGUMENT naming the bound.
-    (Cancellation is checked by :func:`_csv_rows` on the rows they make.)"""
-    n = 0
+    characters): a longer line is an INVALID_ARGUMENT naming the bound. Stops
+    (quietly) once the call is cancelled, checked every _CHECK_BYTES characters."""
+    n, chars, check = 0, 0, _CHECK_BYTES
     for line in iter(functools.partial(text.readline, MAX_LINE + 1), ""):
         n += 1
-        if len(line) > MAX_LINE and line[-1] not in "\r\n":
+        size = len(line)
+        if size > MAX_LINE and line[-1] not in "\r\n":
             raise _too_long(n)
+        chars += size
+        if chars >= check:
+            check = chars + _CHECK_BYTES
+            if ctx.cancelled:
+                return
         yield line
 
 
@@ -435,7 +446,7 @@ def _count_rows(raw: Any, delimiter: str, has_header: bool, ctx: Context) -> int
     file the rows are then read from, never reopened by name."""
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
     try:
-        n = sum(1 for _ in _csv_rows(csv.reader(_bounded_lines(text), delimiter=delimiter), ctx))
+        n = sum(1 for _ in _csv_rows(csv.reader(_bounded_lines(text, ctx), delimiter=delimiter), ctx))
     finally:
         text.detach()
     raw.seek(0)
@@ -488,7 +499,7 @@ def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
             total = _count_rows(raw, delimiter, has_header, ctx) if args.get("count_rows") else None
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             position = _Position()
-            rows = _csv_rows(csv.reader(position.lines(text), delimiter=delimiter), ctx)
+            rows = _csv_rows(csv.reader(position.lines(text, ctx), delimiter=delimiter), ctx)
             if has_header:
                 header = next(rows, [])
                 header_bytes = position.bytes
