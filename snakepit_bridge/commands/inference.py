@@ -19,8 +19,12 @@ predicted), "elapsed_ms", "items_per_second", "model"}``.
 A missing model file is NOT_FOUND; a malformed one (not an npz, missing keys,
 wrong shapes or dtypes, an object array that would need pickle) is
 INVALID_ARGUMENT naming the problem. numpy is imported on the first call, not
-at start-up. Loaded models are cached (keyed by path, size and mtime, so an
-edited file is reloaded).
+at start-up. A named model file is opened once, safely (see
+:mod:`snakepit_bridge._files`: under a ``--data-dir``, no symlink followed at
+open time, a regular file only, never blocking) and read from that open file
+(``np.load`` on the file object, ``allow_pickle=False``); it is never reopened
+by name. Loaded models are cached (keyed by path, device, inode, size and
+mtime, so an edited or replaced file is reloaded).
 """
 from __future__ import annotations
 

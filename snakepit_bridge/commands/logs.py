@@ -267,7 +267,7 @@ class _Follower:
         old file."""
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError:  # missing, or mid-rename (a component swapped): keep the old file for now
             return None, []
         if (st.st_dev, st.st_ino) != self.ident:
             # Finish the old file first (a writer may have appended after our
