@@ -8,13 +8,22 @@ Arguments:
   names the columns ``col1..colN``). Read as UTF-8 (a BOM is skipped,
   undecodable bytes become U+FFFD), ``delimiter`` (default ``","``).
   The file is streamed: two chunks of rows (the current one and a one-chunk
-  lookahead) are in memory at a time, so RSS depends on ``chunk_size``, never
-  on the file size. Missing file -> NOT_FOUND. Only a regular file under a
-  ``--data-dir`` is read (else PERMISSION_DENIED; see :mod:`snakepit_bridge._files`).
+  lookahead) are in memory at a time, so RSS depends on the chunk, never on
+  the file size. A line is read with a bound: a line longer than 1 MiB
+  (``MAX_LINE`` = 1,048,576 characters; a file without newlines, say) ends the
+  call with INVALID_ARGUMENT saying so. Missing file -> NOT_FOUND. Only a
+  regular file under a ``--data-dir`` is read (else PERMISSION_DENIED; see
+  :mod:`snakepit_bridge._files`); it is opened once and the same open file
+  serves the ``count_rows`` pass.
 * ``total_rows`` (int, default 1000): without ``file_path``, the 0.3 synthetic
   mode: row ``i`` (0-based) is ``id=i, value=((i*7919) % 1000) / 10,
   category="c{i % 4}"``; it goes through the same pipeline.
-* ``chunk_size`` (int, 1..1,000,000, default 1000): rows per streamed chunk.
+* ``chunk_size`` (int, 1..1,000,000, default 1000): rows per streamed chunk,
+  at most: a chunk is also cut once its rows take about 16 MiB
+  (``CHUNK_BUDGET``, estimated as the text plus 120 bytes per row and 60 per
+  field, plus 400 and 120 more with ``include_rows``), so a call's memory is
+  bounded in bytes whatever ``chunk_size``; ``rows_in_chunk`` says how many
+  rows a chunk holds.
 * ``operations``: a list of names, or a dict ``name -> options`` (options a
   dict, or true). Applied in the order clean -> transform -> aggregate.
   Default ``["clean", "aggregate"]``.
@@ -40,7 +49,8 @@ Arguments:
   100 data rows: a column is numeric when more than half of its non-empty
   values there parse as finite floats (the ``group_by`` column never is).
 * ``count_rows`` (bool, default false): count the file's rows first (an extra
-  streamed pass) so every chunk's ``total_rows`` is exact.
+  streamed pass, stopped by a cancel or the deadline like the main one) so
+  every chunk's ``total_rows`` is exact.
 * ``include_rows`` (bool, default false): put the chunk's kept rows (after
   transform) in the chunk under ``rows``.
 
@@ -69,6 +79,7 @@ group counts are exact.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -96,6 +107,11 @@ _TRANSFORMS = {
 _INFER_ROWS = 100
 _BAD_ROW: list[str] = ["<row rejected by the csv parser>"]
 _CHECK_EVERY = 65536  # rows between cancellation checks inside one chunk
+MAX_LINE = 1 << 20  # characters in one line of the file; a longer line ends the call with INVALID_ARGUMENT
+_CHECK_BYTES = 16 << 20  # characters read between cancellation checks (besides every _CHECK_EVERY rows)
+CHUNK_BUDGET = 16 << 20  # estimated bytes of one chunk's rows; a chunk is cut once it holds this much
+_ROW_COST, _FIELD_COST = 120, 60  # estimated bytes per row (list) and per field (str) beyond the text
+_OUT_ROW_COST, _OUT_FIELD_COST = 400, 120  # and per row / field again for the dicts of include_rows
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -332,22 +348,87 @@ class _Position:
         self.bytes = 0
         self.marks: dict[int, int] = {}  # row count -> bytes through the end of that row
 
-    def lines(self, text: Iterator[str]) -> Iterator[str]:
-        """The lines of ``text``, counting their UTF-8 size as the csv reader takes them."""
-        for line in text:
+    def lines(self, text: Any, ctx: Context) -> Iterator[str]:
+        """The lines of ``text``, each read with a bound (:data:`MAX_LINE`
+        characters; a longer line, a file without newlines say, is an
+        INVALID_ARGUMENT naming the bound rather than unbounded memory),
+        counting their UTF-8 size as the csv reader takes them."""
+        n, check = 0, _CHECK_BYTES
+        for line in iter(functools.partial(text.readline, MAX_LINE + 1), ""):
+            n += 1
+            if len(line) > MAX_LINE and line[-1] not in "\r\n":
+                raise _too_long(n)
             self.bytes += len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))
+            if self.bytes >= check:  # long lines: check cancellation by bytes too, not only every N rows
+                check = self.bytes + _CHECK_BYTES
+                if ctx.cancelled:
+                    return
             yield line
 
-    def rows(self, rows: Iterator[list[str]], every: int) -> Iterator[list[str]]:
-        """The rows; after each ``every``-th row n, ``marks[n]`` is the byte
-        position at its end (the csv reader reads no further than the row it
-        returns, so ``self.bytes`` is exactly that when the row is yielded)."""
+    def mark(self, rows: int) -> int:
+        """Bytes through the end of data row ``rows``, asked right after taking it."""
+        return self.marks.get(rows, self.bytes)
+
+    def rows(self, rows: Iterator[list[str]]) -> Iterator[list[str]]:
+        """The rows; for the first rows (read ahead for column inference),
+        ``marks[n]`` is the byte position at the end of row n (the csv reader
+        reads no further than the row it returns, so ``self.bytes`` is exactly
+        that when the row is yielded). Later rows are taken one chunk at a time,
+        so ``self.bytes`` right after a chunk is taken is its end."""
         n = 0
         for row in rows:
             n += 1
-            if n % every == 0:
+            if n <= _INFER_ROWS:
                 self.marks[n] = self.bytes
             yield row
+
+
+def _too_long(n: int) -> InvalidArgument:
+    return InvalidArgument(f"process_large_dataset 'file_path': line {n} is longer than {MAX_LINE} characters "
+                           "(1 MiB); a CSV row must fit in a line of at most 1 MiB")
+
+
+def _bounded_lines(text: Any, ctx: Context) -> Iterator[str]:
+    """The lines of ``text``, each read with a bound (:data:`MAX_LINE`
+    characters): a longer line is an INVALID_ARGUMENT naming the bound. Stops
+    (quietly) once the call is cancelled, checked every _CHECK_BYTES characters."""
+    n, chars, check = 0, 0, _CHECK_BYTES
+    for line in iter(functools.partial(text.readline, MAX_LINE + 1), ""):
+        n += 1
+        size = len(line)
+        if size > MAX_LINE and line[-1] not in "\r\n":
+            raise _too_long(n)
+        chars += size
+        if chars >= check:
+            check = chars + _CHECK_BYTES
+            if ctx.cancelled:
+                return
+        yield line
+
+
+def _take(rows: Iterator[list[str]], size: int, include_rows: bool, position: _Position | None) -> list[list[str]]:
+    """The next chunk: ``size`` rows, or fewer once they take about
+    :data:`CHUNK_BUDGET` bytes (an estimate: the text plus per-row and
+    per-field overhead, more with ``include_rows``), so a chunk's memory is
+    bounded whatever ``chunk_size``. Rows are taken in batches sized so that
+    one batch cannot overshoot the budget by much (C-level loops, no Python
+    work per row)."""
+    row_cost, field_cost = (_ROW_COST + _OUT_ROW_COST, _FIELD_COST + _OUT_FIELD_COST) if include_rows \
+        else (_ROW_COST, _FIELD_COST)
+    chunk: list[list[str]] = []
+    cost, batch = 0, 1
+    while len(chunk) < size:
+        start = position.bytes if position is not None else 0
+        got = list(islice(rows, min(batch, size - len(chunk))))
+        if not got:
+            break
+        chunk += got
+        text = position.bytes - start if position is not None else 24 * len(got)
+        cost += row_cost * len(got) + field_cost * sum(map(len, got)) + text
+        if cost >= CHUNK_BUDGET:
+            break
+        batch = max(1, min(4096, (CHUNK_BUDGET - cost) * len(chunk) // (2 * cost)))
+    return chunk
 
 
 def _synthetic(total: int) -> Iterator[list[str]]:
@@ -360,9 +441,15 @@ def _open(path: str, ctx: Context, buffering: int = -1) -> Any:
     return open_data_file(path, data_dirs(ctx), where="process_large_dataset 'file_path'", buffering=buffering)
 
 
-def _count_rows(path: str, delimiter: str, has_header: bool, ctx: Context) -> int:
-    with io.TextIOWrapper(_open(path, ctx), encoding="utf-8-sig", errors="replace", newline="") as f:
-        n = sum(1 for _ in _csv_rows(csv.reader(f, delimiter=delimiter), ctx))
+def _count_rows(raw: Any, delimiter: str, has_header: bool, ctx: Context) -> int:
+    """Rows in the already open file ``raw`` (left open, rewound): the same
+    file the rows are then read from, never reopened by name."""
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+    try:
+        n = sum(1 for _ in _csv_rows(csv.reader(_bounded_lines(text, ctx), delimiter=delimiter), ctx))
+    finally:
+        text.detach()
+    raw.seek(0)
     return max(0, n - 1) if has_header else n
 
 
@@ -409,10 +496,10 @@ def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
             has_header = bool(args.get("has_header", True))
             raw = _open(path, ctx, 1 << 20)  # closed in finally
             size = os.fstat(raw.fileno()).st_size
-            total = _count_rows(path, delimiter, has_header, ctx) if args.get("count_rows") else None
+            total = _count_rows(raw, delimiter, has_header, ctx) if args.get("count_rows") else None
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
             position = _Position()
-            rows = _csv_rows(csv.reader(position.lines(text), delimiter=delimiter), ctx)
+            rows = _csv_rows(csv.reader(position.lines(text, ctx), delimiter=delimiter), ctx)
             if has_header:
                 header = next(rows, [])
                 header_bytes = position.bytes
@@ -420,21 +507,24 @@ def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
                 first = next(rows, None)
                 header = [f"col{i + 1}" for i in range(len(first or []))]
                 rows = _chain([first] if first else [], rows)
-            # Chunks are full until the last, so chunk n ends at row n * chunk_size.
-            rows = position.rows(rows, chunk_size)
+            rows = position.rows(rows)
         sample = list(islice(rows, _INFER_ROWS))
         pipe = _Pipeline([str(h) for h in header], sample, args, ops)
         rows = _chain(sample, rows)
-        chunk = list(islice(rows, chunk_size))
+        chunk = _take(rows, chunk_size, include_rows, position)
+        taken = len(chunk)
+        mark = position.mark(taken) if position is not None else 0
         number = 0
         while chunk and not ctx.cancelled:
-            following = list(islice(rows, chunk_size))  # one chunk of lookahead: the last chunk knows it is last
+            following = _take(rows, chunk_size, include_rows, position)  # one chunk of lookahead: the last chunk knows it is last
+            taken_after = taken + len(following)
+            mark_after = position.mark(taken_after) if position is not None else 0
             number += 1
             kept = pipe.feed(chunk, include_rows)
             last = not following
             fraction = 0.0  # of the data bytes (after the header), read through this chunk
             if position is not None and not last:
-                consumed = position.marks.pop(pipe.read, position.bytes) - header_bytes
+                consumed = mark - header_bytes
                 data_size = size - header_bytes
                 fraction = min(1.0, consumed / data_size) if consumed > 0 and data_size > 0 else 0.0
             if last or total is not None:
@@ -457,7 +547,7 @@ def process_large_dataset(declared: DatasetArgs, ctx: Context) -> Iterator[Any]:
             if kept is not None:
                 out["rows"] = kept
             yield out
-            chunk = following
+            chunk, taken, mark = following, taken_after, mark_after
         if ctx.cancelled:
             return
         elapsed = time.monotonic() - started

@@ -19,18 +19,23 @@ predicted), "elapsed_ms", "items_per_second", "model"}``.
 A missing model file is NOT_FOUND; a malformed one (not an npz, missing keys,
 wrong shapes or dtypes, an object array that would need pickle) is
 INVALID_ARGUMENT naming the problem. numpy is imported on the first call, not
-at start-up. Loaded models are cached (keyed by path, size and mtime, so an
-edited file is reloaded).
+at start-up. A named model file is opened once, safely (see
+:mod:`snakepit_bridge._files`: under a ``--data-dir``, no symlink followed at
+open time, a regular file only, never blocking) and read from that open file
+(``np.load`` on the file object, ``allow_pickle=False``); it is never reopened
+by name. Loaded models are cached (keyed by path, device, inode, size and
+mtime, so an edited or replaced file is reloaded).
 """
 from __future__ import annotations
 
-import functools
+import collections
 import os
+import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
-from .._files import data_dirs, resolve
+from .._files import data_dirs, open_data_file
 from ..context import Context
 from ..errors import FailedPrecondition, InvalidArgument
 from ..params import Param
@@ -44,17 +49,16 @@ registry = Registry()
 _MAX_ITEMS = 1_000_000
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(path: str, size: int, mtime_ns: int) -> LinearModel:
-    """Keyed by size and mtime too, so a rewritten file is loaded afresh."""
-    from ..models.linear import load_model
-
-    return load_model(path)
+_CACHE_SIZE = 8
+_cache: collections.OrderedDict[tuple[Any, ...], LinearModel] = collections.OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def get_model(model_path: str | None, roots: tuple[str, ...] = ()) -> LinearModel:
     """The model for ``model_path`` (the shipped default when None), cached.
-    A named path must be a regular file under one of ``roots`` (--data-dir)."""
+    A named path must be a regular file under one of ``roots`` (--data-dir); it
+    is opened once through :mod:`snakepit_bridge._files` and read from that
+    open file only (never reopened by name)."""
     try:
         import numpy  # noqa: F401 - only to give a clear error when it is missing
     except ImportError:
@@ -63,16 +67,28 @@ def get_model(model_path: str | None, roots: tuple[str, ...] = ()) -> LinearMode
     from ..models.linear import load_model
 
     if model_path is None:
-        path = str(DEFAULT_MODEL_PATH)
+        f: IO[bytes] = open(DEFAULT_MODEL_PATH, "rb")  # the shipped file: trusted, not caller-named
+        name = str(DEFAULT_MODEL_PATH)
     elif isinstance(model_path, str) and model_path:
-        path, _ = resolve(model_path, roots, where="batch_inference 'model_path'")
+        f = open_data_file(model_path, roots, where="batch_inference 'model_path'")
+        name = model_path
     else:
         raise InvalidArgument(f"batch_inference 'model_path' must be a non-empty string, got {model_path!r}")
-    try:
-        st = os.stat(path)
-    except OSError:
-        return load_model(path)  # raises the NotFound (or other) error with the argument's name
-    return _load_cached(path, st.st_size, st.st_mtime_ns)
+    with f:
+        st = os.fstat(f.fileno())
+        # Keyed by the file itself (device, inode) and its size and mtime: an edited file is loaded afresh.
+        key = (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with _cache_lock:
+            model = _cache.get(key)
+            if model is not None:
+                _cache.move_to_end(key)
+                return model
+        model = load_model(f, name=name)
+    with _cache_lock:
+        _cache[key] = model
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return model
 
 
 @registry.command("batch_inference", extra="ignore")

@@ -11,7 +11,15 @@ Arguments:
   default ``["CRITICAL", "FATAL", "ERROR", "WARN"]``. At most MAX_PATTERNS
   patterns of at most MAX_PATTERN_CHARS characters each. They run on RE2
   (google-re2), a linear-time engine: no pattern can make a line take more
-  than time proportional to its length (``(a|a)*Q`` included). An invalid or
+  than time proportional to its length (``(a|a)*Q`` included). The factor is
+  the compiled program's size, so that is bounded too: a pattern may compile
+  to at most MAX_PROGRAM_SIZE (1000) RE2 instructions (``a[ab]{999}c`` is
+  refused), all of them to MAX_TOTAL_PROGRAM_SIZE (16384), and a line is
+  matched on its first ``LINE_WORK // total`` characters (2**27 // total: the
+  whole 1 MiB line while the patterns total at most 128 instructions, as the
+  defaults do; the reported ``log_line`` is whole). Cancellation and the
+  deadline are checked between lines and between patterns, so a call stops
+  within one search (well under a second). An invalid or
   unsupported regex -> INVALID_ARGUMENT. A line is reported once, for the
   first pattern that matches (a search, not an anchored match).
 * ``context_lines`` (int 0..100, default 2): lines of context before and after
@@ -78,6 +86,15 @@ registry = Registry()
 DEFAULT_PATTERNS = ["CRITICAL", "FATAL", "ERROR", "WARN"]
 MAX_PATTERNS = 256
 MAX_PATTERN_CHARS = 4096
+# RE2's worst case is about (program size x line length) steps (a[ab]{50}c: ~0.3 s on a 1 MiB
+# line here); these bound it. A pattern's compiled program may have at most MAX_PROGRAM_SIZE
+# instructions (a[ab]{999}c has 1005); all the patterns together at most MAX_TOTAL_PROGRAM_SIZE;
+# and a line is matched on its first LINE_WORK // (total program size) characters (the whole
+# 1 MiB line unless the patterns total more than 128 instructions; at least 8 KiB).
+MAX_PROGRAM_SIZE = 1000
+MAX_TOTAL_PROGRAM_SIZE = 16384
+LINE_WORK = 1 << 27
+_CHECK_WORK = 1 << 23  # (program size x characters) searched between cancellation/deadline checks
 
 
 def _compile(pattern: str) -> Any:
@@ -162,7 +179,16 @@ def _patterns(raw: Any) -> list[tuple[Any, str, str | None]]:
             raise InvalidArgument(f"tail_and_analyze 'patterns': each must be a non-empty string, got {p!r}")
         if len(p) > MAX_PATTERN_CHARS:
             raise InvalidArgument(f"tail_and_analyze 'patterns': a pattern may have at most {MAX_PATTERN_CHARS} characters")
-        out.append((_compile(p), p, severity.upper() if severity else None))
+        rx = _compile(p)
+        if rx.programsize > MAX_PROGRAM_SIZE:
+            raise InvalidArgument(f"tail_and_analyze 'patterns': {p[:80]!r} compiles to {rx.programsize} RE2 "
+                                  f"instructions, more than {MAX_PROGRAM_SIZE} (large counted repetitions "
+                                  "such as x{999} or long literals cost time on every line)")
+        out.append((rx, p, severity.upper() if severity else None))
+    total = sum(rx.programsize for rx, _, _ in out)
+    if total > MAX_TOTAL_PROGRAM_SIZE:
+        raise InvalidArgument(f"tail_and_analyze 'patterns': together they compile to {total} RE2 instructions, "
+                              f"more than {MAX_TOTAL_PROGRAM_SIZE}")
     return out
 
 
@@ -241,7 +267,7 @@ class _Follower:
         old file."""
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError:  # missing, or mid-rename (a component swapped): keep the old file for now
             return None, []
         if (st.st_dev, st.st_ino) != self.ident:
             # Finish the old file first (a writer may have appended after our
@@ -289,6 +315,8 @@ def tail_and_analyze(declared: TailArgs, ctx: Context) -> Iterator[Any]:
         raise InvalidArgument(f"tail_and_analyze 'log_path' must be a non-empty string, got {path!r}")
     # (opened by _Follower through snakepit_bridge._files: --data-dir, regular files only)
     patterns = _patterns(args.get("patterns"))
+    program = sum(rx.programsize for rx, _, _ in patterns)
+    match_chars = LINE_WORK // program  # a line is matched on this many characters at most (bounded work per line)
     n_context = _number(args, "context_lines", 2, 0, 100, True)
     max_matches = _number(args, "max_matches", None, 1, 10**12, True)
     poll = float(_number(args, "poll_interval", 0.1, 0.005, 5, False))
@@ -307,17 +335,34 @@ def tail_and_analyze(declared: TailArgs, ctx: Context) -> Iterator[Any]:
             while pending and (all_ or len(pending[0][1]) >= n_context):
                 yield pending.popleft()[0]
 
+        work = 0
+
+        def halted() -> bool:
+            """Checked every _CHECK_WORK units of search: cancelled, or at the deadline."""
+            nonlocal work
+            work = 0
+            remaining = ctx.time_remaining()
+            return ctx.cancelled or (remaining is not None and remaining <= _DEADLINE_MARGIN)
+
         def analyze(batch: list[tuple[int, str]]) -> Iterator[dict[str, Any]]:
-            nonlocal matches, lines_read
+            """Match the lines; returns early (the main loop then stops) when
+            cancelled or at the deadline, checked between lines and patterns."""
+            nonlocal matches, lines_read, work
             for number, line in batch:
+                if work >= _CHECK_WORK and halted():
+                    return
                 lines_read += 1
                 for _, after in pending:
                     if len(after) < n_context:
                         after.append(line)
                 yield from flush(False)
                 if max_matches is None or matches < max_matches:
+                    target = line if len(line) <= match_chars else line[:match_chars]
                     for rx, text, sev in patterns:
-                        if rx.search(line):
+                        if work >= _CHECK_WORK and halted():
+                            return
+                        work += rx.programsize * (len(target) + 1)
+                        if rx.search(target):
                             matches += 1
                             ts = parse_timestamp(line)
                             chunk: dict[str, Any] = {

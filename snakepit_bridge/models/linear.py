@@ -22,13 +22,14 @@ probability, whose probability is the confidence.
 from __future__ import annotations
 
 import math
+import os
 import re
 import zipfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -105,23 +106,33 @@ def _vector(item: Any, dim: int) -> np.ndarray:
     return x
 
 
-def load_model(path: str | Path, *, arg: str = "model_path") -> LinearModel:
-    """Load and validate a model file; NotFound / InvalidArgument (naming ``arg``
-    and the problem) for a missing or malformed file."""
-    path = Path(path)
-    where = f"batch_inference {arg!r} {str(path)!r}"
-    if not path.exists():
-        raise NotFound(f"{where}: no such file")
-    if not path.is_file():
-        raise InvalidArgument(f"{where} is not a regular file")
-    with open(path, "rb") as f:
-        magic = f.read(6)
+def load_model(source: str | Path | IO[bytes], *, arg: str = "model_path", name: str | None = None) -> LinearModel:
+    """Load and validate a model; NotFound / InvalidArgument (naming ``arg``
+    and the problem) for a missing or malformed file. ``source`` is a path
+    (trusted: the shipped model) or a seekable binary file object already
+    opened (a caller-named file, opened by :mod:`snakepit_bridge._files`): it
+    is read from that object only, never reopened by name, and left open."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise NotFound(f"batch_inference {arg!r} {str(path)!r}: no such file")
+        if not path.is_file():
+            raise InvalidArgument(f"batch_inference {arg!r} {str(path)!r} is not a regular file")
+        with open(path, "rb") as opened:
+            return load_model(opened, arg=arg, name=name or str(path))
+    f = source
+    label = name if name is not None else str(getattr(f, "name", "<file>"))
+    where = f"batch_inference {arg!r} {label!r}"
+    f.seek(0)
+    magic = f.read(6)
     if magic == b"\x93NUMPY":
         raise InvalidArgument(f"{where} is a single .npy array, not a .npz archive with weights/bias/labels")
-    if not zipfile.is_zipfile(path):
+    f.seek(0)
+    if not zipfile.is_zipfile(f):
         raise InvalidArgument(f"{where} is not a .npz model archive (not a zip file)")
+    f.seek(0)
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InvalidArgument(f"{where} is not a .npz model archive ({exc})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -141,7 +152,7 @@ def load_model(path: str | Path, *, arg: str = "model_path") -> LinearModel:
                 raise InvalidArgument(f"{where}: key {key!r} cannot be loaded without pickle ({exc})") from None
             except (OSError, EOFError, zipfile.BadZipFile) as exc:
                 raise InvalidArgument(f"{where}: key {key!r} is corrupt ({exc})") from None
-    return _validate(arrays, where, path.name)
+    return _validate(arrays, where, os.path.basename(label))
 
 
 def _validate(a: dict[str, np.ndarray], where: str, name: str) -> LinearModel:
