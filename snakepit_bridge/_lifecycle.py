@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 from ._proc import set_parent_death_signal
 
-__all__ = ["PARENT_GONE_GRACE", "REAPER_LAG", "SHUTDOWN_MARGIN", "say", "start_reaper", "watch_parent"]
+__all__ = ["PARENT_GONE_GRACE", "REAPER_LAG", "SHUTDOWN_MARGIN", "say", "start_reaper", "stdin_is_watched", "watch_parent"]
 
 #: Grace for in-flight calls when the pool is gone (stdin EOF, parent died):
 #: nobody waits for the answers, and the worker must exit within a second.
@@ -42,16 +43,29 @@ def say(log: Any, event: str, level: str = "warning", **fields: Any) -> None:
     t.join(SAY_TIMEOUT)
 
 
-def start_reaper(grace_period: float, parent: int | None, log_format: str) -> int | None:
+def start_reaper(grace_period: float, parent: int | None, log_format: str, stdin_hup: bool = False) -> int | None:
     """Start the last-resort reaper process (see :mod:`._reaper`) with the
     same budgets as the in-process watchdog plus REAPER_LAG: SIGTERM ->
     killed ``grace_period + SHUTDOWN_MARGIN + REAPER_LAG`` seconds later at
-    the latest; parent (``parent``; None = not watched) dead -> the short
-    grace plus the same margins. Returns the reaper's pid or None."""
+    the latest; parent (``parent``; None = not watched) dead, or (with
+    ``stdin_hup``) every writer of stdin gone -> the short grace plus the
+    same margins. Returns the reaper's pid or None."""
     from . import _reaper
 
     margin = SHUTDOWN_MARGIN + REAPER_LAG
-    return _reaper.start(parent, grace_period + margin, min(grace_period, PARENT_GONE_GRACE) + margin, log_format)
+    return _reaper.start(parent, grace_period + margin, min(grace_period, PARENT_GONE_GRACE) + margin, log_format,
+                         stdin_hup)
+
+
+def stdin_is_watched(stdio_mode: bool) -> bool:
+    """Whether EOF on stdin ends the worker: stdio mode reads frames from it
+    (a pipe or a socket the pool holds); gRPC mode watches a piped stdin (see
+    ``server._watch_stdin``). A terminal, a file or /dev/null is not watched."""
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or (stdio_mode and stat.S_ISSOCK(mode))
 
 
 def watch_parent(parent: int, parent_gone: Callable[[str], None], log: Any) -> None:

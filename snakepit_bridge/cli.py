@@ -182,9 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The last resort for the exit guarantees, before any user code runs: a
     # handler holding the GIL in C must not keep SIGTERM or a dead parent
     # from ending the process (see snakepit_bridge/_reaper.py).
-    from ._lifecycle import start_reaper
+    from ._lifecycle import start_reaper, stdin_is_watched
 
-    start_reaper(config.grace_period, STARTED_BY if config.watch_parent else None, config.log_format)
+    stdio = config.mode == "pool-worker"
+    start_reaper(config.grace_period, STARTED_BY if config.watch_parent else None, config.log_format,
+                 (stdio or config.watch_stdin) and stdin_is_watched(stdio))
 
     if config.mode == "pool-worker":
         # Take stdout for frames before any user code runs: an adapter that

@@ -1,0 +1,105 @@
+"""The exit guarantees' second round (issue 14, audit of the reaper), against
+the real process: stdin hanging up while a handler holds the GIL in C, a
+killed reaper, and start-up refusals that must not hang or mislead."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.bridge_process import ROOT, SCRIPT, Bridge
+from tests.handlers_ops import alive, wait_until
+from tests.stdio_process import StdioBridge
+from tests.test_faults_hostile import OPS, _fire, _wait_marker, linux
+
+
+def _reaper_of(pid: int) -> int:
+    """The worker's reaper: its one child running ``python -S -I -c``."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if int(fields[1]) == pid and cmdline[1:4] == [b"-S", b"-I", b"-c"]:
+            return int(entry)
+    raise AssertionError(f"no reaper below {pid}")
+
+
+# -- stdin hangs up while the parent lives (Erlang's Port.close) ----------------------------------
+
+@linux
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["grpc", "stdio"])
+def test_stdin_closed_ends_worker_while_handler_holds_the_gil_in_c(mode, tmp_path):
+    marker = tmp_path / "in-regex"
+    bridge = Bridge(*OPS) if mode == "grpc" else StdioBridge(*OPS, protocol="json")
+    with bridge as b:
+        if mode == "grpc":
+            _fire(b.target, "ops_gil_regex", {"marker": str(marker), "child": True})
+        else:
+            b.request("ops_gil_regex", {"marker": str(marker), "child": True})
+        child = _wait_marker(marker)
+        started = time.monotonic()
+        b.proc.stdin.close()
+        b.proc.wait(5)
+        took = time.monotonic() - started
+        assert took < 1.5, f"took {took:.2f}s\n{b.stderr_text()}"
+        assert wait_until(lambda: not alive(child), 1.0) is not None, "the handler's child outlived the worker"
+        assert "reason=stdin closed" in b.stderr_text() or '"stdin closed"' in b.stderr_text()
+
+
+@linux
+def test_stdin_hang_up_does_not_cut_short_requests_still_in_the_pipe(tmp_path):
+    """The reaper never reads stdin: frames written before the pool closed it
+    are all answered (the budget starts once the worker drained the pipe)."""
+    with StdioBridge(protocol="json") as b:
+        ids = [b.request("echo", {"i": i}) for i in range(50)]
+        b.proc.stdin.close()
+        got = {b.recv()["id"] for _ in ids}
+        assert got == set(ids)
+        assert b.wait(5) == 0, b.stderr_text()
+
+
+# -- a killed reaper is replaced ------------------------------------------------------------------
+
+@linux
+@pytest.mark.slow
+def test_a_killed_reaper_is_replaced_and_sigterm_still_ends_a_stuck_worker(tmp_path):
+    marker = tmp_path / "in-regex"
+    with Bridge(*OPS) as b:
+        first = _reaper_of(b.pid)
+        os.kill(first, signal.SIGKILL)
+        assert wait_until(lambda: "started a new one" in b.stderr_text(), 5.0) is not None, b.stderr_text()
+        second = _reaper_of(b.pid)
+        assert second != first and not alive(first)  # replaced, and the old one reaped (no zombie)
+        _fire(b.target, "ops_gil_regex", {"marker": str(marker), "child": True})
+        child = _wait_marker(marker)
+        started = time.monotonic()
+        b.signal(signal.SIGTERM)
+        b.proc.wait(5)
+        took = time.monotonic() - started
+        assert took < 2.0, f"took {took:.2f}s\n{b.stderr_text()}"
+        assert wait_until(lambda: not alive(child), 1.0) is not None
+
+
+# -- start-up refusals ----------------------------------------------------------------------------
+
+def _start(*args: str, env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--port", "0", *args], cwd=ROOT, capture_output=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+
+def test_a_non_ascii_token_is_refused_at_start():
+    proc = _start(env={"SNAKEPIT_BRIDGE_AUTH_TOKEN": "séc"})
+    err = proc.stderr.decode()
+    assert proc.returncode == 3 and "ASCII" in err, err
