@@ -103,3 +103,30 @@ def test_a_non_ascii_token_is_refused_at_start():
     proc = _start(env={"SNAKEPIT_BRIDGE_AUTH_TOKEN": "séc"})
     err = proc.stderr.decode()
     assert proc.returncode == 3 and "ASCII" in err, err
+
+
+def test_a_fifo_as_a_start_up_file_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    plain = tmp_path / "plain.pem"
+    plain.write_text("x")
+    for args in (("--tls-cert", str(plain), "--tls-key", str(fifo)), ("--auth-token-file", str(fifo))):
+        proc = _start(*args, timeout=15)
+        err = proc.stderr.decode()
+        assert proc.returncode == 3 and "not a regular file" in err, (args, err)
+
+
+def test_a_bad_client_ca_exits_3_naming_the_flag(tmp_path):
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is needed")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", "a.key", "-out", "a.pem", "-days", "1", "-subj", "/CN=x"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=30)
+    bad = tmp_path / "bad-ca.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    proc = _start("--tls-cert", str(tmp_path / "a.pem"), "--tls-key", str(tmp_path / "a.key"),
+                  "--tls-client-ca", str(bad))
+    err = proc.stderr.decode()
+    assert proc.returncode == 3 and "--tls-client-ca" in err and "in use" not in err, err
