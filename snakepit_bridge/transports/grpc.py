@@ -119,14 +119,16 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         # Every read of a protobuf bytes value copies it: a small map is read
         # once, here. A big one is not even copied on the loop (a million
         # entries took over a second): the copy is part of its decode, which
-        # dispatch runs off the loop (len() of the map is O(1)).
+        # dispatch runs off the loop (len() of the map is O(1)). There it is a
+        # comprehension, not dict(): dict() copies in C without ever letting
+        # go of the GIL, so the loop would wait for it all the same.
         big = len(args) > _SUM_ENTRIES
         raw: Mapping[str, bytes] = args if big else dict(args)
         if not session_id and "session_id" in raw and "session_id" not in arg_encodings:
             session_id = _raw_text(raw["session_id"])
         if big:
             def decode(hints: Any = None) -> dict[str, Any]:
-                return decode_map(dict(args), arg_encodings, hints)
+                return decode_map({k: v for k, v in args.items()}, arg_encodings, hints)  # noqa: C416
         else:
             def decode(hints: Any = None) -> dict[str, Any]:
                 return decode_map(raw, arg_encodings, hints)
