@@ -148,3 +148,24 @@ def test_execute_collecting_one_huge_chunk_names_the_execute_cap(spawn_bridge):
                                                        "include_rows": True}, timeout_ms=30000))[-1]
         assert end.is_final and "one chunk of" in end.error and "--max-stream-buffer-mb" in end.error, end.error
         assert end.data.get("code") == "RESOURCE_EXHAUSTED", end.data
+
+
+def test_a_size_estimate_that_stops_early_extrapolates_upwards():
+    from snakepit_bridge._session_state import estimate_size
+
+    value = [{"k": [i]} for i in range(5000)]
+    full = estimate_size(value)
+    assert estimate_size(value, max_objects=1000) >= full
+
+
+@pytest.mark.slow
+def test_a_value_too_big_to_walk_still_meets_the_session_cap(spawn_bridge):
+    """3M empty dicts (~200 MB resident) read as ~88 MB when the walk stopped
+    at 1M objects, and were stored under --max-session-mb 100."""
+    from snakepit_bridge.client import Client
+
+    b = spawn_bridge("--max-session-mb", "100")
+    with Client(b.target) as c:
+        r = c.execute_in_session("big", "store", {"key": "k", "value": [{}] * 3_000_000}, timeout=60)
+        assert not r.success and "--max-session-mb" in r.error, r.error
+        assert r.result.get("code") == "RESOURCE_EXHAUSTED"
