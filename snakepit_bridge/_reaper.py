@@ -21,7 +21,7 @@ that needs nothing from the worker's interpreter:
   same pipe): walking /proc from inside a worker whose threads fight for the
   GIL took seconds, in the reaper it takes milliseconds. Such a request also
   tells the reaper the worker is ending itself: its deadline moves to
-  ``EXITING`` seconds later (at most 0.1 s past the original one), so the
+  ``EXITING`` seconds later (at most ``EXTRA`` s past the original one), so the
   worker's own exit code usually stands.
 * **Its own end.** It holds a pidfd of the worker and exits the moment the
   worker does; it ignores SIGTERM/SIGINT/SIGHUP (a terminal's Ctrl-C reaches
@@ -51,6 +51,8 @@ SECOND_SIGNAL = 0.3
 #: When the worker asks for its children to be killed it is ending itself; its
 #: deadline moves to at least this long after the request (its flush takes <= 0.2 s).
 EXITING = 0.25
+#: ... but at most this long past the original deadline.
+EXTRA = 0.05
 #: After stdin hangs up with bytes still unread, the budget starts anyway once
 #: nothing has been read for this long (a worker stuck in C reads nothing).
 STALLED = 5.0
@@ -68,7 +70,7 @@ for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
 worker, pool, sig_fd, ack_fd = (int(a) for a in sys.argv[1:5])
 term_budget, gone_budget, fmt, second = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], float(sys.argv[8])
-exiting, stalled = float(sys.argv[9]), float(sys.argv[11])
+exiting, stalled, extra = float(sys.argv[9]), float(sys.argv[11]), float(sys.argv[12])
 stdin_fd = int(sys.argv[10])
 me = os.getpid()
 
@@ -155,10 +157,10 @@ draining = None  # after the hang-up: [bytes still unread, when that last change
 deadline = None
 why = ""
 signals = 0
-hard = 0.0  # the latest the deadline may move to (a worker ending itself gets at most 0.1 s more)
+hard = 0.0  # the latest the deadline may move to (a worker ending itself gets at most `extra` s more)
 if pfd == -1:
     deadline, why = time.monotonic() + gone_budget, "parent died"
-    hard = deadline + 0.1
+    hard = deadline + extra
 while True:
     if deadline is not None:
         timeout = max(0, min(100, int((deadline - time.monotonic()) * 1000) + 1))
@@ -191,7 +193,7 @@ while True:
                     budget = term_budget if signals == 1 else second
                     if deadline is None or now + budget < deadline:
                         deadline, why = now + budget, "signal " + signal.Signals(b).name
-                        hard = deadline + 0.1
+                        hard = deadline + extra
         elif fd == stdin_fd:
             poller.unregister(stdin_fd)
             draining = [-1, now]
@@ -199,7 +201,7 @@ while True:
             poller.unregister(pfd)
             if deadline is None or now + gone_budget < deadline:
                 deadline, why = now + gone_budget, "parent died"
-                hard = deadline + 0.1
+                hard = deadline + extra
     if draining is not None:
         # The worker reads on until its copy hits EOF: the budget starts once
         # the pipe is drained, or when nothing has been read for STALLED s.
@@ -214,7 +216,7 @@ while True:
             draining = None
             if deadline is None or now + gone_budget < deadline:
                 deadline, why = now + gone_budget, "stdin closed"
-                hard = deadline + 0.1
+                hard = deadline + extra
     if wfd is None and os.getppid() != worker:
         sys.exit(0)
     if pfd is None and pool > 1 and deadline is None:
@@ -222,7 +224,7 @@ while True:
             os.kill(pool, 0)
         except ProcessLookupError:
             deadline, why = now + gone_budget, "parent died"
-            hard = deadline + 0.1
+            hard = deadline + extra
         except OSError:
             pass
     if deadline is not None and time.monotonic() >= deadline:
@@ -268,7 +270,7 @@ def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_form
     # that it can start another reaper should this one die (see _watch).
     argv = [sys.executable, "-S", "-I", "-c", _CODE, str(os.getpid()), str(pool_pid or 0), str(sig_r), str(ack_w),
             repr(term_budget), repr(gone_budget), log_format, repr(SECOND_SIGNAL), repr(EXITING), str(stdin_fd),
-            repr(STALLED)]
+            repr(STALLED), repr(EXTRA)]
     _state.update(argv=argv, sig_r=sig_r, sig_w=sig_w, ack_r=ack_r, ack_w=ack_w, stdin_fd=stdin_fd)
     proc = _spawn()
     if proc is None:

@@ -54,7 +54,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
+from ._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN, shutdown_switch_interval
 from ._lifecycle import say as _say
 from ._lifecycle import watch_parent as _watch_parent
 from ._proc import flush_and_exit, kill_descendants, terminate_descendants
@@ -270,6 +270,7 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
         grace = config.grace_period if why.startswith("signal") else min(config.grace_period, PARENT_GONE_GRACE)
         deadline = time.monotonic() + grace + SHUTDOWN_MARGIN
         reason.extend((why, grace, deadline))
+        shutdown_switch_interval()
         _arm_watchdog(deadline, log)
         _say(log, "shutting down", reason=why, grace_s=grace, level="info")
         loop.call_soon_threadsafe(stop.set)
