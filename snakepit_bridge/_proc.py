@@ -9,10 +9,37 @@ import threading
 import time
 from typing import NoReturn
 
-__all__ = ["CpuMeter", "descendants", "flush_and_exit", "kill_descendants", "rss_bytes", "set_parent_death_signal",
-           "take_stdout", "terminate_descendants"]
+__all__ = ["CpuMeter", "descendants", "flush_and_exit", "kill_descendants", "read_regular_file", "rss_bytes",
+           "set_parent_death_signal", "take_stdout", "terminate_descendants"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+#: A key, certificate, CA bundle or token file larger than this is refused.
+MAX_CONFIG_FILE = 16 * 1024 * 1024
+
+
+def read_regular_file(path: str, flag: str) -> bytes:
+    """The bytes of a start-up file (``flag`` names it in errors). Opened
+    non-blocking and refused unless it is a regular file: a FIFO would hang
+    start-up, a device would never end. Raises OSError with a clear message."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise OSError(f"cannot read {flag} {path!r}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{flag} {path!r} is not a regular file (a FIFO or device would block start-up)")
+        if st.st_size > MAX_CONFIG_FILE:
+            raise OSError(f"{flag} {path!r} is larger than {MAX_CONFIG_FILE} bytes")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_CONFIG_FILE + 1)
+    finally:
+        os.close(fd)
 
 
 def rss_bytes() -> int:

@@ -62,12 +62,21 @@ class ByteBudget:
             with self._lock:
                 self.used -= n
 
-    def exhausted(self) -> BaseException:
+    def exhausted(self, n: int = 0) -> BaseException:
+        """The error ending a stream whose chunk of ``n`` bytes did not fit.
+        Its details name the cap and the chunk (Execute, collecting a
+        stream, tells its own cap apart by them)."""
         from .errors import ResourceExhausted
 
+        mb = self.limit // (1024 * 1024)
+        details = {"cap": "--max-stream-buffer-mb", "refused_bytes": n}
+        if n > self.limit - self.limit // 4:
+            return ResourceExhausted(
+                f"one chunk of {n} bytes is larger than the stream buffer budget of {mb} MB "
+                "(--max-stream-buffer-mb); this stream was ended", details=details)
         return ResourceExhausted(
-            f"streams not being read hold more than {self.limit // (1024 * 1024)} MB of buffered chunks "
-            "(--max-stream-buffer-mb); this stream was ended")
+            f"streams not being read hold more than {mb} MB of buffered chunks "
+            "(--max-stream-buffer-mb); this stream was ended", details=details)
 
 
 class _Pump:
@@ -78,6 +87,7 @@ class _Pump:
         self._items: deque[tuple[int, Any, int]] = deque()  # (kind, value, bytes taken from the budget)
         self._budget = budget
         self._held = 0  # bytes of the item the consumer has now (given back when it asks for the next)
+        self.refused = 0  # bytes of the last item measured (named when the budget refuses it)
         self._maxsize = maxsize
         self._low = maxsize // 2  # refill mark: wake the producer at or below this
         self._waiter: asyncio.Future[None] | None = None  # the consumer, waiting for an item
@@ -104,6 +114,7 @@ class _Pump:
         if self._budget is None:
             return 0
         n = self._budget.measure(item)
+        self.refused = n
         return n if self._budget.take(n, reader_waiting=self._waiter is not None) else None
 
     def _release(self, entries: Any = ()) -> None:
@@ -175,7 +186,7 @@ class AsyncPump(_Pump):
                         item = await item
                 size = self._charge(item)
                 if size is None:
-                    self._push(_ERROR, self._budget.exhausted())  # type: ignore[union-attr]
+                    self._push(_ERROR, self._budget.exhausted(self.refused))  # type: ignore[union-attr]
                     return
                 self.produced += 1
                 self._push(_ITEM, item, size)
@@ -255,7 +266,7 @@ class ThreadPump(_Pump):
                     item = self._transform(item)
                 size = self._charge(item)
                 if size is None:
-                    self._push(_ERROR, self._budget.exhausted())  # type: ignore[union-attr]
+                    self._push(_ERROR, self._budget.exhausted(self.refused))  # type: ignore[union-attr]
                     return
                 self.produced += 1
                 self._push(_ITEM, item, size)

@@ -21,7 +21,7 @@ that needs nothing from the worker's interpreter:
   same pipe): walking /proc from inside a worker whose threads fight for the
   GIL took seconds, in the reaper it takes milliseconds. Such a request also
   tells the reaper the worker is ending itself: its deadline moves to
-  ``EXITING`` seconds later (at most 0.1 s past the original one), so the
+  ``EXITING`` seconds later (at most ``EXTRA`` s past the original one), so the
   worker's own exit code usually stands.
 * **Its own end.** It holds a pidfd of the worker and exits the moment the
   worker does; it ignores SIGTERM/SIGINT/SIGHUP (a terminal's Ctrl-C reaches
@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import cast
 
 __all__ = ["KILL_CHILDREN", "kill_children", "pid", "start"]
 
@@ -50,6 +51,13 @@ SECOND_SIGNAL = 0.3
 #: When the worker asks for its children to be killed it is ending itself; its
 #: deadline moves to at least this long after the request (its flush takes <= 0.2 s).
 EXITING = 0.25
+#: ... but at most this long past the original deadline.
+EXTRA = 0.05
+#: After stdin hangs up with bytes still unread, the budget starts anyway once
+#: nothing has been read for this long (a worker stuck in C reads nothing).
+STALLED = 5.0
+#: How many times a reaper that died (killed by someone) is replaced.
+RESPAWNS = 5
 
 _state: dict[str, object] = {}
 _ask_lock = threading.Lock()
@@ -62,7 +70,8 @@ for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
 worker, pool, sig_fd, ack_fd = (int(a) for a in sys.argv[1:5])
 term_budget, gone_budget, fmt, second = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], float(sys.argv[8])
-exiting = float(sys.argv[9])
+exiting, stalled, extra = float(sys.argv[9]), float(sys.argv[11]), float(sys.argv[12])
+stdin_fd = int(sys.argv[10])
 me = os.getpid()
 
 def say(event, **kw):
@@ -142,16 +151,21 @@ if wfd is not None:
     poller.register(wfd, select.POLLIN)
 if pfd is not None and pfd >= 0:
     poller.register(pfd, select.POLLIN)
+if stdin_fd >= 0:
+    poller.register(stdin_fd, 0)  # never read: only POLLHUP (every writer gone) is reported
+draining = None  # after the hang-up: [bytes still unread, when that last changed]
 deadline = None
 why = ""
 signals = 0
-hard = 0.0  # the latest the deadline may move to (a worker ending itself gets at most 0.1 s more)
+hard = 0.0  # the latest the deadline may move to (a worker ending itself gets at most `extra` s more)
 if pfd == -1:
     deadline, why = time.monotonic() + gone_budget, "parent died"
-    hard = deadline + 0.1
+    hard = deadline + extra
 while True:
     if deadline is not None:
         timeout = max(0, min(100, int((deadline - time.monotonic()) * 1000) + 1))
+    elif draining is not None:
+        timeout = 50
     else:
         timeout = -1 if wfd is not None and (pool <= 1 or pfd is not None) else 100  # pidfds: no polling
     events = poller.poll(timeout)
@@ -179,12 +193,30 @@ while True:
                     budget = term_budget if signals == 1 else second
                     if deadline is None or now + budget < deadline:
                         deadline, why = now + budget, "signal " + signal.Signals(b).name
-                        hard = deadline + 0.1
+                        hard = deadline + extra
+        elif fd == stdin_fd:
+            poller.unregister(stdin_fd)
+            draining = [-1, now]
         elif pfd is not None and fd == pfd:
             poller.unregister(pfd)
             if deadline is None or now + gone_budget < deadline:
                 deadline, why = now + gone_budget, "parent died"
-                hard = deadline + 0.1
+                hard = deadline + extra
+    if draining is not None:
+        # The worker reads on until its copy hits EOF: the budget starts once
+        # the pipe is drained, or when nothing has been read for STALLED s.
+        try:
+            import fcntl, struct, termios
+            left = struct.unpack("i", fcntl.ioctl(stdin_fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except (ImportError, OSError):
+            left = 0
+        if left != draining[0]:
+            draining = [left, now]
+        if left == 0 or now - draining[1] >= stalled:
+            draining = None
+            if deadline is None or now + gone_budget < deadline:
+                deadline, why = now + gone_budget, "stdin closed"
+                hard = deadline + extra
     if wfd is None and os.getppid() != worker:
         sys.exit(0)
     if pfd is None and pool > 1 and deadline is None:
@@ -192,7 +224,7 @@ while True:
             os.kill(pool, 0)
         except ProcessLookupError:
             deadline, why = now + gone_budget, "parent died"
-            hard = deadline + 0.1
+            hard = deadline + extra
         except OSError:
             pass
     if deadline is not None and time.monotonic() >= deadline:
@@ -202,11 +234,14 @@ while True:
 '''
 
 
-def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_format: str = "console") -> int | None:
+def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_format: str = "console",
+          stdin_hup: bool = False) -> int | None:
     """Start the reaper for this process (call once, from the main thread,
     before serving). ``pool_pid``: the parent to watch (None or <= 1: none).
-    Returns the reaper's pid, or None where it cannot run (not Linux, not
-    the main thread, a wakeup fd already taken)."""
+    ``stdin_hup``: also end the worker ``gone_budget`` seconds after every
+    writer of its stdin is gone (the caller decides whether stdin is a pipe
+    the pool holds). Returns the reaper's pid, or None where it cannot run
+    (not Linux, not the main thread, a wakeup fd already taken)."""
     if "pid" in _state or not sys.platform.startswith("linux"):
         return _state.get("pid")  # type: ignore[return-value]
     if threading.current_thread() is not threading.main_thread():
@@ -214,6 +249,13 @@ def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_form
     sig_r, sig_w = os.pipe()
     ack_r, ack_w = os.pipe()
     os.set_blocking(sig_w, False)
+    stdin_fd = -1
+    if stdin_hup:
+        try:
+            stdin_fd = os.dup(0)
+        except OSError:
+            stdin_fd = -1
+    fds = [sig_r, sig_w, ack_r, ack_w] + ([stdin_fd] if stdin_fd >= 0 else [])
     try:
         previous = signal.set_wakeup_fd(sig_w, warn_on_full_buffer=False)
     except ValueError:
@@ -221,36 +263,74 @@ def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_form
     if previous != -1:  # someone else owns it (or it failed): keep theirs, run without a reaper
         if previous is not None:
             signal.set_wakeup_fd(previous)
-        for fd in (sig_r, sig_w, ack_r, ack_w):
+        for fd in fds:
             os.close(fd)
         return None
+    # The worker keeps the reaper's ends (sig_r, ack_w, its stdin copy) so
+    # that it can start another reaper should this one die (see _watch).
     argv = [sys.executable, "-S", "-I", "-c", _CODE, str(os.getpid()), str(pool_pid or 0), str(sig_r), str(ack_w),
-            repr(term_budget), repr(gone_budget), log_format, repr(SECOND_SIGNAL), repr(EXITING)]
-    try:
-        proc = subprocess.Popen(argv, pass_fds=(sig_r, ack_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    except OSError:
+            repr(term_budget), repr(gone_budget), log_format, repr(SECOND_SIGNAL), repr(EXITING), str(stdin_fd),
+            repr(STALLED), repr(EXTRA)]
+    _state.update(argv=argv, sig_r=sig_r, sig_w=sig_w, ack_r=ack_r, ack_w=ack_w, stdin_fd=stdin_fd)
+    proc = _spawn()
+    if proc is None:
         signal.set_wakeup_fd(-1)
-        for fd in (sig_r, sig_w, ack_r, ack_w):
+        for fd in fds:
             os.close(fd)
+        _state.clear()
         return None
-    os.close(sig_r)
-    os.close(ack_w)
-    _state.update(pid=proc.pid, proc=proc, sig_w=sig_w, ack_r=ack_r)
     # A child forked by a handler (multiprocessing's fork) inherits the wakeup
     # fd: a SIGTERM sent to it would read as one sent to the worker.
     os.register_at_fork(after_in_child=_forget)
+    threading.Thread(target=_watch, name="snakepit-reaper-watch", daemon=True).start()
     return proc.pid
+
+
+def _spawn() -> subprocess.Popen[bytes] | None:
+    argv = cast("list[str]", _state["argv"])
+    keep = tuple(fd for fd in (cast(int, _state[k]) for k in ("sig_r", "ack_w", "stdin_fd")) if fd >= 0)
+    try:
+        proc = subprocess.Popen(argv, pass_fds=keep, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    except OSError:
+        return None
+    _state.update(pid=proc.pid, proc=proc)
+    return proc
+
+
+def _watch() -> None:
+    """Killing the reaper must not silently remove the last resort: when it
+    ends while the worker lives, say so and start another one (RESPAWNS at
+    most), or say that none runs."""
+    from .logging import get_logger
+
+    log = get_logger("snakepit_bridge.reaper")
+    for _ in range(RESPAWNS):
+        proc = _state.get("proc")
+        if proc is None:
+            return
+        code = proc.wait()  # type: ignore[attr-defined]
+        if "argv" not in _state:  # forked child, or torn down
+            return
+        new = _spawn()
+        if new is None:
+            _state.pop("pid", None)
+            log.error("the reaper process ended and no new one could start: "
+                      "a handler holding the GIL may now keep the worker from exiting", status=code)
+            return
+        log.warning("the reaper process ended; started a new one", status=code, reaper_pid=new.pid)
+    _state.pop("pid", None)
+    log.error("the reaper process keeps ending; not starting another", respawns=RESPAWNS)
 
 
 def _forget() -> None:
     """In a forked child: drop the wakeup fd and the reaper's pipes."""
-    if "pid" not in _state:
+    if "argv" not in _state:
         return
     try:
         signal.set_wakeup_fd(-1)
     except ValueError:
         pass
-    for key in ("sig_w", "ack_r"):
+    for key in ("sig_w", "ack_r", "sig_r", "ack_w", "stdin_fd"):
         try:
             os.close(int(_state[key]))  # type: ignore[call-overload]
         except OSError:

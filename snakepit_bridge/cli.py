@@ -108,11 +108,17 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     token = environ.get(TOKEN_ENV)
     token = token.strip() if token is not None else None
     if ns.auth_token_file:
+        from ._proc import read_regular_file
+
         try:
-            with open(ns.auth_token_file, encoding="utf-8") as f:
-                token = f.read().strip()
+            token = read_regular_file(ns.auth_token_file, "--auth-token-file").decode("utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read --auth-token-file {ns.auth_token_file!r}: {exc.strerror}") from None
+            raise ConfigError(str(exc)) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--auth-token-file {ns.auth_token_file!r} is not UTF-8 text") from None
+    if token and not all(" " <= c <= "~" for c in token):
+        # grpc refuses such a value in metadata: every call would fail UNAUTHENTICATED.
+        raise ConfigError("the auth token must be printable ASCII (gRPC metadata carries nothing else)")
     return Config(
         mode=ns.mode, host=ns.host, port=ns.port, strict_port=ns.strict_port, adapter=ns.adapter,
         protocol=ns.protocol, quiet=ns.quiet, worker_id=ns.worker_id,
@@ -182,9 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The last resort for the exit guarantees, before any user code runs: a
     # handler holding the GIL in C must not keep SIGTERM or a dead parent
     # from ending the process (see snakepit_bridge/_reaper.py).
-    from ._lifecycle import start_reaper
+    from ._lifecycle import start_reaper, stdin_is_watched
 
-    start_reaper(config.grace_period, STARTED_BY if config.watch_parent else None, config.log_format)
+    stdio = config.mode == "pool-worker"
+    start_reaper(config.grace_period, STARTED_BY if config.watch_parent else None, config.log_format,
+                 (stdio or config.watch_stdin) and stdin_is_watched(stdio))
 
     if config.mode == "pool-worker":
         # Take stdout for frames before any user code runs: an adapter that

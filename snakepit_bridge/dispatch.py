@@ -189,7 +189,12 @@ class Dispatcher:
         if isinstance(exc, _Escaped):
             exc = exc.args[0]  # a coroutine handler's SystemExit / KeyboardInterrupt
         if isinstance(exc, BridgeError):
-            return exc.code, exc.message, dict(exc.details)
+            details = dict(exc.details)
+            if exc.code == "RESOURCE_EXHAUSTED":
+                # The code is not a field of the 0.3 messages: a cap reached says so
+                # in the result map (Execute) or final chunk, for callers to test.
+                details.setdefault("code", exc.code)
+            return exc.code, exc.message, details
         tb = "".join(traceback.format_exception(exc))
         self.log.error("handler raised", command=req.command, request_id=req.request_id,
                        error=f"{type(exc).__name__}: {exc}", traceback=tb)
@@ -491,10 +496,13 @@ class Dispatcher:
             async for chunk in stream:
                 collected += sizes.pop() if sizes else 0
                 if collected > byte_limit:
-                    raise ResourceExhausted(
-                        f"command {req.command!r} streamed more than {byte_limit // (1024 * 1024)} MB for one Execute "
-                        "answer (--max-execute-mb); call it with ExecuteStream")
+                    raise ResourceExhausted(self._execute_cap_message(req.command, byte_limit))
                 if chunk.error:
+                    if (chunk.code == "RESOURCE_EXHAUSTED" and chunk.data.get("cap") == "--max-stream-buffer-mb"
+                            and collected + int(chunk.data.get("refused_bytes") or 0) > byte_limit):
+                        # The chunk the stream budget refused would have passed this cap
+                        # first: name the cap this call reached, not the streams'.
+                        raise ResourceExhausted(self._execute_cap_message(req.command, byte_limit))
                     errors.append(chunk.error)
                     code = chunk.code or code
                 if chunk.is_final and not chunk.data and not chunk.error:
@@ -511,6 +519,11 @@ class Dispatcher:
             return Result(False, body, errors[-1], code)
         obs.outcome = "ok"
         return Result(True, body)
+
+    @staticmethod
+    def _execute_cap_message(command: str, byte_limit: int) -> str:
+        return (f"command {command!r} streamed more than {byte_limit // (1024 * 1024)} MB for one Execute "
+                "answer (--max-execute-mb); call it with ExecuteStream")
 
     def _observe(self, req: Request) -> _Observed:
         """Count the call and log one line for it when it ends."""

@@ -54,7 +54,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
+from ._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN, shutdown_switch_interval
 from ._lifecycle import say as _say
 from ._lifecycle import watch_parent as _watch_parent
 from ._proc import flush_and_exit, kill_descendants, terminate_descendants
@@ -143,17 +143,20 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _credentials(config: Config) -> grpc.ServerCredentials | None:
-    if not config.tls_cert:
+    """TLS credentials; every file checked first, so that a bad one is a
+    configuration error naming its flag (exit 3), not a failed bind that
+    reads as "port in use" (exit 4), and a FIFO never blocks start-up."""
+    if not config.tls_cert or not config.tls_key:
         return None
-    with open(config.tls_cert, "rb") as f:
-        cert = f.read()
-    with open(config.tls_key, "rb") as f:  # type: ignore[arg-type]
-        key = f.read()
-    _check_key_pair(config.tls_cert, config.tls_key)  # type: ignore[arg-type]
+    from ._proc import read_regular_file
+
+    cert = read_regular_file(config.tls_cert, "--tls-cert")
+    key = read_regular_file(config.tls_key, "--tls-key")
+    _check_key_pair(config.tls_cert, config.tls_key)
     ca = None
     if config.tls_client_ca:
-        with open(config.tls_client_ca, "rb") as f:
-            ca = f.read()
+        ca = read_regular_file(config.tls_client_ca, "--tls-client-ca")
+        _check_ca(config.tls_client_ca, ca)
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
@@ -168,6 +171,20 @@ def _check_key_pair(cert: str, key: str) -> None:
     except ssl.SSLError as exc:
         raise OSError(f"--tls-cert {cert!r} and --tls-key {key!r} do not form a valid pair "
                       f"(the key does not match the certificate, or one is not PEM): {exc.reason or exc}") from None
+
+
+def _check_ca(path: str, data: bytes) -> None:
+    """A CA bundle gRPC cannot use fails only at bind (read as "port in use"):
+    check it here. Raises OSError (exit 3) naming the flag."""
+    import ssl
+
+    try:
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            raise ValueError("no PEM certificate in it")
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=data.decode("ascii"))
+    except (ssl.SSLError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise OSError(f"--tls-client-ca {path!r} is not a usable PEM CA bundle: "
+                      f"{getattr(exc, 'reason', None) or exc}") from None
 
 
 def announce(port: int, ready_fd: int | None = None) -> None:
@@ -253,6 +270,7 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
         grace = config.grace_period if why.startswith("signal") else min(config.grace_period, PARENT_GONE_GRACE)
         deadline = time.monotonic() + grace + SHUTDOWN_MARGIN
         reason.extend((why, grace, deadline))
+        shutdown_switch_interval()
         _arm_watchdog(deadline, log)
         _say(log, "shutting down", reason=why, grace_s=grace, level="info")
         loop.call_soon_threadsafe(stop.set)

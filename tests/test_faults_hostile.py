@@ -367,11 +367,19 @@ def test_token_variable_is_stripped_and_an_empty_one_refused(spawn_bridge):
 @pytest.mark.slow
 def test_a_million_small_arguments_are_decoded_off_the_loop(bridge):
     """10+ MB of tiny arguments stalled Health for 7.7 s when the offload
-    decision counted value bytes only. A loose bound (the speed figure lives in
-    benchmarks/soak.py): gRPC's own parse of the message stays on the loop."""
+    decision counted value bytes only, and still 1.7-2 s while the map was
+    copied (dict(), GIL held throughout) before the offload decision. What
+    stays on the loop is gRPC's own parse of the message: the bound is
+    relative to that parse, timed here in this process (the speed figure
+    lives in benchmarks/soak.py)."""
     from snakepit_bridge._proto import snakepit_pb2 as pb
     from snakepit_bridge._proto import snakepit_pb2_grpc as pb_grpc
 
+    request = pb.ExecuteRequest(command="ping", args={f"k{i}": b"1" for i in range(1_000_000)})
+    data = request.SerializeToString()
+    started = time.perf_counter()
+    pb.ExecuteRequest.FromString(data)
+    parse = time.perf_counter() - started
     opts = [("grpc.max_send_message_length", 64 << 20)]
     stub = pb_grpc.SnakepitBridgeStub(grpc.insecure_channel(bridge.target, options=opts))
     probe = pb_grpc.SnakepitBridgeStub(grpc.insecure_channel(bridge.target))
@@ -388,9 +396,9 @@ def test_a_million_small_arguments_are_decoded_off_the_loop(bridge):
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
-        r = stub.Execute(pb.ExecuteRequest(command="ping", args={f"k{i}": b"1" for i in range(1_000_000)}), timeout=60)
+        r = stub.Execute(request, timeout=60)
         assert r.success, r.error
     finally:
         done.set()
         poller.join(35)
-    assert worst[0] < 3.0, f"Health waited {worst[0]:.2f}s"
+    assert worst[0] < 2.5 * parse + 0.4, f"Health waited {worst[0]:.2f}s; the message parses in {parse:.2f}s"

@@ -95,7 +95,7 @@ from typing import Any
 import orjson
 
 from .._clock import iso_utc
-from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN
+from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN, shutdown_switch_interval
 from .._lifecycle import say as _say
 from .._lifecycle import watch_parent as _watch_parent
 from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_descendants
@@ -692,6 +692,7 @@ class _Watchdog:
     def arm(self, seconds: float, reason: str) -> None:
         if next(self._armed):
             return
+        shutdown_switch_interval()  # busy handler threads must not starve the shutdown
 
         def watch() -> None:
             time.sleep(seconds)
