@@ -7,7 +7,7 @@ import sys
 # Run from a checkout without installing: the package sits beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from snakepit_bridge.cli import main  # noqa: E402
+from snakepit_bridge.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

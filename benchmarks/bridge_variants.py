@@ -28,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from snakepit_bridge import cli, server  # noqa: E402
-from snakepit_bridge._proto import snakepit_pb2 as pb  # noqa: E402
-from snakepit_bridge.transports import grpc as transport  # noqa: E402
+from snakepit_bridge import cli, server
+from snakepit_bridge._proto import snakepit_pb2 as pb
+from snakepit_bridge.transports import grpc as transport
 
 
 def _apply(variants: set[str]) -> None:

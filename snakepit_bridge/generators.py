@@ -281,7 +281,7 @@ class GeneratorStore:
             await asyncio.sleep(interval)
             try:
                 await self._reap_once(ttl)
-            except Exception:  # noqa: BLE001 - the reaper must outlive one bad close
+            except Exception:  # the reaper must outlive one bad close (logged with its traceback)
                 self.log.exception("generator reaper failed; retrying")
 
     async def _reap_once(self, ttl: float) -> None:

@@ -538,8 +538,8 @@ def _keywords(command: str, func: Callable[..., Any], params: list[inspect.Param
                 annotation = Any
             elif isinstance(annotation, str):
                 try:
-                    annotation = eval(annotation, _globals(func))  # noqa: S307
-                except Exception as exc:  # noqa: BLE001
+                    annotation = eval(annotation, _globals(func))  # noqa: S307 - the handler's own annotation
+                except Exception as exc:  # noqa: BLE001 - any failure to resolve is reported as such
                     raise TypeError(f"command {command!r}: the annotation of {p.name!r} does not resolve "
                                     f"({type(exc).__name__}: {exc})") from None
             fields.append(Field(p.name, annotation, _MISSING if p.default is p.empty else p.default))
