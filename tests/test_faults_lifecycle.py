@@ -139,15 +139,16 @@ def test_a_bad_client_ca_exits_3_naming_the_flag(tmp_path):
 def test_execute_collecting_one_huge_chunk_names_the_execute_cap(spawn_bridge):
     from snakepit_bridge.client import Client
 
-    b = spawn_bridge("--max-execute-mb", "2", "--max-stream-buffer-mb", "4")
+    # One 5 MB chunk (t_big_stream: a float64 array of that size); built-ins cut their
+    # chunks at a byte budget, so a test handler makes the huge one.
+    b = spawn_bridge("--adapter", "tests.test_payloads", "--max-execute-mb", "2", "--max-stream-buffer-mb", "4")
+    one_huge = {"count": 1, "size": 5 * 1024 * 1024}
     with Client(b.target) as c:
-        r = c.execute("process_large_dataset", {"total_rows": 200_000, "chunk_size": 200_000, "include_rows": True},
-                      timeout=30)
+        r = c.execute("t_big_stream", one_huge, timeout=30)
         assert not r.success and "--max-execute-mb" in r.error and "--max-stream-buffer-mb" not in r.error, r.error
         assert r.result.get("code") == "RESOURCE_EXHAUSTED", r.result
         # Streamed, the same chunk passes the streams' budget alone: that cap is named, and why.
-        end = list(c.stream("process_large_dataset", {"total_rows": 200_000, "chunk_size": 200_000,
-                                                       "include_rows": True}, timeout_ms=30000))[-1]
+        end = list(c.stream("t_big_stream", one_huge, timeout_ms=30000))[-1]
         assert end.is_final and "one chunk of" in end.error and "--max-stream-buffer-mb" in end.error, end.error
         assert end.data.get("code") == "RESOURCE_EXHAUSTED", end.data
 
