@@ -268,32 +268,22 @@ class AsyncPull:
 
     def _abandon(self) -> None:
         """End the iteration now and close the generator in the background."""
-        s = self._state
-        if s.closed:
-            return
-        need = s.needs_close
-        s.closed = True
-        s.buffer.clear()
+        if self._end():
+            self._client._close_later(self._state.close_request())
+
+    def _end(self) -> bool:
+        """:meth:`PullState.end`, and the batch still asked for dropped."""
+        need = self._state.end()
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
-        if need:
-            self._client._close_later(s.close_request())
+        return need
 
     async def aclose(self) -> None:
         """Close the bridge-side generator now (its ``finally`` runs); idempotent, never raises."""
-        s = self._state
-        if s.closed:
-            return
-        need = s.needs_close
-        s.closed = True
-        s.buffer.clear()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
-        if need:
+        if self._end():
             # Shielded: a second cancel of the caller must not cancel the close itself.
-            await asyncio.shield(self._client._close_task(s.close_request()))
+            await asyncio.shield(self._client._close_task(self._state.close_request()))
 
     async def __aenter__(self) -> AsyncPull:
         return await self.open()

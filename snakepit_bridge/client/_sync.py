@@ -253,12 +253,8 @@ class Pull:
         """Close the bridge-side generator now (its ``finally`` runs) and end the
         iteration. Idempotent; never raises."""
         s = self._state
-        if s.closed:
-            return
-        need = s.needs_close
-        s.closed = True
+        need = s.end()
         self._cancel_pending()
-        s.buffer.clear()
         if need:
             c = self._client
             try:
@@ -283,8 +279,7 @@ class Pull:
         s = getattr(self, "_state", None)
         if s is None or s.closed:
             return
-        need = s.needs_close
-        s.closed = True
+        need = s.end()
         try:
             self._cancel_pending()
             if need:

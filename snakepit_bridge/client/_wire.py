@@ -239,5 +239,15 @@ class PullState:
         """Whether the bridge still holds the generator (it forgets a finished one itself)."""
         return bool(self.generator_id) and self.more
 
+    def end(self) -> bool:
+        """End the iteration (idempotent); True when the bridge-side generator
+        still needs a CloseGenerator, which the caller sends its own way."""
+        if self.closed:
+            return False
+        need = self.needs_close
+        self.closed = True
+        self.buffer.clear()
+        return need
+
     def pop(self) -> StreamChunk:
         return chunk(self.buffer.popleft(), self.elixir_style)
