@@ -46,6 +46,16 @@ def _wait_marker(marker, timeout: float = 10.0) -> int:
     return int(marker.read_text() or 0)
 
 
+def _sigterm_ends_it_in_time(b, child: int) -> None:
+    """SIGTERM: the worker exits within Snakepit's 2 s, and the handler's child dies with it."""
+    started = time.monotonic()
+    b.signal(signal.SIGTERM)
+    b.proc.wait(5)
+    took = time.monotonic() - started
+    assert took < 2.0, f"took {took:.2f}s\n{b.stderr_text()}"
+    assert wait_until(lambda: not alive(child), 1.0) is not None, "the handler's child outlived the worker"
+
+
 # -- 1. exit guarantees whatever a handler does ---------------------------------------------------
 
 @linux
@@ -56,12 +66,7 @@ def test_sigterm_ends_grpc_worker_while_handler_holds_the_gil_in_c(tmp_path):
         _fire(b.target, "ops_gil_regex", {"marker": str(marker), "child": True})
         child = _wait_marker(marker)
         Client(b.target).close()
-        started = time.monotonic()
-        b.signal(signal.SIGTERM)
-        b.proc.wait(5)
-        took = time.monotonic() - started
-        assert took < 2.0, f"took {took:.2f}s\n{b.stderr_text()}"
-        assert wait_until(lambda: not alive(child), 1.0) is not None, "the handler's child outlived the worker"
+        _sigterm_ends_it_in_time(b, child)
         assert "did not exit in time" in b.stderr_text()
 
 
@@ -88,12 +93,7 @@ def test_sigterm_with_four_cpu_bound_threads_exits_in_time(tmp_path):
         _fire(b.target, "ops_busy", {}, n=4)
         _fire(b.target, "ops_gil_regex", {"marker": str(marker), "child": True, "n": 10})  # a child to kill
         child = _wait_marker(marker)
-        started = time.monotonic()
-        b.signal(signal.SIGTERM)
-        b.proc.wait(5)
-        took = time.monotonic() - started
-        assert took < 2.0, f"took {took:.2f}s\n{b.stderr_text()}"
-        assert wait_until(lambda: not alive(child), 1.0) is not None
+        _sigterm_ends_it_in_time(b, child)
 
 
 # The parent: start the worker (gRPC or stdio) with pipes it holds, as a pool
