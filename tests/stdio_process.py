@@ -137,8 +137,11 @@ class StdioBridge:
         self.frames.put(_END)
 
     def _read_stderr(self) -> None:
-        for line in iter(self.proc.stderr.readline, b""):
-            self._stderr.append(line)
+        try:
+            for line in iter(self.proc.stderr.readline, b""):
+                self._stderr.append(line)
+        except (OSError, ValueError):  # __exit__ closed the pipe under a worker's child that kept it open
+            pass
 
     def stderr_text(self) -> str:
         return b"".join(self._stderr).decode(errors="replace")
@@ -243,6 +246,7 @@ class StdioBridge:
                 self.proc.wait(3)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._stderr_thread.join(1)  # the worker is gone: its stderr ends, unless a child of it holds the pipe
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 stream.close()
