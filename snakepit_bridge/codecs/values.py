@@ -119,7 +119,7 @@ import msgpack
 import orjson
 
 from ..errors import InvalidArgument
-from . import npy
+from . import nesting, npy
 
 __all__ = [
     "ACCEPT_ALL", "ACCEPT_NONE", "BINARY_ENCODINGS", "DEFAULT_THRESHOLD", "ENCODINGS", "JSON", "MSGPACK", "NPY",
@@ -773,18 +773,21 @@ def decode_value(data: bytes, encoding: str | None = None) -> Any:
     """One incoming value; ``encoding`` None follows CONTRACT.md §3 (JSON,
     else UTF-8 text, else the bytes). Raises ``ValueError`` (or a subclass)
     for data its encoding cannot decode, :class:`InvalidArgument` for an
-    unknown encoding."""
+    unknown encoding or a value nested more than
+    :data:`~.nesting.MAX_DEPTH` levels deep (:mod:`.nesting`)."""
     if not encoding:
         try:
-            return loads_json(data)
+            value = loads_json(data)
         except ValueError:
             pass
+        else:
+            return nesting.check_json(data, value)
         try:
             return str(data, "utf-8")
         except UnicodeDecodeError:
             return data
     if encoding == JSON:
-        return loads_json(data)
+        return nesting.check_json(data, loads_json(data))
     if encoding == UTF8:
         return str(data, "utf-8")
     if encoding == RAW:
@@ -793,9 +796,10 @@ def decode_value(data: bytes, encoding: str | None = None) -> Any:
         return npy.loads(data)
     if encoding == MSGPACK:
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise ValueError(f"not MessagePack ({type(exc).__name__}: {exc})") from None
+        return nesting.check(value, data=data)
     raise InvalidArgument(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
 
 
