@@ -31,6 +31,7 @@ item, and bounded by the message limit (``--max-message-mb``).
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from itertools import islice
 from operator import itemgetter
@@ -71,12 +72,12 @@ def dumps_json(value: Any, default: Any) -> bytes:
     pass ``_PIECE`` bytes."""
     if _json_walk(value, _PIECE) is False:
         return _dumps_json_whole(value, default)
-    out: list[Any] = []
+    out = _Out()
     try:
         _json_pieces(value, default, 0, out)
     except _Whole:
         return _dumps_json_whole(value, default)
-    return b"".join(out)
+    return out.getvalue()
 
 
 def dumps_msgpack(value: Any) -> bytes:
@@ -85,12 +86,24 @@ def dumps_msgpack(value: Any) -> bytes:
     t = type(value)
     if not (t is list or t is tuple or t is dict) or _json_walk(value, _PIECE) is False:
         return _dumps_msgpack_whole(value)
-    out: list[Any] = []
+    out = _Out()
     try:
         _msgpack_pieces(value, 0, out)
     except _Whole:
         return _dumps_msgpack_whole(value)
-    return b"".join(out)
+    return out.getvalue()
+
+
+class _Out(io.BytesIO):
+    """The text so far. Each piece is copied in as it comes, so its own
+    buffer is freed at once and the next piece reuses that memory; the
+    buffer grows in place (realloc) and ``getvalue()`` hands it over without
+    a copy. A list of pieces joined at the end touched twice the fresh
+    memory of one call, and on a virtual machine the page faults of fresh
+    memory cost more than the copy (10 MB of floats: 22 vs 17.5 ms, one
+    call 14 ms)."""
+
+    append = io.BytesIO.write
 
 
 # -- the slicing both encoders share ------------------------------------------------------------
@@ -112,8 +125,11 @@ def _runs(value: Any, run: Callable[[Sequence[Any]], int], alone: Callable[[Any]
             part, pending = pending[:k], pending[k:]
         big = _first_big(part, pairs is not None)
         if big is None:
-            k = _next_k(k, run(part), len(part))
-            i += len(part)
+            m = len(part)
+            size = run(part)
+            del part  # before the next slice: its memory is the next one's
+            k = _next_k(k, size, m)
+            i += m
             continue
         if big:
             k = _next_k(k, run(part[:big]), big)
@@ -191,8 +207,8 @@ def _json_piece(value: Any, default: Any, depth: int, strip: int) -> Any:
     return memoryview(data)[cut:len(data) - cut] if cut else data
 
 
-def _json_pieces(value: Any, default: Any, depth: int, out: list[Any]) -> None:
-    """Append the JSON text of ``value`` (``depth`` containers deep) to ``out`` in pieces."""
+def _json_pieces(value: Any, default: Any, depth: int, out: Any) -> None:
+    """Append the JSON text of ``value`` (``depth`` containers deep) to ``out`` (an :class:`_Out`) in pieces."""
     t = type(value)
     if depth > _MAX_SPLIT_DEPTH:
         out.append(_json_piece(value, default, depth, 0))
@@ -215,13 +231,13 @@ def _json_pieces(value: Any, default: Any, depth: int, out: list[Any]) -> None:
         out.append(_json_piece(value, default, depth, 0))
 
 
-def _json_container(value: Any, default: Any, depth: int, out: list[Any]) -> None:
+def _json_container(value: Any, default: Any, depth: int, out: _Out) -> None:
     is_dict = type(value) is dict
     out.append(b"{" if is_dict else b"[")
-    start = len(out)
+    start = out.tell()
 
     def comma() -> None:
-        if len(out) > start:
+        if out.tell() > start:
             out.append(b",")
 
     def run(part: Sequence[Any]) -> int:
@@ -242,7 +258,7 @@ def _json_container(value: Any, default: Any, depth: int, out: list[Any]) -> Non
     out.append(b"}" if is_dict else b"]")
 
 
-def _array_pieces(a: Any, default: Any, depth: int, out: list[Any]) -> None:
+def _array_pieces(a: Any, default: Any, depth: int, out: Any) -> None:
     """A numpy array in slices along its first axis (each encoded as the whole
     is: natively by orjson, or through ``default``); rows longer than a piece
     each in their own pieces."""
@@ -300,7 +316,8 @@ def _msgpack_piece(value: Any, depth: int, header: int) -> Any:
     return memoryview(data)[cut:] if cut else data
 
 
-def _msgpack_pieces(value: Any, depth: int, out: list[Any]) -> None:
+def _msgpack_pieces(value: Any, depth: int, out: Any) -> None:
+    """Append the MessagePack of ``value`` (``depth`` containers deep) to ``out`` (``append``) in pieces."""
     t = type(value)
     if depth > _MAX_SPLIT_DEPTH or not (t is list or t is tuple or t is dict):
         out.append(_msgpack_piece(value, depth, 0))
