@@ -27,7 +27,7 @@ for a caller that accepts the binary encodings ``accept`` (the request's
   carry (an int beyond 64 bits) stays JSON at any size.
 
 Off the event loop (in dispatch's worker threads), a value whose JSON may
-pass ~512 KiB is encoded in pieces (:mod:`.pieces`), the same bytes as one
+pass ~256 KiB is encoded in pieces (:mod:`.pieces`), the same bytes as one
 call (:func:`dumps_json`, :func:`_dumps_msgpack`): orjson and msgpack hold
 the GIL for a whole call, which would stall the loop thread for all of it.
 
@@ -268,7 +268,7 @@ def dumps_json(value: Any, default: Any = None) -> bytes:
     ``ValueError`` for a value JSON cannot carry.
 
     In dispatch's worker threads (:func:`encode_in_pieces`), a value whose
-    JSON may pass ~512 KiB is encoded in pieces of about that size
+    JSON may pass ~256 KiB is encoded in pieces of about that size
     (:mod:`.pieces`), byte for byte the same text: orjson holds the GIL for
     a whole call, so one call over 10 MB would stall the loop thread (Health
     and every other call) for all of its tens of ms."""
