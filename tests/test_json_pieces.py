@@ -41,6 +41,7 @@ def tiny_pieces(monkeypatch):
     monkeypatch.setattr(p, "_ARRAY_PIECE", 4)
     monkeypatch.setattr(p, "_FIRST", 2)
     monkeypatch.setattr(p, "_SAMPLE", 2)
+    monkeypatch.setattr(p, "_EXACT", 3)  # longer slices trust the sample alone
 
 
 DTYPES = ["float64", "float32", "float16", "int64", "int8", "uint32", "bool", "complex64", "object"]
@@ -144,10 +145,9 @@ def test_each_piece_holds_the_gil_briefly():
 
     floats = np.random.default_rng(1).random(1_000_000).tolist()
     for value in (floats, ['"\\\n\t' * 500 + str(i) for i in range(4000)],
-                  # Big items among small ones, where a slice's sample sees them (the
-                  # first and the last item): cut on their own too. One that falls
-                  # between the sampled items is encoded with its slice (docs: the worst case).
-                  [floats] + [1.0] * 1000 + [{"x": floats}]):
+                  # Big items among small ones: cut on their own too (found by a slice's
+                  # sample, or, in a short slice of numbers, by every item's type).
+                  [floats] + [1.0] * 1000 + [{"x": floats}], [1.0] * 1000 + [floats] + [{"x": floats}]):
         longest[0] = 0.0
         t0 = time.thread_time()
         whole = v._dumps_json_whole(value, v._json_default)
