@@ -500,8 +500,8 @@ def decode_value(data: bytes, encoding: str | None = None) -> Any:
             value = loads_json(data)
         except ValueError:
             pass
-        else:
-            return nesting.check_json(data, value)
+        else:  # a text this short cannot nest deeper (the common small argument: no call)
+            return value if len(data) <= nesting.MAX_DEPTH else nesting.check_json(data, value)
         try:
             return str(data, "utf-8")
         except UnicodeDecodeError:
