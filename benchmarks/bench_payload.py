@@ -18,6 +18,8 @@ client sends), so its answers follow the 10 KB rule (the ``wire`` column).
 :func:`json_answer` prices the answer a Snakepit 0.3 caller gets for a 10 MB
 value (it names no encodings: JSON at any size) against the target "no more
 than 1.2x ``orjson.dumps`` of the value on top of the bare servicer's echo".
+Run as a module (:func:`main`), it compares that answer across checkouts
+(``--bridge NAME=SCRIPT``), or runs the in-process pieces rows (``--pieces``).
 """
 from __future__ import annotations
 
