@@ -18,10 +18,15 @@ client sends), so its answers follow the 10 KB rule (the ``wire`` column).
 :func:`json_answer` prices the answer a Snakepit 0.3 caller gets for a 10 MB
 value (it names no encodings: JSON at any size) against the target "no more
 than 1.2x ``orjson.dumps`` of the value on top of the bare servicer's echo".
+Run as a module (:func:`main`), it compares that answer across checkouts
+(``--bridge NAME=SCRIPT``), or runs the in-process pieces rows (``--pieces``).
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import gc
+import sys
 import time
 from typing import Any
 
@@ -170,26 +175,51 @@ def json_answer(bridge: Server, bare: Server, quick: bool, size: int = 10_000_00
     ``orjson.dumps`` of the value. Each round times all four (the two calls,
     then loads and dumps in-process), so a change in the machine's load hits
     them alike; the figures are medians of the rounds."""
+    m, cpu, data_len, reps = answer_rounds({"bridge": bridge}, bare, 3 if quick else 10, size)
+    section = f"{size / 1e6:g} MB JSON answer to a Snakepit 0.3 caller (list of floats, no accept_encodings)"
+    return [
+        Row(section, "echo round trip", "ms", m["bridge"], m["bare"], bridge_cpu=cpu["bridge"], bare_cpu=cpu["bare"],
+            cpu_unit="ms/call", note=f"{data_len / 1e6:.1f} MB each way; {reps} rounds"),
+        Row(section, "answer's cost: bridge - bare - orjson.loads", "ms", m["answer:bridge"], 1.2 * m["dumps"],
+            note=f"bare column: the target, 1.2 x orjson.dumps ({m['dumps']:.1f} ms); "
+                 f"orjson.loads {m['loads']:.1f} ms"),
+        # CPU time moves less with the machine's load than wall time does.
+        Row(section, "answer's server CPU: bridge - bare - orjson.loads", "ms CPU",
+            cpu["bridge"] - cpu["bare"] - m["loads_cpu"], 1.2 * m["dumps_cpu"],
+            note=f"bare column: the target, 1.2 x orjson.dumps ({m['dumps_cpu']:.1f} ms CPU); "
+                 f"orjson.loads {m['loads_cpu']:.1f} ms CPU"),
+    ]
+
+
+def answer_rounds(bridges: dict[str, Server], bare: Server, reps: int, size: int = 10_000_000
+                  ) -> tuple[dict[str, float], dict[str, float], int, int]:
+    """:func:`json_answer`'s rounds for one or more bridges (an A/B of commits:
+    :func:`main`): each round calls every bridge and the bare servicer in
+    turn, then times ``orjson.loads`` and ``orjson.dumps`` in-process.
+    Returns medians (``<name>``, ``bare``, ``loads``, ``dumps``, ``loads_cpu``,
+    ``dumps_cpu``, ``answer:<name>`` = name - bare - loads of the same round),
+    server CPU per call (ms) by name, the argument's size and the rounds."""
     value = make_value("json", size)
     req = request("json", value)
     assert not req.accept_encodings
     data = req.args["data"]
-    reps = 3 if quick else 10
-    rounds: dict[str, list[float]] = {key: [] for key in ("bridge", "bare", "loads", "dumps", "answer", "loads_cpu",
-                                                          "dumps_cpu")}
-    with grpc.insecure_channel(bridge.target, OPTIONS) as cb, grpc.insecure_channel(bare.target, OPTIONS) as c0:
-        stubs = {"bridge": pb_grpc.SnakepitBridgeStub(cb), "bare": pb_grpc.SnakepitBridgeStub(c0)}
-        response = stubs["bridge"].Execute(req, timeout=120)  # warm up both
-        stubs["bare"].Execute(req, timeout=120)
-        if response.encodings:
-            raise RuntimeError(f"a 0.3 caller got binary values: {dict(response.encodings)}")
-        del response
-        cpu = {"bridge": bridge.cpu(), "bare": bare.cpu()}
+    servers = {**bridges, "bare": bare}
+    rounds: dict[str, list[float]] = {key: [] for key in (*servers, "loads", "dumps", "loads_cpu", "dumps_cpu",
+                                                          *(f"answer:{name}" for name in bridges))}
+    with contextlib.ExitStack() as stack:
+        stubs = {name: pb_grpc.SnakepitBridgeStub(stack.enter_context(grpc.insecure_channel(s.target, OPTIONS)))
+                 for name, s in servers.items()}
+        for name, stub in stubs.items():  # warm up
+            response = stub.Execute(req, timeout=120)
+            if name != "bare" and response.encodings:
+                raise RuntimeError(f"a 0.3 caller got binary values: {dict(response.encodings)}")
+            del response
+        cpu = {name: s.cpu() for name, s in servers.items()}
         for _ in range(reps):
-            for key in ("bridge", "bare"):
+            for name, stub in stubs.items():
                 t0 = time.perf_counter()
-                r = stubs[key].Execute(req, timeout=120)
-                rounds[key].append((time.perf_counter() - t0) * 1000)
+                r = stub.Execute(req, timeout=120)
+                rounds[name].append((time.perf_counter() - t0) * 1000)
                 if not r.success:
                     raise RuntimeError(f"echo failed: {r.error[:300]}")
                 del r
@@ -203,23 +233,10 @@ def json_answer(bridge: Server, bare: Server, quick: bool, size: int = 10_000_00
             rounds["dumps"].append((t2 - t1) * 1000)
             rounds["loads_cpu"].append((c1 - c0) * 1000)
             rounds["dumps_cpu"].append((c2 - c1) * 1000)
-            rounds["answer"].append(rounds["bridge"][-1] - rounds["bare"][-1] - rounds["loads"][-1])
-        bridge_cpu = (bridge.cpu() - cpu["bridge"]) / reps * 1000
-        bare_cpu = (bare.cpu() - cpu["bare"]) / reps * 1000
-    m = {key: median(values) for key, values in rounds.items()}
-    section = f"{size / 1e6:g} MB JSON answer to a Snakepit 0.3 caller (list of floats, no accept_encodings)"
-    return [
-        Row(section, "echo round trip", "ms", m["bridge"], m["bare"], bridge_cpu=bridge_cpu, bare_cpu=bare_cpu,
-            cpu_unit="ms/call", note=f"{len(data) / 1e6:.1f} MB each way; {reps} rounds"),
-        Row(section, "answer's cost: bridge - bare - orjson.loads", "ms", m["answer"], 1.2 * m["dumps"],
-            note=f"bare column: the target, 1.2 x orjson.dumps ({m['dumps']:.1f} ms); "
-                 f"orjson.loads {m['loads']:.1f} ms"),
-        # CPU time moves less with the machine's load than wall time does.
-        Row(section, "answer's server CPU: bridge - bare - orjson.loads", "ms CPU",
-            bridge_cpu - bare_cpu - m["loads_cpu"], 1.2 * m["dumps_cpu"],
-            note=f"bare column: the target, 1.2 x orjson.dumps ({m['dumps_cpu']:.1f} ms CPU); "
-                 f"orjson.loads {m['loads_cpu']:.1f} ms CPU"),
-    ]
+            for name in bridges:
+                rounds[f"answer:{name}"].append(rounds[name][-1] - rounds["bare"][-1] - rounds["loads"][-1])
+        server_cpu = {name: (s.cpu() - cpu[name]) / reps * 1000 for name, s in servers.items()}
+    return {key: median(values) for key, values in rounds.items()}, server_cpu, len(data), reps
 
 
 def json_pieces(quick: bool, size: int = 10_000_000) -> list[Row]:
@@ -313,3 +330,46 @@ def json_baseline(bridge: Server, json_bridge: Server, bare: Server, quick: bool
     rows += json_answer(bridge, bare, quick)
     rows += json_pieces(quick)
     return rows, figures
+
+
+def main() -> None:
+    """An interleaved A/B of the 10 MB JSON answer (and, in-process, of the
+    piece encoder: ``--pieces``), outside ``make bench``::
+
+        .venv/bin/python -m benchmarks.bench_payload --bridge base=/tmp/base/grpc_bridge.py --rounds 10
+        .venv/bin/python -m benchmarks.bench_payload --pieces
+
+    Every bridge runs ``--adapter benchmarks.handlers`` (a checkout's own, found
+    beside its script); this checkout's bridge is always one of them."""
+    from .procs import BRIDGE, bare_grpc_cmd
+
+    p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0] if main.__doc__ else None)
+    p.add_argument("--bridge", action="append", default=[], metavar="NAME=SCRIPT",
+                   help="another checkout's grpc_bridge.py (repeatable)")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--pieces", action="store_true", help="only the in-process piece encoder rows")
+    ns = p.parse_args()
+    if ns.pieces:
+        for row in json_pieces(ns.rounds < 7):
+            print(f"{row.name}: {row.bridge:.2f} vs {row.bare:.2f} {row.unit} ({row.note})", flush=True)
+        return
+    scripts = {"this checkout": str(BRIDGE)}
+    for spec in ns.bridge:
+        name, _, script = spec.partition("=")
+        scripts[name] = script
+    with contextlib.ExitStack() as stack:
+        bridges = {name: stack.enter_context(Server([sys.executable, script, "--port", "0",
+                                                     "--adapter", "benchmarks.handlers"]))
+                   for name, script in scripts.items()}
+        bare = stack.enter_context(Server(bare_grpc_cmd("--port", "0")))
+        m, cpu, data_len, reps = answer_rounds(bridges, bare, ns.rounds)
+    print(f"10 MB JSON answer ({data_len / 1e6:.1f} MB each way, {reps} rounds): target 1.2 x orjson.dumps = "
+          f"{1.2 * m['dumps']:.1f} ms ({1.2 * m['dumps_cpu']:.1f} ms CPU); orjson.loads {m['loads']:.1f} ms "
+          f"({m['loads_cpu']:.1f} ms CPU); bare echo {m['bare']:.1f} ms, {cpu['bare']:.1f} ms CPU/call")
+    for name in bridges:
+        print(f"{name:>16}: echo {m[name]:6.1f} ms, answer {m['answer:' + name]:6.1f} ms; server CPU "
+              f"{cpu[name]:6.1f} ms/call, answer {cpu[name] - cpu['bare'] - m['loads_cpu']:6.1f} ms CPU", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -57,7 +57,7 @@ from .chunks import Chunk, ChunkError, Final, as_chunk_data, encoded_chunk, to_c
 from .codecs.values import encode_in_pieces, json_costly
 from .config import Config
 from .context import Context
-from .errors import BridgeError, DeadlineExceeded, InvalidArgument, ResourceExhausted, ShuttingDown
+from .errors import BridgeError, DeadlineExceeded, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 from .registry import Handler, Kind, Registry
 from .sessions import SessionStore, session_name
@@ -68,10 +68,6 @@ __all__ = ["Dispatcher", "Request", "Result", "Stats"]
 CLOSE_WAIT = 0.25
 # Arguments larger than this (wire bytes) are decoded in a worker thread.
 OFFLOAD_BYTES = 1 << 20
-#: Deepest nesting of lists/maps accepted in arguments. Results are encoded
-#: with orjson, whose limit is 255 levels; a command may wrap its arguments in
-#: a few more (echo, Execute's collected chunks), so arguments stop well below.
-MAX_DEPTH = 200
 # What becomes a call's error: a handler's sys.exit() must fail its call, not stop the
 # worker. Not CancelledError or GeneratorExit: they are how a call is cancelled.
 _FAILURES = (Exception, SystemExit, KeyboardInterrupt)
@@ -153,7 +149,7 @@ class Dispatcher:
             try:
                 # A handler that takes no context gets none: it would only be built and dropped.
                 ctx = self._context(req, handler) if handler.takes_ctx else None
-                args = _shallow(req.args) if handler.params is None else handler.params.bind(_shallow(req.args))
+                args = req.args if handler.params is None else handler.params.bind(req.args)
                 return self._succeeded(handler.invoke(args, ctx), req)
             except _FAILURES as exc:
                 return self._failed(exc, req, obs)
@@ -254,9 +250,7 @@ class Dispatcher:
                 req.args, req.bound = await asyncio.get_running_loop().run_in_executor(
                     self.executor, _decode_and_bind, decode, hints, params)
                 return handler
-            req.args = _shallow(decode(hints) if hints else decode())
-        else:
-            _shallow(req.args)
+            req.args = decode(hints) if hints else decode()
         if params is not None and req.bound is None:
             req.bound = params.bind(req.args)
         return handler
@@ -584,30 +578,8 @@ class _Observed:
 
 def _decode_and_bind(decode: Callable[..., dict[str, Any]], hints: dict[str, str] | None,
                      params: Any) -> tuple[dict[str, Any], Any]:
-    args = _shallow(decode(hints) if hints else decode())
+    args = decode(hints) if hints else decode()
     return args, (params.bind(args) if params is not None else None)
-
-
-def _shallow(args: dict[str, Any]) -> dict[str, Any]:
-    """``args``, if no value nests lists/maps deeper than MAX_DEPTH (else
-    INVALID_ARGUMENT: such a value would fail later, in a handler's recursion
-    or the encoder, as a crash). Walks containers only, without recursion."""
-    stack: list[tuple[Any, int]] = [(v, 1) for v in args.values() if isinstance(v, _NESTED)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidArgument(f"an argument is nested more than {MAX_DEPTH} levels deep")
-        items = value.values() if isinstance(value, dict) else value
-        # The types present, at C speed: a wide list of numbers or strings (the
-        # common large argument) holds no container and needs no Python loop.
-        if _NESTED_TYPES.isdisjoint(set(map(type, items))):
-            continue
-        stack.extend((v, depth + 1) for v in items if isinstance(v, _NESTED))
-    return args
-
-
-_NESTED = (list, dict, tuple)
-_NESTED_TYPES = frozenset(_NESTED)  # decoders build exactly these types, never subclasses
 
 
 def _chunk_bytes(item: Any) -> int:

@@ -323,13 +323,15 @@ def test_deep_nesting_is_invalid_argument_not_a_crash(bridge):
     stub = pb_grpc.SnakepitBridgeStub(grpc.insecure_channel(bridge.target))
     deep = ("[" * 600 + "]" * 600).encode()
     r = stub.Execute(pb.ExecuteRequest(command="echo", args={"x": deep}), timeout=10)
-    assert not r.success and "nested more than" in r.error and "Traceback" not in r.error
+    assert not r.success and "argument 'x'" in r.error and "nested more than 200" in r.error
+    assert "Traceback" not in r.error
     assert "RecursionError" not in bridge.stderr_text()
     with StdioBridge(protocol="json") as s:
         rid = s.new_id()
         s.send_raw(b'{"id": %d, "command": "echo", "args": {"x": %s}}' % (rid, deep))
         reply = s.recv()
-        assert reply["id"] == rid and not reply["success"] and "nested more than" in reply["error"]
+        assert reply["id"] == rid and not reply["success"] and "nested more than 200" in reply["error"]
+        assert reply["error"].startswith("bad frame")
 
 
 def test_tls_key_that_does_not_match_exits_3_saying_so(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from snakepit_bridge.codecs import pieces as p
 from snakepit_bridge.codecs import values as v
 from snakepit_bridge.dispatch import Dispatcher, Request
 from snakepit_bridge.registry import Registry
@@ -24,7 +25,7 @@ DEFAULTS = {"plain": v._json_default, "bytes as text": v._json_default_text}
 def both(value: Any, default: Any) -> tuple[Any, Any]:
     """(one-shot, pieces): bytes, or the exception's type and message."""
     out = []
-    for encode in (v._dumps_json_whole, v._dumps_json_pieces):
+    for encode in (v._dumps_json_whole, p.dumps_json):
         try:
             out.append(encode(value, default))
         except Exception as exc:  # noqa: BLE001 - compared, not hidden
@@ -35,10 +36,12 @@ def both(value: Any, default: Any) -> tuple[Any, Any]:
 @pytest.fixture
 def tiny_pieces(monkeypatch):
     """Pieces of a few bytes, so that small random values are split everywhere."""
-    monkeypatch.setattr(v, "_PIECE", 24)
-    monkeypatch.setattr(v, "_STR_PIECE", 3)
-    monkeypatch.setattr(v, "_ARRAY_PIECE", 4)
-    monkeypatch.setattr(v, "_FLAT_LEAVES", 6)
+    monkeypatch.setattr(p, "_PIECE", 24)
+    monkeypatch.setattr(p, "_STR_PIECE", 3)
+    monkeypatch.setattr(p, "_ARRAY_PIECE", 4)
+    monkeypatch.setattr(p, "_FIRST", 2)
+    monkeypatch.setattr(p, "_SAMPLE", 2)
+    monkeypatch.setattr(p, "_EXACT", 3)  # longer slices trust the sample alone
 
 
 DTYPES = ["float64", "float32", "float16", "int64", "int8", "uint32", "bool", "complex64", "object"]
@@ -109,19 +112,19 @@ def test_large_values_off_the_loop(name):
     value = large_values()[name]
     got: list[bytes] = []
     pieces: list[int] = []
-    real = v._json_piece
+    real = p._json_piece
 
     def counting(*args: Any) -> Any:
         pieces.append(1)
         return real(*args)
 
-    v._json_piece = counting  # type: ignore[assignment]
+    p._json_piece = counting  # type: ignore[assignment]
     try:
         t = threading.Thread(target=lambda: (v.encode_in_pieces(), got.append(v.dumps_json(value))))
         t.start()
         t.join()
     finally:
-        v._json_piece = real  # type: ignore[assignment]
+        p._json_piece = real  # type: ignore[assignment]
     assert got[0] == v._dumps_json_whole(value, v._json_default)
     assert len(pieces) > 5  # it was split
 
@@ -130,7 +133,7 @@ def test_each_piece_holds_the_gil_briefly():
     """The longest single orjson call (thread CPU time: the machine's load
     does not count) is a small part of the one-shot call's, for values whose
     JSON is fast (floats) and slow (escaped strings)."""
-    real = v._json_piece
+    real = p._json_piece
     longest = [0.0]
 
     def timed(*args: Any) -> Any:
@@ -142,16 +145,18 @@ def test_each_piece_holds_the_gil_briefly():
 
     floats = np.random.default_rng(1).random(1_000_000).tolist()
     for value in (floats, ['"\\\n\t' * 500 + str(i) for i in range(4000)],
-                  [1.0] * 1000 + [floats] + [{"x": floats}]):  # big items among small ones: split too
+                  # Big items among small ones: cut on their own too (found by a slice's
+                  # sample, or, in a short slice of numbers, by every item's type).
+                  [floats] + [1.0] * 1000 + [{"x": floats}], [1.0] * 1000 + [floats] + [{"x": floats}]):
         longest[0] = 0.0
         t0 = time.thread_time()
         whole = v._dumps_json_whole(value, v._json_default)
         one_call = time.thread_time() - t0
-        v._json_piece = timed  # type: ignore[assignment]
+        p._json_piece = timed  # type: ignore[assignment]
         try:
-            assert v._dumps_json_pieces(value, v._json_default) == whole
+            assert p.dumps_json(value, v._json_default) == whole
         finally:
-            v._json_piece = real  # type: ignore[assignment]
+            p._json_piece = real  # type: ignore[assignment]
         assert longest[0] < 0.15 * one_call, (longest[0], one_call)
 
 
@@ -168,7 +173,7 @@ def both_msgpack(value: Any) -> tuple[Any, Any]:
 
 def _pieces_msgpack(value: Any) -> bytes:
     out: list[Any] = []
-    v._msgpack_pieces(value, 0, out)
+    p._msgpack_pieces(value, 0, out)
     return b"".join(out)
 
 
@@ -191,7 +196,7 @@ def test_large_msgpack_off_the_loop(name):
     t.join()
     assert got[0] == v._dumps_msgpack_whole(value)
     parts: list[Any] = []
-    v._msgpack_pieces(value, 0, parts)
+    p._msgpack_pieces(value, 0, parts)
     assert len(parts) > 5
 
 
@@ -224,20 +229,20 @@ def test_long_string_for_a_json_caller_in_pieces():
     """A 0.3 caller's long string result is JSON, in pieces in a worker thread."""
     text = '"\\\n\t' * 300_000 + "é😀"
     pieces: list[int] = []
-    real = v._json_piece
+    real = p._json_piece
 
     def counting(*args: Any) -> Any:
         pieces.append(1)
         return real(*args)
 
     got: list[Any] = []
-    v._json_piece = counting  # type: ignore[assignment]
+    p._json_piece = counting  # type: ignore[assignment]
     try:
         t = threading.Thread(target=lambda: (v.encode_in_pieces(),
                                              got.append(v.encode_value(text, accept=v.ACCEPT_NONE))))
         t.start()
         t.join()
     finally:
-        v._json_piece = real  # type: ignore[assignment]
+        p._json_piece = real  # type: ignore[assignment]
     assert got[0] == (orjson.dumps(text), "json")
     assert len(pieces) >= 4

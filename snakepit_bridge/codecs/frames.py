@@ -37,9 +37,15 @@ from typing import Any
 import msgpack
 import orjson
 
+from . import nesting
 from .values import dumps_json, loads_json
 
 __all__ = ["CODECS", "Codec", "Encoded", "JsonCodec", "MsgpackCodec", "PayloadError"]
+
+
+# A frame is a map holding the args map: its arguments are two levels down
+# (checked where a frame is decoded, as gRPC args are: :mod:`.nesting`).
+_FRAME_DEPTH = nesting.MAX_DEPTH + 2
 
 
 class PayloadError(ValueError):
@@ -119,9 +125,10 @@ class JsonCodec(Codec):
     def decode(self, payload: bytes | bytearray) -> Any:
         try:
             # Not orjson.loads: it turns integers beyond 64 bits into floats.
-            return loads_json(payload)
+            obj = loads_json(payload)
         except ValueError as exc:  # orjson's and the standard library's decode errors
             raise PayloadError(f"invalid JSON: {exc}") from None
+        return nesting.check_json(payload, obj, _FRAME_DEPTH, PayloadError)
 
     def encode_value(self, value: Any) -> bytes:
         # orjson, with integers beyond 64 bits spliced in exactly and very deep
@@ -163,18 +170,20 @@ class MsgpackCodec(Codec):
 
     def decode(self, payload: bytes | bytearray) -> Any:
         try:
-            return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         except UnicodeDecodeError:
             pass  # a str that is not UTF-8 (Msgpax sends binaries as str): keep it as bytes
         except Exception as exc:  # noqa: BLE001 - any unpacker failure is bad input
             # str(exc), not exc: an exception object is always truthy, and
             # some unpacker errors have an empty message.
             raise PayloadError(f"invalid MessagePack: {str(exc) or type(exc).__name__}") from None
+        else:
+            return nesting.check(obj, _FRAME_DEPTH, payload, PayloadError)
         try:
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="surrogateescape")
         except Exception as exc:  # noqa: BLE001
             raise PayloadError(f"invalid MessagePack: {str(exc) or type(exc).__name__}") from None
-        return _unescape(obj)
+        return _unescape(nesting.check(obj, _FRAME_DEPTH, payload, PayloadError))
 
     def encode_value(self, value: Any) -> bytes:
         return msgpack.packb(value, default=_plain, use_bin_type=True, datetime=False)

@@ -27,9 +27,9 @@ for a caller that accepts the binary encodings ``accept`` (the request's
   carry (an int beyond 64 bits) stays JSON at any size.
 
 Off the event loop (in dispatch's worker threads), a value whose JSON may
-pass ~512 KiB is encoded in pieces, the same bytes as one call
-(:func:`dumps_json`, :func:`_dumps_msgpack`): orjson and msgpack hold the
-GIL for a whole call, which would stall the loop thread for all of it.
+pass ~256 KiB is encoded in pieces (:mod:`.pieces`), the same bytes as one
+call (:func:`dumps_json`, :func:`_dumps_msgpack`): orjson and msgpack hold
+the GIL for a whole call, which would stall the loop thread for all of it.
 
 With ``accept`` empty (a caller that names no encodings, as Snakepit 0.3's
 Elixir client) every value but bytes and complex arrays is JSON at any size:
@@ -112,14 +112,13 @@ import math
 import re
 import threading
 from collections.abc import Mapping
-from itertools import chain, islice
 from typing import Any
 
 import msgpack
 import orjson
 
 from ..errors import InvalidArgument
-from . import npy
+from . import nesting, npy
 
 __all__ = [
     "ACCEPT_ALL", "ACCEPT_NONE", "BINARY_ENCODINGS", "DEFAULT_THRESHOLD", "ENCODINGS", "JSON", "MSGPACK", "NPY",
@@ -149,6 +148,9 @@ _INT64 = (-(2**63), 2**64 - 1)  # what orjson writes itself
 # Python refuses str<->int beyond this many digits (sys.get_int_max_str_digits,
 # a guard against quadratic conversion); longer ints are converted in parts.
 _DIGIT_PART = 4000
+# Characters of a string encoded in one piece (~2 ms when every one is escaped):
+# a longer one, for a caller that takes no utf8, may go in pieces (.pieces).
+_STR_PIECE = 1 << 18
 
 
 def accepted(names: Any) -> frozenset[str]:
@@ -266,13 +268,15 @@ def dumps_json(value: Any, default: Any = None) -> bytes:
     ``ValueError`` for a value JSON cannot carry.
 
     In dispatch's worker threads (:func:`encode_in_pieces`), a value whose
-    JSON may pass ~512 KiB is encoded in pieces of about that size
-    (:func:`_dumps_json_pieces`), byte for byte the same text: orjson holds
-    the GIL for a whole call, so one call over 10 MB would stall the loop
-    thread (Health and every other call) for all of its ~50 ms."""
+    JSON may pass ~256 KiB is encoded in pieces of about that size
+    (:mod:`.pieces`), byte for byte the same text: orjson holds the GIL for
+    a whole call, so one call over 10 MB would stall the loop thread (Health
+    and every other call) for all of its tens of ms."""
     default = default or _json_default
-    if type(value) not in _SCALAR_TYPES and _in_pieces() and _json_walk(value, _PIECE) is not False:
-        return _dumps_json_pieces(value, default)
+    if type(value) not in _SCALAR_TYPES and _in_pieces():
+        from .pieces import dumps_json as in_pieces  # it builds on this module's one-call encoders
+
+        return in_pieces(value, default)
     return _dumps_json_whole(value, default)
 
 
@@ -308,211 +312,6 @@ def _dumps_json_whole(value: Any, default: Any) -> bytes:
         raise first from None
 
 
-# The chunked JSON encoder. Each piece is one orjson call of about _PIECE
-# bytes of text (~1-2 ms); between pieces Python code runs, so a thread that
-# waits for the GIL (the event loop's) gets it within the switch interval
-# (5 ms) plus one piece. The pieces are exactly the one-shot text: each is
-# encoded wrapped in as many lists as it is deep in the whole value (orjson's
-# nesting limit then applies alike), with the whole's options and default;
-# a piece that one-shot rules would not encode alone (an error, a fallback to
-# the stdlib) makes the whole value go through one-shot dumps_json instead.
-_PIECE = 1 << 19  # bytes of JSON text per piece
-_STR_PIECE = 1 << 18  # characters per piece of a long string (~2 ms when every one is escaped)
-_ARRAY_PIECE = 1 << 15  # numpy elements per piece
-_MAX_SPLIT_DEPTH = 64  # below this, a value is one piece (orjson stops at 255 levels anyway)
-
-
-class _Whole(Exception):
-    """A piece cannot be encoded on its own: encode the whole value in one call."""
-
-
-def _dumps_json_pieces(value: Any, default: Any) -> bytes:
-    out: list[Any] = []
-    try:
-        _json_pieces(value, default, 0, out)
-    except _Whole:
-        return _dumps_json_whole(value, default)
-    return b"".join(out)
-
-
-def _json_piece(value: Any, default: Any, depth: int, strip: int) -> Any:
-    """The JSON text of ``value`` as written ``depth`` containers deep,
-    without ``strip`` bytes at each end (a container's brackets)."""
-    wrapped = value
-    for _ in range(depth):
-        wrapped = [wrapped]
-    try:
-        try:
-            data = orjson.dumps(wrapped, default=default, option=_JSON_OPTS)
-        except TypeError:
-            data = orjson.dumps(_big_ints_spliced(wrapped), default=default, option=_JSON_OPTS)
-    except Exception:  # noqa: BLE001 - whatever it is, the one-shot encoder decides
-        raise _Whole() from None
-    cut = depth + strip
-    return memoryview(data)[cut:len(data) - cut] if cut else data
-
-
-def _json_pieces(value: Any, default: Any, depth: int, out: list[Any]) -> None:
-    """Append the JSON text of ``value`` (``depth`` containers deep) to ``out`` in pieces."""
-    t = type(value)
-    if depth > _MAX_SPLIT_DEPTH:
-        out.append(_json_piece(value, default, depth, 0))
-    elif t is list or t is tuple:
-        _seq_pieces(value, default, depth, out)
-    elif t is dict:
-        _dict_pieces(value, default, depth, out)
-    elif t is str and len(value) > _STR_PIECE:
-        out.append(b'"')
-        for i in range(0, len(value), _STR_PIECE):
-            out.append(_json_piece(value[i:i + _STR_PIECE], default, depth, 1))
-        out.append(b'"')
-    elif npy.is_ndarray(value) and value.ndim and value.size > _ARRAY_PIECE:
-        _array_pieces(value, default, depth, out)
-    elif t is set or t is frozenset:
-        as_list = _by_default(value, default)  # what orjson does with a set
-        if type(as_list) is list:
-            _json_pieces(as_list, default, depth, out)
-        else:
-            out.append(_json_piece(as_list, default, depth, 0))
-    else:
-        out.append(_json_piece(value, default, depth, 0))
-
-
-def _seq_pieces(seq: Any, default: Any, depth: int, out: list[Any]) -> None:
-    out.append(b"[")
-    n, i, k, first = len(seq), 0, 4096, True
-    while i < n:
-        part = seq[i:i + k]
-        leaves = _flat(part)
-        if leaves is not None and leaves <= _FLAT_LEAVES or (
-                leaves is None and _json_walk(part, _PIECE) is False):
-            data = _json_piece(part, default, depth, 1)
-            out.extend((data,) if first else (b",", data))
-            i += len(part)
-            k = _next_k(k, len(data), len(part), leaves)
-        elif len(part) > 1:
-            k = _fewer(part, leaves)
-            continue
-        else:  # one item, too big for a piece: its own pieces
-            if not first:
-                out.append(b",")
-            _json_pieces(part[0], default, depth + 1, out)
-            i += 1
-        first = False
-    out.append(b"]")
-
-
-def _next_k(k: int, size: int, n: int, leaves: int | None) -> int:
-    """Items in the next slice: about ``_PIECE`` bytes at the last slice's
-    bytes per item, growing at most 4x, and no more flat values than ``_FLAT_LEAVES``."""
-    k = max(1, min(4 * k, k * _PIECE // max(size, 1)))
-    return k if leaves is None else max(1, min(k, n * _FLAT_LEAVES // max(leaves, 1)))
-
-
-def _fewer(part: Any, leaves: int | None) -> int:
-    """Items in a retry of a slice found too big."""
-    if leaves is not None:
-        return max(1, min(len(part) - 1, len(part) * _FLAT_LEAVES // leaves))
-    return max(1, len(part) // 8)
-
-
-def _flat(part: Any) -> int | None:
-    """How many values ``part`` (a slice of a list) holds when they are
-    scalars, or dicts or lists holding scalars, strings and (one level down)
-    dicts or lists of those (records, rows), else None. Such a slice is not
-    walked (a walk costs several times the encoding): these checks run at
-    C speed, but for picking out the nested containers; strings in them are not measured."""
-    types = set(map(type, part))
-    if types <= _SCALAR_TYPES:
-        return len(part)
-    return _flat_containers(part, types, 2)
-
-
-def _flat_containers(part: Any, types: set[type], levels: int) -> int | None:
-    if types == _DICT_TYPE:
-        inner = list(chain.from_iterable(map(dict.values, part)))
-    elif types <= _ROW_TYPES:
-        inner = list(chain.from_iterable(part))
-    else:
-        return None
-    inner_types = set(map(type, inner))
-    if inner_types <= _FLAT_TYPES:
-        return len(part) + len(inner)
-    if levels <= 1 or not inner_types <= _FLAT_TYPES | _CONTAINER_TYPES:
-        return None
-    nested = [x for x in inner if type(x) in _CONTAINER_TYPES]
-    deeper = _flat_containers(nested, set(map(type, nested)), levels - 1)
-    return None if deeper is None else len(part) + len(inner) + deeper
-
-
-_DICT_TYPE = frozenset((dict,))
-_ROW_TYPES = frozenset((list, tuple))
-_CONTAINER_TYPES = frozenset((dict, list, tuple))
-_FLAT_TYPES = _SCALAR_TYPES | {str}
-_FLAT_LEAVES = _PIECE // 16  # values in a flat slice (~1 MB of floats' JSON) before it is cut smaller
-
-
-def _dict_pieces(d: dict[Any, Any], default: Any, depth: int, out: list[Any]) -> None:
-    out.append(b"{")
-    items = iter(d.items())
-    pending: list[tuple[Any, Any]] = []  # items taken from ``items``, not yet written
-    k, first = 1024, True
-    while True:
-        if len(pending) < k:
-            pending.extend(islice(items, k - len(pending)))
-            if not pending:
-                break
-        part = dict(pending[:k])
-        if _json_walk(part, _PIECE) is False:
-            data = _json_piece(part, default, depth, 1)
-            out.extend((data,) if first else (b",", data))
-            del pending[:len(part)]
-            k = _next_k(k, len(data), len(part), None)
-        elif len(part) > 1:
-            k = _fewer(part, None)
-            continue
-        else:  # one entry, too big for a piece: the key, then the value's own pieces
-            key, item = pending.pop(0)
-            head = _json_piece({key: None}, default, depth, 1)  # '"key":null'
-            out.extend((head[:len(head) - 4],) if first else (b",", head[:len(head) - 4]))
-            _json_pieces(item, default, depth + 1, out)
-        first = False
-    out.append(b"}")
-
-
-def _array_pieces(a: Any, default: Any, depth: int, out: list[Any]) -> None:
-    """A numpy array in slices along its first axis (each encoded as the whole
-    is: natively by orjson, or through ``default``); rows longer than a piece
-    each in their own pieces."""
-    # orjson writes a C-contiguous array itself, any other through ``default``
-    # (as tolist()); a slice of a non-contiguous array may be contiguous, so
-    # such slices go through ``default`` here, as the whole would.
-    native = a.flags.c_contiguous
-    rows = a.shape[0]
-    row_size = a.size // rows
-    out.append(b"[")
-    if row_size > _ARRAY_PIECE:
-        for i in range(rows):
-            if i:
-                out.append(b",")
-            _json_pieces(a[i] if native else _by_default(a[i], default), default, depth + 1, out)
-    else:
-        step = max(1, _ARRAY_PIECE // max(row_size, 1))
-        for i in range(0, rows, step):
-            if i:
-                out.append(b",")
-            part = a[i:i + step]
-            out.append(_json_piece(part if native else _by_default(part, default), default, depth, 1))
-    out.append(b"]")
-
-
-def _by_default(value: Any, default: Any) -> Any:
-    try:
-        return default(value)
-    except Exception:  # noqa: BLE001 - the one-shot encoder raises it
-        raise _Whole() from None
-
-
 def _dumps_json(value: Any, default: Any = None) -> bytes:
     """:func:`dumps_json`, ``_NotJSON`` if impossible."""
     try:
@@ -523,95 +322,16 @@ def _dumps_json(value: Any, default: Any = None) -> bytes:
 
 def _dumps_msgpack(value: Any) -> bytes:
     """MessagePack of ``value``; off the event loop, a large list or dict in
-    pieces (the same bytes: an array or map is its header and then its items
-    one after another), for the reason :func:`dumps_json` gives."""
-    t = type(value)
-    if (t is list or t is tuple or t is dict) and _in_pieces() and _json_walk(value, _PIECE) is not False:
-        out: list[Any] = []
-        try:
-            _msgpack_pieces(value, 0, out)
-        except _Whole:
-            return _dumps_msgpack_whole(value)
-        return b"".join(out)
+    pieces (:mod:`.pieces`), for the reason :func:`dumps_json` gives."""
+    if type(value) not in _SCALAR_TYPES and _in_pieces():
+        from .pieces import dumps_msgpack  # it builds on this module's one-call encoders
+
+        return dumps_msgpack(value)
     return _dumps_msgpack_whole(value)
 
 
 def _dumps_msgpack_whole(value: Any) -> bytes:
     return msgpack.packb(value, default=_msgpack_default, use_bin_type=True)
-
-
-def _msgpack_header(n: int, small: int, b16: int) -> bytes:
-    """The header of an array (``small`` 0x90, ``b16`` 0xdc) or map (0x80, 0xde) of ``n`` items."""
-    if n <= 15:
-        return bytes((small | n,))
-    if n <= 0xFFFF:
-        return bytes((b16,)) + n.to_bytes(2, "big")
-    return bytes((b16 + 1,)) + n.to_bytes(4, "big")
-
-
-def _msgpack_piece(value: Any, depth: int, header: int) -> Any:
-    """MessagePack of ``value`` as packed ``depth`` containers deep (its
-    nesting limit applies alike), without its first ``header`` bytes."""
-    wrapped = value
-    for _ in range(depth):
-        wrapped = [wrapped]  # each adds one byte in front: fixarray of 1
-    try:
-        data = _dumps_msgpack_whole(wrapped)
-    except Exception:  # noqa: BLE001 - whatever it is, the one-shot encoder decides
-        raise _Whole() from None
-    cut = depth + header
-    return memoryview(data)[cut:] if cut else data
-
-
-def _msgpack_pieces(value: Any, depth: int, out: list[Any]) -> None:
-    t = type(value)
-    if depth > _MAX_SPLIT_DEPTH or not (t is list or t is tuple or t is dict):
-        out.append(_msgpack_piece(value, depth, 0))
-        return
-    n = len(value)
-    if t is dict:
-        out.append(_msgpack_header(n, 0x80, 0xDE))
-        _msgpack_map_items(value, depth, out)
-        return
-    out.append(_msgpack_header(n, 0x90, 0xDC))
-    i, k = 0, 1024
-    while i < n:
-        part = value[i:i + k]
-        leaves = _flat(part)
-        if leaves is not None and leaves <= _FLAT_LEAVES or (
-                leaves is None and _json_walk(part, _PIECE) is False):
-            data = _msgpack_piece(part, depth, len(_msgpack_header(len(part), 0x90, 0xDC)))
-            out.append(data)
-            i += len(part)
-            k = _next_k(k, len(data), len(part), leaves)
-        elif len(part) > 1:
-            k = _fewer(part, leaves)
-        else:  # one item, too big for a piece: its own pieces
-            _msgpack_pieces(part[0], depth + 1, out)
-            i += 1
-
-
-def _msgpack_map_items(d: dict[Any, Any], depth: int, out: list[Any]) -> None:
-    items = iter(d.items())
-    pending: list[tuple[Any, Any]] = []  # items taken from ``items``, not yet written
-    k = 1024
-    while True:
-        if len(pending) < k:
-            pending.extend(islice(items, k - len(pending)))
-            if not pending:
-                break
-        part = dict(pending[:k])
-        if _json_walk(part, _PIECE) is False:
-            data = _msgpack_piece(part, depth, len(_msgpack_header(len(part), 0x80, 0xDE)))
-            out.append(data)
-            del pending[:len(part)]
-            k = _next_k(k, len(data), len(part), None)
-        elif len(part) > 1:
-            k = _fewer(part, None)
-        else:  # one entry, too big for a piece: the key, then the value's own pieces
-            key, item = pending.pop(0)
-            out.append(_msgpack_piece(key, depth + 1, 0))
-            _msgpack_pieces(item, depth + 1, out)
 
 
 def json_exceeds(value: Any, budget: int) -> bool:
@@ -773,18 +493,21 @@ def decode_value(data: bytes, encoding: str | None = None) -> Any:
     """One incoming value; ``encoding`` None follows CONTRACT.md §3 (JSON,
     else UTF-8 text, else the bytes). Raises ``ValueError`` (or a subclass)
     for data its encoding cannot decode, :class:`InvalidArgument` for an
-    unknown encoding."""
+    unknown encoding or a value nested more than
+    :data:`~.nesting.MAX_DEPTH` levels deep (:mod:`.nesting`)."""
     if not encoding:
         try:
-            return loads_json(data)
+            value = loads_json(data)
         except ValueError:
             pass
+        else:  # a text this short cannot nest deeper (the common small argument: no call)
+            return value if len(data) <= nesting.MAX_DEPTH else nesting.check_json(data, value)
         try:
             return str(data, "utf-8")
         except UnicodeDecodeError:
             return data
     if encoding == JSON:
-        return loads_json(data)
+        return nesting.check_json(data, loads_json(data))
     if encoding == UTF8:
         return str(data, "utf-8")
     if encoding == RAW:
@@ -793,9 +516,10 @@ def decode_value(data: bytes, encoding: str | None = None) -> Any:
         return npy.loads(data)
     if encoding == MSGPACK:
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False)
         except (ValueError, msgpack.UnpackException, TypeError) as exc:
             raise ValueError(f"not MessagePack ({type(exc).__name__}: {exc})") from None
+        return nesting.check(value, data=data)
     raise InvalidArgument(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
 
 
