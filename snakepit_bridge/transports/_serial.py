@@ -189,8 +189,7 @@ class SerialFront:
         if w.stream or w.pipeline or w.timeout_ms or w.session_id:
             self._why = f"request {w.id!r} ({w.command}) asks for stream, pipeline, timeout_ms or a session"
             return False
-        result = self.dispatcher.call_now(Request(command=w.command, args=w.args, request_id=str(w.id),
-                                                  encode=self._encode))
+        result = self.dispatcher.call_now(Request(w.command, w.args, str(w.id), encode=self._encode))
         if result is None:
             self._why = f"request {w.id!r} ({w.command}) is not an inline call"
             return False

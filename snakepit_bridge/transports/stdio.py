@@ -212,6 +212,8 @@ def parse_request(obj: Any) -> WireRequest:
         args = {}
     elif not isinstance(args, dict):
         raise BadRequest(f"request field 'args' must be a map, got {type(args).__name__}", rid)
+    if len(obj) == 2 + ("args" in obj) + ("timestamp" in obj):  # nothing else: the optional fields' defaults
+        return WireRequest(rid, command, args)
     timeout_ms = obj.get("timeout_ms") or 0
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 0:
         raise BadRequest("request field 'timeout_ms' must be a non-negative integer", rid)
@@ -551,7 +553,7 @@ class StdioServer:
     def _answer(self, w: WireRequest, result: Result) -> bytes:
         if result.success:
             return self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
-                                ("timestamp", now_iso())], w.id)
+                                ("timestamp", iso_utc())], w.id)
         return self._error_frame(w.id, result.error)
 
     async def _write(self, payload: bytes) -> None:
