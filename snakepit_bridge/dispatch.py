@@ -41,15 +41,15 @@ Semantics, whatever the handler kind:
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import time
 import traceback
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_module
 from ._pump import END, AsyncPump, ByteBudget, ThreadPump
 from ._session_state import estimate_size
 from .calls import CallRecord, Encoded, Request, Result, Stats, encoded
@@ -61,6 +61,11 @@ from .errors import BridgeError, DeadlineExceeded, InvalidArgument, ResourceExha
 from .logging import get_logger
 from .registry import Handler, Kind, Registry
 from .sessions import SessionStore, session_name
+
+if TYPE_CHECKING:
+    import asyncio
+else:
+    asyncio = lazy_module("asyncio")  # imported on first use: the stdio front end needs no loop (see _lazy.py)
 
 __all__ = ["Dispatcher", "Request", "Result", "Stats"]
 

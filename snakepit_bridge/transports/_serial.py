@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,11 @@ class SerialFront:
             self.dispatcher.defer = None
             self._run_later()
 
+    def when_idle(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn`` once the first answer is out or there is nothing to
+        read (whichever comes first), or when serving ends."""
+        self._later.append((fn, ()))
+
     def stop(self, method: str, arg: str) -> None:
         """Stop serving; the server is then stopped with ``server.<method>(arg)``
         (``on_signal`` or ``halt``). From a signal handler (in the main
@@ -154,6 +160,8 @@ class SerialFront:
                 start, end = 0, avail
             if self.stopped is not None:
                 return b""
+            if self._later and not select.select([self.read_fd], [], [], 0)[0]:
+                self._run_later()  # idle: what waits for it (see when_idle) need not wait for a frame
             try:
                 self._reading = True
                 if self.stopped is not None:  # a stop that came just before the flag was set
@@ -178,6 +186,8 @@ class SerialFront:
             self.settled = True
             negotiated = self._negotiate(payload)
             if negotiated is not None:
+                if self._later:
+                    self._run_later()
                 return negotiated
         codec = self.codec
         assert codec is not None  # settled
@@ -218,7 +228,8 @@ class SerialFront:
             return False
         self.codec = CODECS[selected]()
         self._write(orjson.dumps({"type": "protocol_selected", "protocol": selected, "timestamp": now_iso()}))
-        self.log.info("protocol negotiated", protocol=selected, offered=msg.get("supported"))
+        offered = msg.get("supported")
+        self._defer(lambda: self.log.info("protocol negotiated", protocol=selected, offered=offered))
         return True
 
     # -- writing --------------------------------------------------------------------
