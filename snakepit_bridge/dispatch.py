@@ -154,18 +154,22 @@ class Dispatcher:
         if (handler is None or handler.kind is not Kind.INLINE or req.decode is not None or self.closing
                 or req.session_id or "session_id" in req.args):
             return None
-        # What ``with self._observe(req)`` does, without its object: this is every ping's path.
+        # What ``with self._observe(req)`` does, without its objects: this is
+        # every ping's path, and a call that succeeds logs nothing at warning.
         self.stats.requests += 1
-        obs = CallRecord(req)
+        started = time.perf_counter()
+        obs: CallRecord | None = None
         try:
             # A handler that takes no context gets none: it would only be built and dropped.
             ctx = self._context(req, handler) if handler.takes_ctx else None
             args = _shallow(req.args) if handler.params is None else handler.params.bind(_shallow(req.args))
             return self._succeeded(handler.invoke(args, ctx), req)
         except _FAILURES as exc:
+            obs = CallRecord(req, started)
             return self._failed(exc, req, obs)
         finally:
-            self._ended(obs)
+            if obs is not None or self._call_lines:
+                self._ended(obs or CallRecord(req, started))
 
     def _succeeded(self, value: Any, req: Request) -> Result:
         if type(value) is not dict:  # a dict (the usual result) is its own chunk map
