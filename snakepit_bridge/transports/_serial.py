@@ -82,6 +82,7 @@ class SerialFront:
         self._reading = False
         self._buf = bytearray(READ_AHEAD)
         self._view = memoryview(self._buf)
+        self._whole = [self._view]  # readv's buffers when the buffer is empty (the usual case)
         self._later: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._why = ""  # what made it hand over (for the debug line)
 
@@ -166,7 +167,7 @@ class SerialFront:
                 self._reading = True
                 if self.stopped is not None:  # a stop that came just before the flag was set
                     return b""
-                n = os.readv(self.read_fd, [view[end:]])
+                n = os.readv(self.read_fd, self._whole if end == 0 else [view[end:]])
             except OSError as exc:
                 self._why = f"reading stdin failed: {exc}"
                 return bytes(view[start:end])  # the server's reader meets the error again and reports it
