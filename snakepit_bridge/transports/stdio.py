@@ -557,8 +557,12 @@ class StdioServer:
 
     def _answer(self, w: WireRequest, result: Result) -> bytes:
         if result.success:
-            return self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
-                                ("timestamp", iso_utc())], w.id)
+            assert self.codec is not None  # answers are sent only once the codec is settled
+            try:
+                return self.codec.answer(w.id, result.payload, iso_utc())
+            except Exception:  # noqa: BLE001 - an id the codec's fast builder refuses: the general one answers
+                return self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
+                                    ("timestamp", iso_utc())], w.id)
         return self._error_frame(w.id, result.error)
 
     async def _write(self, payload: bytes) -> None:
