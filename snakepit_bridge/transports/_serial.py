@@ -161,7 +161,7 @@ class SerialFront:
                 start, end = 0, avail
             if self.stopped is not None:
                 return b""
-            if self._later and not select.select([self.read_fd], [], [], 0)[0]:
+            if self._later and not self._readable():
                 self._run_later()  # idle: what waits for it (see when_idle) need not wait for a frame
             try:
                 self._reading = True
@@ -180,6 +180,11 @@ class SerialFront:
                 self.stop("halt", "stdin closed")
                 return b""
             end += n
+
+    def _readable(self) -> bool:
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def _answer_frame(self, payload: bytes) -> bool:
         """Answer one frame now; False if it needs the server (nothing was done then)."""
