@@ -9,7 +9,10 @@ process starts here: the main thread reads frames with blocking reads and
 answers each one the moment it is read, through :meth:`Dispatcher.call_now`
 (the same handler lookup, argument binding, stats, per-call log line and
 error mapping as on the loop) and :class:`StdioServer`'s own frame builders
-(the same wire format, byte for byte).
+(the same wire format, byte for byte). It serves before the event loop
+exists and before asyncio is imported (:mod:`snakepit_bridge._lazy`);
+what can wait until the first answer is out (the ready line, the parent
+watcher, the reaper process) waits for it (:meth:`SerialFront.when_idle`).
 
 The first frame that needs anything more hands over, once and for good, to the
 asyncio :class:`StdioServer`: a non-inline command, a session, the ``stream``
