@@ -5,13 +5,19 @@ workers are joined at interpreter exit), nor starve the other hooks.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import queue
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import asyncio
+else:
+    asyncio = lazy_module("asyncio")  # imported on first use: the stdio front end needs no loop (see _lazy.py)
 
 __all__ = ["HOOK_THREADS", "Hook", "run_hook", "run_hooks_sync"]
 

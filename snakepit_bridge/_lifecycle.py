@@ -15,7 +15,7 @@ from typing import Any
 
 from ._proc import set_parent_death_signal
 
-__all__ = ["PARENT_GONE_GRACE", "REAPER_LAG", "SHUTDOWN_MARGIN", "say", "shutdown_switch_interval", "start_reaper", "stdin_is_watched", "watch_parent"]
+__all__ = ["PARENT_GONE_GRACE", "REAPER_LAG", "SHUTDOWN_MARGIN", "say", "shutdown_switch_interval", "spawn_reaper", "start_reaper", "stdin_is_watched", "watch_parent"]
 
 #: Grace for in-flight calls when the pool is gone (stdin EOF, parent died):
 #: nobody waits for the answers, and the worker must exit within a second.
@@ -56,18 +56,30 @@ def say(log: Any, event: str, level: str = "warning", **fields: Any) -> None:
     t.join(SAY_TIMEOUT)
 
 
-def start_reaper(grace_period: float, parent: int | None, log_format: str, stdin_hup: bool = False) -> int | None:
+def start_reaper(grace_period: float, parent: int | None, log_format: str, stdin_hup: bool = False,
+                 *, spawn_now: bool = True) -> int | None:
     """Start the last-resort reaper process (see :mod:`._reaper`) with the
     same budgets as the in-process watchdog plus REAPER_LAG: SIGTERM ->
     killed ``grace_period + SHUTDOWN_MARGIN + REAPER_LAG`` seconds later at
     the latest; parent (``parent``; None = not watched) dead, or (with
     ``stdin_hup``) every writer of stdin gone -> the short grace plus the
-    same margins. Returns the reaper's pid or None."""
+    same margins. Returns the reaper's pid or None. ``spawn_now`` False:
+    set up now, the process is started by :func:`spawn_reaper` (a stdio
+    worker with no user code does it once it has answered its first frame,
+    so that the reaper's own start does not compete with the worker's)."""
     from . import _reaper
 
     margin = SHUTDOWN_MARGIN + REAPER_LAG
     return _reaper.start(parent, grace_period + margin, min(grace_period, PARENT_GONE_GRACE) + margin, log_format,
-                         stdin_hup)
+                         stdin_hup, spawn_now=spawn_now)
+
+
+def spawn_reaper() -> int | None:
+    """Start the reaper set up by ``start_reaper(..., spawn_now=False)``; a
+    no-op returning its pid once it runs (or None if there is none)."""
+    from . import _reaper
+
+    return _reaper.spawn()
 
 
 def stdin_is_watched(stdio_mode: bool) -> bool:

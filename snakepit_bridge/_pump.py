@@ -22,12 +22,18 @@ yielding; a producer that ignores the close is abandoned after a short wait
 """
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import asyncio
+else:
+    asyncio = lazy_module("asyncio")  # imported on first use: the stdio front end needs no loop (see _lazy.py)
 
 __all__ = ["AsyncPump", "ByteBudget", "ThreadPump", "END"]
 

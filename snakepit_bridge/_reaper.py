@@ -37,12 +37,14 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-__all__ = ["KILL_CHILDREN", "kill_children", "pid", "start"]
+if TYPE_CHECKING:
+    import subprocess
+
+__all__ = ["KILL_CHILDREN", "kill_children", "pid", "spawn", "start"]
 
 #: Byte the worker writes to the pipe to have its descendants killed (not a signal number).
 KILL_CHILDREN = 255
@@ -235,14 +237,19 @@ while True:
 
 
 def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_format: str = "console",
-          stdin_hup: bool = False) -> int | None:
+          stdin_hup: bool = False, *, spawn_now: bool = True) -> int | None:
     """Start the reaper for this process (call once, from the main thread,
     before serving). ``pool_pid``: the parent to watch (None or <= 1: none).
     ``stdin_hup``: also end the worker ``gone_budget`` seconds after every
     writer of its stdin is gone (the caller decides whether stdin is a pipe
     the pool holds). Returns the reaper's pid, or None where it cannot run
-    (not Linux, not the main thread, a wakeup fd already taken)."""
-    if "pid" in _state or not sys.platform.startswith("linux"):
+    (not Linux, not the main thread, a wakeup fd already taken).
+
+    ``spawn_now`` False sets everything up (the pipe a signal is written to
+    from now on, the copy of stdin) but leaves starting the process to
+    :func:`spawn`: a signal that comes first waits in the pipe, and the
+    reaper's budget for it starts when the reaper reads it."""
+    if "argv" in _state or not sys.platform.startswith("linux"):
         return _state.get("pid")  # type: ignore[return-value]
     if threading.current_thread() is not threading.main_thread():
         return None
@@ -272,22 +279,36 @@ def start(pool_pid: int | None, term_budget: float, gone_budget: float, log_form
             repr(term_budget), repr(gone_budget), log_format, repr(SECOND_SIGNAL), repr(EXITING), str(stdin_fd),
             repr(STALLED), repr(EXTRA)]
     _state.update(argv=argv, sig_r=sig_r, sig_w=sig_w, ack_r=ack_r, ack_w=ack_w, stdin_fd=stdin_fd)
-    proc = _spawn()
-    if proc is None:
-        signal.set_wakeup_fd(-1)
-        for fd in fds:
-            os.close(fd)
-        _state.clear()
-        return None
     # A child forked by a handler (multiprocessing's fork) inherits the wakeup
     # fd: a SIGTERM sent to it would read as one sent to the worker.
     os.register_at_fork(after_in_child=_forget)
+    return spawn() if spawn_now else None
+
+
+def spawn() -> int | None:
+    """Start the reaper process set up by ``start(..., spawn_now=False)``
+    (once; later calls return its pid). None if it could not start: then
+    the worker runs without one (the wakeup fd is released)."""
+    if "argv" not in _state or "pid" in _state or "failed" in _state:
+        return _state.get("pid")  # type: ignore[return-value]
+    proc = _spawn()
+    if proc is None:
+        signal.set_wakeup_fd(-1)
+        for key in ("sig_r", "sig_w", "ack_r", "ack_w", "stdin_fd"):
+            fd = cast(int, _state[key])
+            if fd >= 0:
+                os.close(fd)
+        _state.clear()
+        _state["failed"] = True
+        return None
     threading.Thread(target=_watch, name="snakepit-reaper-watch", daemon=True).start()
     return proc.pid
 
 
 def _spawn() -> subprocess.Popen[bytes] | None:
     argv = cast("list[str]", _state["argv"])
+    import subprocess  # here: a stdio worker starts its reaper after answering its first frame
+
     keep = tuple(fd for fd in (cast(int, _state[k]) for k in ("sig_r", "ack_w", "stdin_fd")) if fd >= 0)
     try:
         proc = subprocess.Popen(argv, pass_fds=keep, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

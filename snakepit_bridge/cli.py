@@ -24,7 +24,6 @@ Defaults that are safe for a pool of many workers on one machine:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
@@ -190,9 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # from ending the process (see snakepit_bridge/_reaper.py).
     from ._lifecycle import start_reaper, stdin_is_watched
 
+    # A stdio worker without user code has it set up now (a signal is kept
+    # for it) and started once the first frame is answered (transports.stdio).
     stdio = config.mode == "pool-worker"
     start_reaper(config.grace_period, STARTED_BY if config.watch_parent else None, config.log_format,
-                 (stdio or config.watch_stdin) and stdin_is_watched(stdio))
+                 (stdio or config.watch_stdin) and stdin_is_watched(stdio), spawn_now=not stdio or bool(config.adapter))
 
     if config.mode == "pool-worker":
         # Take stdout for frames before any user code runs: an adapter that
@@ -235,6 +236,8 @@ def _finish(main_coro: Coroutine[Any, Any, int], startup_errors: dict[type[Excep
 
     ``startup_errors`` maps exceptions the worker raises when it cannot start
     (a taken port with --strict-port) to the exit code reported for them."""
+    import asyncio  # here, not at module level: a stdio worker serves its first frames without it
+
     from ._proc import flush_and_exit
 
     loop = asyncio.new_event_loop()

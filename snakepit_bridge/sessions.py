@@ -52,7 +52,6 @@ Resources count only the ``size=`` their handler declares.
 """
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import functools
@@ -66,12 +65,17 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._hooks import HOOK_THREADS, Hook, run_hook, run_hooks_sync
+from ._lazy import lazy_module
 from ._session_state import SessionState, StoreTotal, estimate_size
 from .errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ShuttingDown
 from .logging import get_logger
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .config import Config
+else:
+    asyncio = lazy_module("asyncio")  # imported on first use: the stdio front end needs no loop (see _lazy.py)
 
 __all__ = ["CallScope", "Session", "SessionState", "SessionStore", "estimate_size", "session_name"]
 
@@ -110,9 +114,7 @@ class Session:
         self.previous_use = self.created
         #: Calls that reached this session (``SessionStore.get`` counts them).
         self.calls = 0
-        #: Serializes unary calls within the session (``Config.session_lock``):
-        #: calls in one session run one at a time, different sessions concurrently.
-        self.lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # made on first use (see lock)
         self.closed = False
         self._active = 0
         self._resources: dict[str, Any] = {}
@@ -124,9 +126,19 @@ class Session:
     # -- use -------------------------------------------------------------------------
 
     @property
+    def lock(self) -> asyncio.Lock:
+        """Serializes unary calls within the session (``Config.session_lock``):
+        calls in one session run one at a time, different sessions concurrently.
+        Made on first use: the worker-global store exists from the start, and
+        a stdio worker starts without asyncio (see _lazy.py)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    @property
     def busy(self) -> bool:
         """True while a call is in flight: such a session is not expired or evicted."""
-        return self._active > 0 or self.lock.locked()
+        return self._active > 0 or (self._lock is not None and self._lock.locked())
 
     @property
     def nbytes(self) -> int:
@@ -292,7 +304,7 @@ class SessionStore:
         self._reaper: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._closing: set[asyncio.Task[Any]] = set()  # strong refs to hook runs in flight
-        self._hook_threads = asyncio.Semaphore(HOOK_THREADS)
+        self._hook_threads: asyncio.Semaphore | None = None  # made on first use (asyncio may not be loaded yet)
         self.log = get_logger("snakepit_bridge.sessions")
 
     @classmethod
@@ -423,6 +435,8 @@ class SessionStore:
                 if inspect.iscoroutinefunction(hook):
                     await asyncio.wait_for(hook(), self.hook_timeout)
                     continue
+                if self._hook_threads is None:
+                    self._hook_threads = asyncio.Semaphore(HOOK_THREADS)
                 async with self._hook_threads:  # shutdown closes all sessions at once: bound the threads
                     result = await asyncio.wait_for(run_hook(hook), self.hook_timeout)
                 if inspect.isawaitable(result):

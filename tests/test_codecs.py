@@ -392,3 +392,25 @@ def test_frames_carry_numpy_and_bytes_by_their_rules():
         m.decode(b"\xc1")
     with pytest.raises(PayloadError):
         j.decode(b"{")
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(rid=st.one_of(st.integers(min_value=-(2**63), max_value=2**64 - 1), st.text()),
+       result=st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-10, 10), st.text(max_size=5)), max_size=3))
+def test_the_answer_builder_sends_what_the_envelope_sends(rid, result):
+    # Codec.answer is every stdio ping's answer: it must be envelope's bytes exactly.
+    from snakepit_bridge.codecs.frames import Encoded
+
+    for codec in (JsonCodec(), MsgpackCodec()):
+        try:
+            payload = codec.encode_value(result)
+        except Exception:  # noqa: BLE001 - e.g. a lone surrogate in the result: not this test's concern
+            continue
+        ts = "2026-01-02T03:04:05.123456Z"
+        try:
+            expected = codec.envelope([("id", rid), ("success", True), ("result", Encoded(payload)), ("timestamp", ts)])
+        except Exception:  # noqa: BLE001 - e.g. a lone surrogate in the id: the builder must refuse it too
+            with pytest.raises(Exception):  # noqa: B017
+                codec.answer(rid, payload, ts)
+            continue
+        assert codec.answer(rid, payload, ts) == expected

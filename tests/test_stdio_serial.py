@@ -209,3 +209,28 @@ def test_parent_death_in_the_serial_phase_interrupts_the_blocking_read(tmp_path)
         os.close(write_end)
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _imported(stderr: str) -> set[str]:
+    """Module names from ``-X importtime`` lines (``import time: self | cumulative | name``)."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_the_serial_phase_runs_without_asyncio_and_structlog():
+    # Start-up (issue 13): the negotiation and inline requests are answered
+    # before asyncio is imported (it comes with the hand-over), and at
+    # warning nothing imports structlog. The reaper's subprocess import comes
+    # after the first answer: once its line is read, every line written
+    # before that answer has been read too.
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    with StdioBridge("--log-level", "warning", negotiate=NEGOTIATION, env=env) as b:
+        assert b.wait_stderr("| subprocess\n")
+        for _ in range(3):
+            assert b.call("ping")["success"] is True
+        loaded = _imported(b.stderr_text())
+        assert "snakepit_bridge.transports._serial" in loaded
+        # (asyncio loads lazily, so importtime lists its submodules, not itself.)
+        assert not [name for name in loaded if name.split(".")[0] in ("asyncio", "structlog", "grpc")]
+        assert b.call("echo", {"i": 1})["result"]["echoed"] == {"i": 1}  # a worker thread: the hand-over
+        assert b.wait_stderr("asyncio.base_events\n")
+        assert "structlog" not in _imported(b.stderr_text())

@@ -103,6 +103,13 @@ class Codec:
         """A map frame of ``fields`` in order; :class:`Encoded` values are spliced in."""
         raise NotImplementedError
 
+    def answer(self, rid: Any, result: bytes, timestamp: str) -> bytes:
+        """The success answer, ``envelope([("id", rid), ("success", True),
+        ("result", Encoded(result)), ("timestamp", timestamp)])`` byte for
+        byte, built with less work (every ping's answer). Raises what the
+        codec raises for an ``rid`` it cannot encode (then use envelope)."""
+        return self.envelope([("id", rid), ("success", True), ("result", Encoded(result)), ("timestamp", timestamp)])
+
     def recover_id(self, payload: bytes | bytearray) -> int | None:
         """Best effort: the top-level ``id`` of a frame that does not decode."""
         raise NotImplementedError
@@ -146,6 +153,11 @@ class JsonCodec(Codec):
             data = value.data if isinstance(value, Encoded) else _dumps(value)
             parts.append(b'"%s":%s' % (key.encode(), data))
         return b"{" + b",".join(parts) + b"}"
+
+    def answer(self, rid: Any, result: bytes, timestamp: str) -> bytes:
+        # orjson writes a map as {"key":value,...} with no spaces: the same bytes as envelope's.
+        return b'{"id":%b,"success":true,"result":%b,"timestamp":%b}' % (orjson.dumps(rid), result,
+                                                                          orjson.dumps(timestamp))
 
     def recover_id(self, payload: bytes | bytearray) -> int | None:
         depth = 0
@@ -196,6 +208,11 @@ class MsgpackCodec(Codec):
             parts.append(pack(key))
             parts.append(value.data if isinstance(value, Encoded) else pack(value))
         return b"".join(parts)
+
+    def answer(self, rid: Any, result: bytes, timestamp: str) -> bytes:
+        pack = self._packer.pack  # a 4-entry map; the keys as fixstr, True as 0xc3, as envelope packs them
+        return b"".join((b"\x84\xa2id", pack(rid), b"\xa7success\xc3\xa6result", result, b"\xa9timestamp",
+                         pack(timestamp)))
 
     def recover_id(self, payload: bytes | bytearray) -> int | None:
         unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=max(len(payload), 1))

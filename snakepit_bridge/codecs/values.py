@@ -109,7 +109,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -140,10 +139,13 @@ _SCALARS = (type(None), bool, int, float)
 _SCALAR_TYPES = frozenset(_SCALARS)
 
 # orjson decodes ints beyond 64 bits as floats; the stdlib keeps them exact.
-# Looking for 19-digit runs costs ~25 ns/byte, so only texts up to this size get it.
+# Looking for 19-digit runs costs ~1 ns/byte; only texts up to this size get it.
 _BIG_INT_SCAN_LIMIT = 16_384
 _WALK_LIMIT = 65_536  # items json_exceeds looks at before it gives up (~1 ms)
-_DIGITS_19 = re.compile(rb"[0-9]{19}")  # -2**63 - 1 has 19 digits
+# A 19-digit run (-2**63 - 1 has 19 digits), looked for as "0" * 19 in the text
+# with every digit made "0" (a third of a regex search's cost on a small frame).
+_DIGITS_19 = b"0" * 19
+_DIGITS_AS_0 = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 _INT64 = (-(2**63), 2**64 - 1)  # what orjson writes itself
 # Python refuses str<->int beyond this many digits (sys.get_int_max_str_digits,
 # a guard against quadratic conversion); longer ints are converted in parts.
@@ -280,7 +282,11 @@ def dumps_json(value: Any, default: Any = None) -> bytes:
     return _dumps_json_whole(value, default)
 
 
-_THREAD = threading.local()
+class _ThreadFlags(threading.local):
+    pieces = False  # a class default: no AttributeError raised and caught per call
+
+
+_THREAD = _ThreadFlags()
 
 
 def encode_in_pieces() -> None:
@@ -292,7 +298,7 @@ def encode_in_pieces() -> None:
 
 
 def _in_pieces() -> bool:
-    return getattr(_THREAD, "pieces", False)
+    return _THREAD.pieces
 
 
 def _dumps_json_whole(value: Any, default: Any) -> bytes:
@@ -483,7 +489,7 @@ def loads_json(data: bytes | bytearray) -> Any:
     length come back exact in texts up to 16 KiB; above, ints beyond 64 bits
     come back as floats (orjson), and a text holding one beyond ~1e308 does
     not decode. The one JSON decoder of args and stdio frames."""
-    if len(data) <= _BIG_INT_SCAN_LIMIT and _DIGITS_19.search(data):
+    if len(data) <= _BIG_INT_SCAN_LIMIT and _DIGITS_19 in data.translate(_DIGITS_AS_0):
         # orjson would make these ints floats (or fail past ~1e308): the stdlib keeps them.
         return json.loads(bytes(data), parse_int=_parse_int, parse_constant=_no_constant)
     return orjson.loads(data)

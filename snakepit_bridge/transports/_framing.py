@@ -15,13 +15,23 @@ The payload codecs are in :mod:`snakepit_bridge.codecs.frames`.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_module
+
+if TYPE_CHECKING:
+    import asyncio
+
+    _Protocol = asyncio.Protocol
+else:
+    asyncio = lazy_module("asyncio")  # imported on first use: the stdio front end needs no loop (see _lazy.py)
+    _Protocol = object  # what the loop calls on it is defined below, so asyncio need not be imported to define it
 
 __all__ = ["FrameReader", "FrameTooLarge", "FrameWriter", "TruncatedFrame", "frame"]
 
@@ -248,7 +258,7 @@ def _pollable_fd(fd: int) -> int:
 # -- writing ------------------------------------------------------------------------
 
 
-class _WriteProtocol(asyncio.Protocol):
+class _WriteProtocol(_Protocol):
     """Flow control for a write pipe: ``drain()`` waits while it is paused."""
 
     def __init__(self) -> None:
@@ -256,6 +266,9 @@ class _WriteProtocol(asyncio.Protocol):
         self.lost: BaseException | None = None
         self.waiters: list[asyncio.Future[None]] = []
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pass
 
     def pause_writing(self) -> None:
         self.paused = True

@@ -9,7 +9,10 @@ process starts here: the main thread reads frames with blocking reads and
 answers each one the moment it is read, through :meth:`Dispatcher.call_now`
 (the same handler lookup, argument binding, stats, per-call log line and
 error mapping as on the loop) and :class:`StdioServer`'s own frame builders
-(the same wire format, byte for byte).
+(the same wire format, byte for byte). It serves before the event loop
+exists and before asyncio is imported (:mod:`snakepit_bridge._lazy`);
+what can wait until the first answer is out (the ready line, the parent
+watcher, the reaper process) waits for it (:meth:`SerialFront.when_idle`).
 
 The first frame that needs anything more hands over, once and for good, to the
 asyncio :class:`StdioServer`: a non-inline command, a session, the ``stream``
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -81,6 +85,7 @@ class SerialFront:
         self._reading = False
         self._buf = bytearray(READ_AHEAD)
         self._view = memoryview(self._buf)
+        self._whole = [self._view]  # readv's buffers when the buffer is empty (the usual case)
         self._later: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._why = ""  # what made it hand over (for the debug line)
 
@@ -106,6 +111,11 @@ class SerialFront:
         finally:
             self.dispatcher.defer = None
             self._run_later()
+
+    def when_idle(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn`` once the first answer is out or there is nothing to
+        read (whichever comes first), or when serving ends."""
+        self._later.append((fn, ()))
 
     def stop(self, method: str, arg: str) -> None:
         """Stop serving; the server is then stopped with ``server.<method>(arg)``
@@ -154,11 +164,13 @@ class SerialFront:
                 start, end = 0, avail
             if self.stopped is not None:
                 return b""
+            if self._later and not self._readable():
+                self._run_later()  # idle: what waits for it (see when_idle) need not wait for a frame
             try:
                 self._reading = True
                 if self.stopped is not None:  # a stop that came just before the flag was set
                     return b""
-                n = os.readv(self.read_fd, [view[end:]])
+                n = os.readv(self.read_fd, self._whole if end == 0 else [view[end:]])
             except OSError as exc:
                 self._why = f"reading stdin failed: {exc}"
                 return bytes(view[start:end])  # the server's reader meets the error again and reports it
@@ -172,12 +184,19 @@ class SerialFront:
                 return b""
             end += n
 
+    def _readable(self) -> bool:
+        poller = select.poll()
+        poller.register(self.read_fd, select.POLLIN)
+        return bool(poller.poll(0))
+
     def _answer_frame(self, payload: bytes) -> bool:
         """Answer one frame now; False if it needs the server (nothing was done then)."""
         if not self.settled:
             self.settled = True
             negotiated = self._negotiate(payload)
             if negotiated is not None:
+                if self._later:
+                    self._run_later()
                 return negotiated
         codec = self.codec
         assert codec is not None  # settled
@@ -189,8 +208,7 @@ class SerialFront:
         if w.stream or w.pipeline or w.timeout_ms or w.session_id:
             self._why = f"request {w.id!r} ({w.command}) asks for stream, pipeline, timeout_ms or a session"
             return False
-        result = self.dispatcher.call_now(Request(command=w.command, args=w.args, request_id=str(w.id),
-                                                  encode=self._encode))
+        result = self.dispatcher.call_now(Request(w.command, w.args, str(w.id), encode=self._encode))
         if result is None:
             self._why = f"request {w.id!r} ({w.command}) is not an inline call"
             return False
@@ -219,7 +237,8 @@ class SerialFront:
             return False
         self.codec = CODECS[selected]()
         self._write(orjson.dumps({"type": "protocol_selected", "protocol": selected, "timestamp": now_iso()}))
-        self.log.info("protocol negotiated", protocol=selected, offered=msg.get("supported"))
+        offered = msg.get("supported")
+        self._defer(lambda: self.log.info("protocol negotiated", protocol=selected, offered=offered))
         return True
 
     # -- writing --------------------------------------------------------------------

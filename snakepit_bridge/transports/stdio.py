@@ -81,21 +81,21 @@ cannot corrupt the stream or steal a frame.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .._clock import iso_utc
-from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN, shutdown_switch_interval
+from .._lazy import lazy_module
+from .._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN, shutdown_switch_interval, spawn_reaper
 from .._lifecycle import say as _say
 from .._lifecycle import watch_parent as _watch_parent
 from .._proc import flush_and_exit, kill_descendants, take_stdout, terminate_descendants
@@ -109,6 +109,11 @@ from ..logging import get_logger
 from ..registry import Registry
 from ..sessions import session_name
 from ._framing import FrameReader, FrameTooLarge, FrameWriter, TruncatedFrame
+
+if TYPE_CHECKING:
+    import asyncio
+else:
+    asyncio = lazy_module("asyncio")  # imported on first use: the stdio front end needs no loop (see _lazy.py)
 
 __all__ = ["BadRequest", "MAX_IN_FLIGHT", "StdioServer", "WireRequest", "choose_protocol", "claim_stdio",
            "parse_request", "run"]
@@ -212,6 +217,8 @@ def parse_request(obj: Any) -> WireRequest:
         args = {}
     elif not isinstance(args, dict):
         raise BadRequest(f"request field 'args' must be a map, got {type(args).__name__}", rid)
+    if len(obj) == 2 + ("args" in obj) + ("timestamp" in obj):  # nothing else: the optional fields' defaults
+        return WireRequest(rid, command, args)
     timeout_ms = obj.get("timeout_ms") or 0
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 0:
         raise BadRequest("request field 'timeout_ms' must be a non-negative integer", rid)
@@ -550,8 +557,12 @@ class StdioServer:
 
     def _answer(self, w: WireRequest, result: Result) -> bytes:
         if result.success:
-            return self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
-                                ("timestamp", now_iso())], w.id)
+            assert self.codec is not None  # answers are sent only once the codec is settled
+            try:
+                return self.codec.answer(w.id, result.payload, iso_utc())
+            except Exception:  # noqa: BLE001 - an id the codec's fast builder refuses: the general one answers
+                return self._frame([("id", w.id), ("success", True), ("result", Encoded(result.payload)),
+                                    ("timestamp", iso_utc())], w.id)
         return self._error_frame(w.id, result.error)
 
     async def _write(self, payload: bytes) -> None:
@@ -585,23 +596,25 @@ def grace_for(reason: str, grace_period: float) -> float:
     return min(grace_period, PARENT_GONE_GRACE) if reason.startswith(POOL_GONE) else grace_period
 
 
-async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
-              write_fd: int | None = None, parent_pid: int | None = None) -> ExitCode:
-    """Serve the stdio protocol until EOF, a signal or a fatal framing error.
+def run(config: Config, registry: Registry, *, read_fd: int | None = None,
+        write_fd: int | None = None, parent_pid: int | None = None) -> Coroutine[Any, Any, ExitCode]:
+    """Serve the stdio protocol until EOF, a signal or a fatal framing error:
+    returns the coroutine to run on an event loop, which returns the exit code.
 
     Without ``read_fd``/``write_fd`` the process's own stdin/stdout are
     claimed (:func:`claim_stdio`): the worker owns the process, so the parent
     (``parent_pid``, default the current one) is watched, and once stopping
     begins a watchdog exits the process with the exit code if shutdown overruns
     its budget (a handler hogging the loop, a close hook that never returns).
-    Returns the exit code.
+    Such a worker first serves from the serial front end (:mod:`._serial`)
+    in this call, blocking, before any event loop exists (asyncio is not even
+    imported until then); the coroutine takes over from where it stopped.
     """
     owns_process = read_fd is None or write_fd is None
     if owns_process:
         read_fd, write_fd = claim_stdio()
     assert read_fd is not None and write_fd is not None  # given, or claimed just above
     log = get_logger("snakepit_bridge.stdio")
-    loop = asyncio.get_running_loop()
     parent = os.getppid() if parent_pid is None else parent_pid
     dispatcher = Dispatcher(registry, config)
     # -- serial front end (see _serial.py): a worker that owns its process
@@ -610,6 +623,7 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
     from ._serial import SerialFront
 
     front = SerialFront(dispatcher, read_fd, write_fd, protocol=config.protocol) if owns_process else None
+    loop: asyncio.AbstractEventLoop | None = None  # once the front end has handed over
     server: StdioServer | None = None
     watchdog = _Watchdog(front, log) if front is not None else None
     # -- end of the serial front end's setup
@@ -630,7 +644,7 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
         if front is not None and front.serving:
             front.stop("on_signal", name)  # serial front end: may interrupt its blocking read
             return
-        loop.call_soon_threadsafe(_server().on_signal, name)
+        _loop().call_soon_threadsafe(_server().on_signal, name)
 
     def parent_gone(why: str) -> None:
         """From the parent watcher (a thread or a signal handler)."""
@@ -641,7 +655,11 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
         if front is not None and front.serving:
             front.stop("halt", why)  # serial front end
             return
-        loop.call_soon_threadsafe(_server().halt, why)
+        _loop().call_soon_threadsafe(_server().halt, why)
+
+    def _loop() -> asyncio.AbstractEventLoop:
+        assert loop is not None  # the front end serves until the loop exists
+        return loop
 
     def _server() -> StdioServer:
         assert server is not None  # the front end serves until it exists
@@ -651,31 +669,55 @@ async def run(config: Config, registry: Registry, *, read_fd: int | None = None,
     if threading.current_thread() is threading.main_thread():  # signal.signal works only there
         for sig in signals:
             previous[sig] = signal.signal(sig, on_signal)
-    if owns_process and config.watch_parent:
-        _watch_parent(parent, parent_gone, log)
-    log.info("pool worker ready", pid=os.getpid(), protocol=config.protocol or "negotiate", commands=len(registry))
-    handed = front.serve() if front is not None else b""  # serial front end: blocks until it hands over
-    reader = FrameReader(read_fd, config.max_message_bytes, handed)
-    writer = await FrameWriter.open(write_fd)
-    server = StdioServer(dispatcher, reader, writer, protocol=config.protocol)
-    if watchdog is not None:
-        server.on_stopping = lambda reason, grace: watchdog.arm(grace + SHUTDOWN_MARGIN, reason)
+
+    def watch() -> None:
+        if owns_process and config.watch_parent:
+            _watch_parent(parent, parent_gone, log)
+
+    def ready() -> None:
+        log.info("pool worker ready", pid=os.getpid(), protocol=config.protocol or "negotiate", commands=len(registry))
+
+    handed = b""
     if front is not None:
-        front.hand_over(server)
-    code = ExitCode.ERROR
-    try:
-        code = await server.serve()
-    finally:
+        # Done once the front end has answered its first frame or has nothing
+        # to read (so the pool's first answer does not wait for them; until
+        # then no handler has run): start the reaper process (unless cli.main
+        # did, for user code), arm the parent watcher (it checks the parent
+        # at once), and say ready (at info the first line imports structlog).
+        front.when_idle(spawn_reaper)
+        front.when_idle(watch)
+        front.when_idle(ready)
+        handed = front.serve()  # blocks until it hands over
+    else:
+        watch()
+        ready()
+
+    async def serve_on_loop() -> ExitCode:
+        nonlocal loop, server
+        loop = asyncio.get_running_loop()
+        reader = FrameReader(read_fd, config.max_message_bytes, handed)
+        writer = await FrameWriter.open(write_fd)
+        server = StdioServer(dispatcher, reader, writer, protocol=config.protocol)
         if watchdog is not None:
-            watchdog.arm(CLEANUP_BUDGET, "serving ended")  # no-op if stopping armed it already
-        await dispatcher.aclose()
-        reader.close()
-        await writer.aclose(timeout=CLEANUP_BUDGET / 3)
-        await asyncio.to_thread(terminate_descendants, 0.2)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    log.info("stopped", reason=server.stop_reason, exit_code=int(code))
-    return code
+            server.on_stopping = lambda reason, grace: watchdog.arm(grace + SHUTDOWN_MARGIN, reason)
+        if front is not None:
+            front.hand_over(server)
+        code = ExitCode.ERROR
+        try:
+            code = await server.serve()
+        finally:
+            if watchdog is not None:
+                watchdog.arm(CLEANUP_BUDGET, "serving ended")  # no-op if stopping armed it already
+            await dispatcher.aclose()
+            reader.close()
+            await writer.aclose(timeout=CLEANUP_BUDGET / 3)
+            await asyncio.to_thread(terminate_descendants, 0.2)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("stopped", reason=server.stop_reason, exit_code=int(code))
+        return code
+
+    return serve_on_loop()
 
 
 class _Watchdog:
