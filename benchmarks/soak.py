@@ -12,13 +12,22 @@ For ``--seconds`` the bridge serves, all at once:
 * 4 echo loops: ``echo_payload`` of a random 1..10 MB value, and back;
 * 2 session loops: ``store`` / ``retrieve`` in the 16 sessions;
 * one Health probe every 20 ms, from a process of its own (so the load
-  generator's event loop cannot delay it): its latency is the result.
+  generator's event loop cannot delay it): its latency is the result. The
+  load generator runs in a process of its own too (``--load-nice N`` lowers
+  its priority: it shares the cores with the bridge).
 
-Printed: Health p50 / p99 / max, calls and their outcomes, the bridge's CPU
-seconds and peak RSS. With ``--base`` the two checkouts run in turns
-(A B A B, ``--rounds`` each, ``--seconds`` split between them). Not part of
-``make bench`` or the test suite (it takes minutes); the machine is shared, so
-compare runs made side by side, not across days.
+Printed: Health p50 / p99 / max; where a Health call's time went (legs on the
+machine's monotonic clock: probe send -> request parsed in the bridge ->
+handler -> response serialized -> probe has it); the bridge's event loop as
+``benchmarks.loopwatch`` saw it from inside (timer lag, turns, callbacks over
+5 ms, protobuf parse/serialize on the loop per method); CPU of the bridge's
+main thread and other threads and how long they waited for a core; page
+faults; the CPU of the bridge, load generator and probe; the load achieved
+(calls, chunks, echo MB per second) and the calls' outcomes. With ``--base``
+the two checkouts run in turns (A B A B, ``--rounds`` each, ``--seconds``
+split between them). Not part of ``make bench`` or the test suite (it takes
+minutes); the machine is shared, so compare runs made side by side, and note
+the load average printed beside each.
 """
 from __future__ import annotations
 
@@ -160,12 +169,19 @@ def _child(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "benchmarks.soak", *args], cwd=ROOT, stdout=subprocess.PIPE)
 
 
+def _minor_faults(pid: int) -> int:
+    """Page faults the kernel served without I/O (e.g. zero-filling freshly
+    mapped memory for a large copy), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[7])
+
+
 def run(script: Path, seconds: float, seed: int, mix: argparse.Namespace) -> dict[str, Any]:
     watch = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
     cmd = [sys.executable, "-m", "benchmarks.loopwatch", watch,
            str(script), "--port", "0", "--log-level", "warning", "--max-message-mb", "64"]
     with Server(cmd) as server:
-        cpu0 = server.cpu()
+        cpu0, faults0 = server.cpu(), _minor_faults(server.pid)
         peak = [server.rss()]
         knobs = ["--seconds", str(seconds), "--seed", str(seed), "--ping-share", str(mix.ping_share),
                  "--echo-loops", str(mix.echo_loops), "--load-nice", str(mix.load_nice)]
@@ -175,12 +191,12 @@ def run(script: Path, seconds: float, seed: int, mix: argparse.Namespace) -> dic
             time.sleep(0.5)
         loaded = json.loads(load.communicate()[0])
         probed = json.loads(probe.communicate()[0])
-        cpu = server.cpu() - cpu0
+        cpu, faults = server.cpu() - cpu0, _minor_faults(server.pid) - faults0
         time.sleep(1.1)  # the watcher writes its figures every second
         loop = json.loads(Path(watch).read_text())
     Path(watch).unlink()
     return {"health_ms": probed["health_ms"], "marks": probed["marks"], "overslept_ms": probed["overslept_ms"],
-            "outcomes": loaded["outcomes"], "cpu_s": cpu, "peak_rss_mb": max(peak) / MB, "loop": loop,
+            "outcomes": loaded["outcomes"], "cpu_s": cpu, "minor_faults": faults, "peak_rss_mb": max(peak) / MB, "loop": loop,
             "probe_cpu_s": probed["cpu_s"], "load_cpu_s": loaded["cpu_s"], "seconds": seconds, "load_nice": mix.load_nice}
 
 
@@ -245,7 +261,8 @@ def _show(name: str, r: dict[str, Any]) -> None:
     print("    other threads by name (CPU s):", ", ".join(f"{k} {v:.1f}" for k, v in names[:6]))
     print(f"    CPU s/s: bridge {r['cpu_s'] / secs:.2f}, load generator {r['load_cpu_s'] / secs:.2f} "
           f"(nice {r.get('load_nice', 0)}), "
-          f"probe {r['probe_cpu_s'] / secs:.2f}; peak RSS {r['peak_rss_mb']:.0f} MB")
+          f"probe {r['probe_cpu_s'] / secs:.2f}; bridge peak RSS {r['peak_rss_mb']:.0f} MB, "
+          f"{r['minor_faults'] / secs:,.0f} page faults/s")
     calls = sum(v for k, v in out.items() if k not in ("chunks", "echo MB"))
     print(f"    load: {calls / secs:.0f} calls/s, {out['chunks'] / secs:.0f} chunks/s, "
           f"{out['echo MB'] / secs:.1f} echo MB/s each way")
