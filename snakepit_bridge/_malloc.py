@@ -5,10 +5,12 @@ up to the largest block freed so far) with a fresh ``mmap`` and returns it with
 ``munmap``, and gives back any free memory at the top of the heap over twice
 that. A 10 MB message is copied several times on its way through (gRPC's
 receive, protobuf's parse, the arguments, the response, its serialization,
-gRPC's send), each copy into freshly mapped memory: the kernel zero-fills
-2,560 pages for it, which made a copy 3-6x slower than into reused memory
-(10 MB: 6-15 ms instead of 1.2-2.5 ms per copy on the soak's machine). Those
-copies run on the event loop with the GIL held, so Health waited for them.
+gRPC's send), most of them on the event loop with the GIL held; a copy into
+freshly mapped memory makes the kernel zero-fill 2,560 pages, 3-6x slower
+than into reused memory (10 MB in isolation: 6-15 ms instead of 1.2-2.5 ms
+per copy on a loaded machine). In the soak (docs/performance.md, "Health
+under load") this halved the bridge's page faults (42-50k/s -> 23-26k/s)
+and trimmed Execute's serialize on the loop (3.9-7.1 -> 3.3-3.5 ms).
 
 :func:`keep_large_blocks` serves blocks up to 32 MiB (glibc's largest
 setting) from the heap and keeps up to :data:`KEEP_FREE_BYTES` of free memory
