@@ -49,6 +49,7 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from . import _malloc
 from ._lazy import lazy_module
 from ._pump import END, AsyncPump, ByteBudget, ThreadPump
 from ._session_state import estimate_size
@@ -262,6 +263,8 @@ class Dispatcher:
             # Tens of MB of JSON take hundreds of ms to parse: not on the loop,
             # where Health and every other call would wait for it.
             if req.decode_size > OFFLOAD_BYTES:
+                if not _malloc.done:
+                    _malloc.keep_large_blocks()  # large messages from now on: copy them into reused memory
                 req.args, req.bound = await asyncio.get_running_loop().run_in_executor(
                     self.executor, _decode_and_bind, decode, hints, params)
                 return handler

@@ -19,12 +19,12 @@ from typing import Any
 import grpc
 import orjson
 
-from .. import __version__
+from .. import __version__, _malloc
 from .._proc import CpuMeter, rss_bytes
 from .._proto import snakepit_pb2 as pb
 from .._proto import snakepit_pb2_grpc as pb_grpc
 from ..codecs import accepted, decode_map, encode_map
-from ..dispatch import Dispatcher, Request, Result
+from ..dispatch import OFFLOAD_BYTES, Dispatcher, Request, Result
 from ..errors import ResourceExhausted
 from ..registry import Kind
 
@@ -158,6 +158,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         def encode(values: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, str]]:
             out, encodings = encode_map(values, self.threshold, accept)
             size = message_size(out, encodings) + len(request_id)
+            if size > OFFLOAD_BYTES and not _malloc.done:
+                _malloc.keep_large_blocks()  # large messages from now on: copy them into reused memory
             if size > self.max_message_bytes:
                 raise ResourceExhausted(self._too_large(size, out))
             return out, encodings
