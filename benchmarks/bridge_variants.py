@@ -52,8 +52,7 @@ def _apply(variants: set[str]) -> None:
 
         transport.BridgeServicer.Execute = execute  # type: ignore[method-assign]
     if "no-health" in variants:
-        server.health_pb2_grpc.add_HealthServicer_to_server = lambda *_: None
-        server.reflection.enable_server_reflection = lambda *_: None
+        server.StandardServices.service = lambda *_: None  # type: ignore[method-assign]
     if "no-watch" in variants:
         server._watch_stdin = lambda *_: False
         server._watch_parent = lambda *_: None
