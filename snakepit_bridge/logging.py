@@ -135,7 +135,7 @@ class HeldLines:
 
     def _write_held(self, tail: str) -> None:  # with the lock
         if self._held:
-            lines = [entry if type(entry) is str else _render(*entry) for entry in self._held]
+            lines = [entry if isinstance(entry, str) else _render_held(entry) for entry in self._held]
             lines.append(tail)
             tail = "\n".join(lines)
             self._held, self._chars = [], 0
@@ -395,6 +395,13 @@ def _render(seconds: float, level: str, event: str, fields: dict[str, Any], fmt:
     isdisjoint = ConsoleLines._QUOTE.isdisjoint
     return f"{iso_utc(seconds)} {head} " + " ".join(
         [f"{k}={v if type(v) is str and isdisjoint(v) else repr(v)}" for k in order for v in (fields[k],)])
+
+
+def _render_held(entry: tuple[Any, ...]) -> str:
+    try:
+        return _render(*entry)
+    except Exception as exc:  # noqa: BLE001 - an int past Python's digit limit: keep the writer alive
+        return f"{iso_utc(entry[0])} [{entry[1]:<9}] {entry[2]} (line not rendered: {type(exc).__name__}: {exc})"
 
 
 #: (level, event, field names) -> (head, sorted field names), for :func:`_render`.

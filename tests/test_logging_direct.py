@@ -103,3 +103,21 @@ def test_structlog_is_not_imported_until_a_line_is_logged():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.split() == ["False", "True"]
     assert "shown" in run.stderr and "filtered" not in run.stderr
+
+
+def test_a_held_line_that_cannot_be_rendered_says_so_and_the_rest_are_written(monkeypatch):
+    from snakepit_bridge import logging as bl
+
+    out = _Written()
+    bl._sink.flush()
+    monkeypatch.setattr(bl._sink, "_out", out)
+    try:
+        bl.configure("info", "console")
+        log = bl.get_logger("t")
+        log.info("huge", n=10**5000)  # repr() refuses ints past Python's digit limit
+        log.info("after", n=1)
+        bl._sink.flush()
+        lines = out.lines()
+        assert len(lines) == 2 and "huge (line not rendered: ValueError" in lines[0] and lines[1].endswith("n=1")
+    finally:
+        bl.configure("info", "console")
