@@ -10,11 +10,12 @@ by itself (``GRPC_VERBOSITY`` / ``GRPC_TRACE`` control it).
 Levels: ``info`` gives one line per call (emitted by the dispatcher) plus
 lifecycle lines; per-chunk lines are ``debug`` only.
 
-structlog is imported and set up when the first line is logged, not at
-start-up: :func:`configure` only records the level and format, and
-:func:`get_logger` hands out a stand-in that becomes the real logger on first
-use. A gRPC worker at ``info`` logs its first line just after the ready line;
-a stdio worker at ``warning`` may never import structlog at all.
+structlog is imported and set up when the first line that needs it is
+logged, not at start-up: :func:`configure` only records the level and format,
+and :func:`get_logger` hands out a stand-in that renders lines of plain values
+itself (structlog's layout, tests compare them) and becomes the real logger
+for any other line. A worker whose lines are all plain (the per-call lines,
+``ready``, ``shutting down``) never imports structlog.
 """
 from __future__ import annotations
 
@@ -296,12 +297,13 @@ class _FirstUse(logging.Formatter):
 class _Logger:
     """What :func:`get_logger` returns: a structlog logger, made on first use.
     Each method is looked up once and then kept on this object, so a call
-    through it costs what a call on the structlog logger costs, or less: an
-    info or debug line whose fields are plain scalars (the one per call) is
-    held unrendered and rendered when written, as structlog's chain would
-    render it (the same fields in the same layout, without importing
-    structlog); a line with other values, exception or stack information, or
-    while structlog context variables are bound goes through structlog."""
+    through it costs what a call on the structlog logger costs, or less: a
+    line whose fields are plain scalars is rendered as structlog's chain
+    would render it (the same fields in the same layout) without importing
+    structlog; at info or debug (the line of every call) it is held
+    unrendered and rendered when written. A line with other values,
+    exception or stack information, or while structlog context variables are
+    bound goes through structlog."""
 
     def __init__(self, name: str, bound: dict[str, Any]) -> None:
         self._name = name
@@ -318,7 +320,7 @@ class _Logger:
         if attr.startswith("__"):
             raise AttributeError(attr)
         settings = _settings
-        if settings is not None and attr in _HELD and _LEVELS[attr] >= _LEVELS[settings[0]]:
+        if settings is not None and attr in _DIRECT and _LEVELS[attr] >= _LEVELS[settings[0]]:
             value = self.__dict__[attr] = _direct(attr, self, settings[1])
             return value
         return self._slow(attr, keep=True)
@@ -338,6 +340,8 @@ class _Logger:
 
 
 _HELD = ("info", "debug")
+#: Levels whose plain lines skip structlog: held ones, and ones written at once.
+_DIRECT = (*_HELD, "warning", "error")
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 #: Fields structlog's processors or renderers treat specially: a line with one goes through structlog.
 _RESERVED = frozenset({"timestamp", "level", "event", "logger", "logger_name", "exception", "exc_info",
@@ -349,9 +353,13 @@ def _plain(fields: dict[str, Any]) -> bool:
 
 
 def _direct(level: str, logger: _Logger, fmt: str) -> Any:
-    """``log.info`` / ``log.debug`` without structlog's machinery (see :class:`_Logger`)."""
+    """``log.<level>`` without structlog's machinery (see :class:`_Logger`): an
+    info or debug line is held unrendered; a warning or error is rendered and
+    written at once (after what is held), so no exit path waits for structlog
+    to be imported just to say why it exits."""
     bound = logger._bound
     later, now, modules = _sink.later, time.time, sys.modules
+    held = level in _HELD
     slow: Any = None
     if not _plain(bound):
         return logger._slow(level, keep=True)
@@ -365,7 +373,15 @@ def _direct(level: str, logger: _Logger, fmt: str) -> Any:
             if slow is None:
                 slow = logger._slow(level)
             return slow(event, *args, **kw)
-        later(now(), level, event, {**bound, **kw} if bound else kw, fmt)
+        fields = {**bound, **kw} if bound else kw
+        if held:
+            later(now(), level, event, fields, fmt)
+            return None
+        try:
+            line = _render(now(), level, event, fields, fmt)
+        except ValueError:  # an int past Python's digit limit: structlog says what it says
+            return logger._slow(level)(event, **kw)
+        _sink.now(line)
         return None
 
     return emit

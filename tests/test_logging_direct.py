@@ -41,15 +41,16 @@ def test_direct_info_lines_equal_structlogs(fmt, monkeypatch):
                           ("call", {"request_id": 7, "command": "it's", "duration_ms": 12.0, "outcome": None}),
                           ("odd", {"s": "has space", "n": None, "l": [1, "x"]}), ("bare", {}),
                           ("an event name longer than thirty characters", {"b": True, "empty": "", "eq": "a=b"})]:
-            log.info(event, **kw)
-            real.info(event, **kw)
-            bl._sink.flush()
-            lines = out.lines()
-            assert len(lines) == 2 and lines[0] == lines[1], lines
+            for level in ("info", "warning", "error"):
+                getattr(log, level)(event, **kw)
+                getattr(real, level)(event, **kw)
+                bl._sink.flush()
+                lines = out.lines()
+                assert len(lines) == 2 and lines[0] == lines[1], lines
         log.debug("dropped at info")
         bl._sink.flush()
         assert out.lines() == []
-        assert log.info.__name__ == "emit"  # the direct path was the one taken
+        assert log.info.__name__ == log.warning.__name__ == "emit"  # the direct path was the one taken
     finally:
         bl.configure("info", "console")
 
@@ -91,7 +92,7 @@ def test_reconfiguring_applies_to_loggers_already_handed_out(monkeypatch):
         bl.configure("info", "console")
 
 
-def test_structlog_is_not_imported_until_a_line_is_logged():
+def test_structlog_is_not_imported_until_a_line_needs_it():
     code = ("import sys\n"
             "from snakepit_bridge import logging as bl\n"
             "bl.configure('warning', 'console')\n"
@@ -99,10 +100,12 @@ def test_structlog_is_not_imported_until_a_line_is_logged():
             "log.info('filtered')\n"
             "print('structlog' in sys.modules)\n"
             "log.warning('shown', n=1)\n"
+            "print('structlog' in sys.modules)\n"
+            "log.warning('needs structlog', l=[1])\n"
             "print('structlog' in sys.modules)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert run.stdout.split() == ["False", "True"]
-    assert "shown" in run.stderr and "filtered" not in run.stderr
+    assert run.stdout.split() == ["False", "False", "True"]
+    assert "shown" in run.stderr and "needs structlog" in run.stderr and "filtered" not in run.stderr
 
 
 def test_a_held_line_that_cannot_be_rendered_says_so_and_the_rest_are_written(monkeypatch):
