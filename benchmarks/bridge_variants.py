@@ -24,7 +24,7 @@ Variants (comma-separated after ``--variant``; the other flags go to the bridge)
   ``GetInfo`` go to the loop the same way. Nothing else is served there (no
   streams, sessions, generators, health or reflection service): a
   measurement of what the arrangement would gain for unary calls, not a
-  design (see docs/performance.md, "Another server arrangement").
+  design (see docs/performance.md, "Small calls, third round").
 
 Measured 2026-12-02 (see docs/performance.md): ``const`` spends the bare
 aio servicer's server CPU per call within the noise, so what a bridge call

@@ -4,7 +4,8 @@ grpcurl uses). A Snakepit pool calls neither (it uses the bridge's own Health
 RPC), so neither is imported before the ready line: one generic handler
 answers for both and imports, builds and registers the real servicers on the
 first call to either (grpcio's own health servicer and reflection servicer,
-unchanged). What that saves at start-up: docs/performance.md, "Start-up".
+unchanged). What that saves at start-up: docs/performance.md, "Small calls,
+third round".
 """
 from __future__ import annotations
 
