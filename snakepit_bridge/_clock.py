@@ -19,9 +19,8 @@ def iso_utc(seconds: float | None = None) -> str:
     global _last
     if seconds is None:
         seconds = time.time()
-    whole = int(seconds // 1)
-    second, text = _last
-    if whole != second:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        _last = (whole, text)
-    return f"{text}.{int((seconds - whole) * 1_000_000):06d}Z"
+    whole = int(seconds)  # not before 1970
+    last = _last
+    if whole != last[0]:
+        last = _last = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    return "%s%06dZ" % (last[1], (seconds - whole) * 1_000_000)  # %d truncates, as int() would

@@ -547,10 +547,17 @@ class Dispatcher:
             self.stats.errors += 1
         elif not self._call_lines:
             return
+        elif obs.outcome == "ok" and not obs.chunks:
+            # The usual line, at once: logging holds it unrendered (a tuple
+            # appended) and renders it with the others when it writes them.
+            req = obs.request
+            self.log.info("call", request_id=req.request_id, command=req.command,
+                          duration_ms=round((time.perf_counter() - obs.started) * 1000, 3), outcome="ok")
+            return
         lines = self._lines
         lines.append((obs, round((time.perf_counter() - obs.started) * 1000, 3)))
-        # Logged on the loop's next turn, not now: the transport's answer goes
-        # out first, and the client reads it while this line is written. The
+        # The others are logged on the loop's next turn, not now: the transport's
+        # answer goes out first, and the client reads it while this line is written. The
         # calls that end in one turn share one callback (the serial stdio front
         # end, which has no loop turns, runs it after its answer instead).
         if len(lines) == 1:
@@ -566,10 +573,6 @@ class Dispatcher:
 
     def _log_call(self, obs: CallRecord, duration_ms: float) -> None:
         req = obs.request
-        if not obs.chunks and not obs.error and obs.outcome == "ok":  # the usual line, built once
-            self.log.info("call", request_id=req.request_id, command=req.command, duration_ms=duration_ms,
-                          outcome="ok")
-            return
         fields = dict(request_id=req.request_id, command=req.command, duration_ms=duration_ms, outcome=obs.outcome)
         if obs.chunks:
             fields["chunks"] = obs.chunks

@@ -10,11 +10,12 @@ by itself (``GRPC_VERBOSITY`` / ``GRPC_TRACE`` control it).
 Levels: ``info`` gives one line per call (emitted by the dispatcher) plus
 lifecycle lines; per-chunk lines are ``debug`` only.
 
-structlog is imported and set up when the first line is logged, not at
-start-up: :func:`configure` only records the level and format, and
-:func:`get_logger` hands out a stand-in that becomes the real logger on first
-use. A gRPC worker at ``info`` logs its first line just after the ready line;
-a stdio worker at ``warning`` may never import structlog at all.
+structlog is imported and set up when the first line that needs it is
+logged, not at start-up: :func:`configure` only records the level and format,
+and :func:`get_logger` hands out a stand-in that renders lines of plain values
+itself (structlog's layout, tests compare them) and becomes the real logger
+for any other line. A worker whose lines are all plain (the per-call lines,
+``ready``, ``shutting down``) never imports structlog.
 """
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ class SafeStderr:
 HOLD_SECONDS = 0.1
 #: ... or as soon as this many characters are held.
 HOLD_CHARS = 64 * 1024
+#: What a line held unrendered counts toward HOLD_CHARS (a call's line is ~120).
+_LATER_CHARS = 160
 
 
 class HeldLines:
@@ -87,15 +90,25 @@ class HeldLines:
     def __init__(self) -> None:
         self._out = SafeStderr()
         self._lock = threading.Lock()
-        self._held: list[str] = []
+        self._held: list[str | tuple[Any, ...]] = []  # lines, and lines to render (see later())
         self._chars = 0
         self._due = threading.Event()  # something is held: the writer thread wakes
         self._thread: threading.Thread | None = None
 
     def hold(self, line: str) -> None:
+        self._add(line, len(line) + 1)
+
+    def later(self, seconds: float, level: str, event: str, event_dict: dict[str, Any], fmt: str) -> None:
+        """Hold a line to be rendered when it is written (:func:`_render`):
+        the event, its fields (plain scalars only, so they cannot change
+        meanwhile) and the time it was logged. Rendering a batch at once
+        costs a fraction of rendering each line while a call is answered."""
+        self._add((seconds, level, event, event_dict, fmt), _LATER_CHARS)
+
+    def _add(self, entry: str | tuple[Any, ...], chars: int) -> None:
         with self._lock:
-            self._held.append(line)
-            self._chars += len(line) + 1
+            self._held.append(entry)
+            self._chars += chars
             if self._chars < HOLD_CHARS:
                 if len(self._held) == 1:
                     self._wake_writer()
@@ -123,8 +136,9 @@ class HeldLines:
 
     def _write_held(self, tail: str) -> None:  # with the lock
         if self._held:
-            self._held.append(tail)
-            tail = "\n".join(self._held)
+            lines = [entry if isinstance(entry, str) else _render_held(entry) for entry in self._held]
+            lines.append(tail)
+            tail = "\n".join(lines)
             self._held, self._chars = [], 0
         if tail:
             self._out.write(tail)
@@ -218,8 +232,6 @@ class ConsoleLines:
 _settings: tuple[str, str] | None = None
 #: structlog has been set up from ``_settings`` (see :func:`_setup`).
 _set_up = False
-#: The renderer :func:`_setup` configured (for :class:`_Logger`'s direct lines).
-_renderer: Any = None
 #: Every stand-in handed out: configure() makes them forget what they looked up.
 _loggers: weakref.WeakSet[_Logger] = weakref.WeakSet()
 
@@ -246,13 +258,12 @@ def configure(level: str = "info", fmt: str = "console") -> None:
 def _setup() -> None:
     """Import and configure structlog from ``_settings``, and give the stdlib
     handler its real formatter (the same renderer)."""
-    global _set_up, _renderer
+    global _set_up
     import structlog
 
     level, fmt = _settings or ("info", "console")
     numeric = _LEVELS[level]
     renderer = structlog.processors.JSONRenderer(serializer=_dumps) if fmt == "json" else ConsoleLines()
-    _renderer = renderer
     exc = structlog.processors.format_exc_info if fmt == "json" else structlog.processors.StackInfoRenderer()
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, _stamp, exc, renderer],
@@ -286,11 +297,13 @@ class _FirstUse(logging.Formatter):
 class _Logger:
     """What :func:`get_logger` returns: a structlog logger, made on first use.
     Each method is looked up once and then kept on this object, so a call
-    through it costs what a call on the structlog logger costs, or less: an
-    info or debug line (the one per call) is built and rendered directly, as
-    structlog's chain would (the same dict, the same renderer), unless
-    structlog context variables are bound or it carries exception or stack
-    information; then structlog renders it."""
+    through it costs what a call on the structlog logger costs, or less: a
+    line whose fields are plain scalars is rendered as structlog's chain
+    would render it (the same fields in the same layout) without importing
+    structlog; at info or debug (the line of every call) it is held
+    unrendered and rendered when written. A line with other values,
+    exception or stack information, or while structlog context variables are
+    bound goes through structlog."""
 
     def __init__(self, name: str, bound: dict[str, Any]) -> None:
         self._name = name
@@ -306,42 +319,109 @@ class _Logger:
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)
+        settings = _settings
+        if settings is not None and attr in _DIRECT and _LEVELS[attr] >= _LEVELS[settings[0]]:
+            value = self.__dict__[attr] = _direct(attr, self, settings[1])
+            return value
+        return self._slow(attr, keep=True)
+
+    def _slow(self, attr: str, keep: bool = False) -> Any:
+        """``attr`` of the structlog logger (set up now if it is not yet);
+        ``keep``: on this object, for the next lookups."""
         if not _set_up and _settings is not None and _LEVELS.get(attr, logging.CRITICAL) < _LEVELS[_settings[0]]:
             return _drop  # filtered out: no reason to import structlog for it (not kept: configure may change)
         real = self._real
         if real is None:
             real = self._real = _real_logger(self._name, self._bound)
         value = getattr(real, attr)
-        if attr in _HELD and _renderer is not None and _settings is not None \
-                and _LEVELS[attr] >= _LEVELS[_settings[0]]:
-            value = _direct(attr, value, self._bound)
-        if attr in _KEPT:
+        if keep and attr in _KEPT:
             self.__dict__[attr] = value
         return value
 
 
 _HELD = ("info", "debug")
+#: Levels whose plain lines skip structlog: held ones, and ones written at once.
+_DIRECT = (*_HELD, "warning", "error")
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+#: Fields structlog's processors or renderers treat specially: a line with one goes through structlog.
+_RESERVED = frozenset({"timestamp", "level", "event", "logger", "logger_name", "exception", "exc_info",
+                       "stack", "stack_info"})
 
 
-def _direct(level: str, slow: Any, bound: dict[str, Any]) -> Any:
-    """``log.info`` / ``log.debug`` without structlog's machinery (see :class:`_Logger`)."""
-    import structlog.contextvars
+def _plain(fields: dict[str, Any]) -> bool:
+    return _PLAIN.issuperset(map(type, fields.values())) and _RESERVED.isdisjoint(fields)
 
-    bound_vars = structlog.contextvars._CONTEXT_VARS  # what merge_contextvars would look at
-    render, hold = _renderer, _sink.hold
+
+def _direct(level: str, logger: _Logger, fmt: str) -> Any:
+    """``log.<level>`` without structlog's machinery (see :class:`_Logger`): an
+    info or debug line is held unrendered; a warning or error is rendered and
+    written at once (after what is held), so no exit path waits for structlog
+    to be imported just to say why it exits."""
+    bound = logger._bound
+    later, now, modules = _sink.later, time.time, sys.modules
+    held = level in _HELD
+    slow: Any = None
+    if not _plain(bound):
+        return logger._slow(level, keep=True)
+
+    plain, reserved = _PLAIN.issuperset, _RESERVED.isdisjoint
 
     def emit(event: Any = None, *args: Any, **kw: Any) -> None:
-        if args or bound_vars or "exc_info" in kw or "stack_info" in kw or "exception" in kw:
+        nonlocal slow
+        if (args or type(event) is not str or not plain(map(type, kw.values())) or not reserved(kw)
+                or _context_bound(modules)):
+            if slow is None:
+                slow = logger._slow(level)
             return slow(event, *args, **kw)
-        event_dict = {**bound, **kw} if bound else kw
-        if event is not None:
-            event_dict["event"] = event
-        event_dict["level"] = level
-        event_dict["timestamp"] = iso_utc()
-        hold(render(None, level, event_dict))
+        fields = {**bound, **kw} if bound else kw
+        if held:
+            later(now(), level, event, fields, fmt)
+            return None
+        try:
+            line = _render(now(), level, event, fields, fmt)
+        except ValueError:  # an int past Python's digit limit: structlog says what it says
+            return logger._slow(level)(event, **kw)
+        _sink.now(line)
         return None
 
     return emit
+
+
+def _context_bound(modules: dict[str, Any]) -> bool:
+    """Whether structlog context variables may be bound (merge_contextvars would add them)."""
+    cv = modules.get("structlog.contextvars")
+    return cv is not None and bool(cv._CONTEXT_VARS)
+
+
+def _render(seconds: float, level: str, event: str, fields: dict[str, Any], fmt: str) -> str:
+    """A line held by :meth:`HeldLines.later`, as structlog's chain renders it
+    (:class:`ConsoleLines`, or the JSON renderer: fields, event, level, timestamp)."""
+    if fmt == "json":
+        return _dumps({**fields, "event": event, "level": level, "timestamp": iso_utc(seconds)})
+    keys = tuple(fields)
+    layout = _layouts.get((level, event, keys))
+    if layout is None:
+        # "[level    ] event<padded> key=" and the keys' order, kept for the next line like it.
+        layout = (f"[{level:<9}] {event:<30}", sorted(keys))
+        if len(_layouts) < 256:  # events whose names vary must not grow it for ever
+            _layouts[(level, event, keys)] = layout
+    head, order = layout
+    if not order:
+        return f"{iso_utc(seconds)} {head}".rstrip(" ")
+    isdisjoint = ConsoleLines._QUOTE.isdisjoint
+    return f"{iso_utc(seconds)} {head} " + " ".join(
+        [f"{k}={v if type(v) is str and isdisjoint(v) else repr(v)}" for k in order for v in (fields[k],)])
+
+
+def _render_held(entry: tuple[Any, ...]) -> str:
+    try:
+        return _render(*entry)
+    except Exception as exc:  # noqa: BLE001 - an int past Python's digit limit: keep the writer alive
+        return f"{iso_utc(entry[0])} [{entry[1]:<9}] {entry[2]} (line not rendered: {type(exc).__name__}: {exc})"
+
+
+#: (level, event, field names) -> (head, sorted field names), for :func:`_render`.
+_layouts: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[str]]] = {}
 
 
 def _drop(*_args: Any, **_kw: Any) -> None:

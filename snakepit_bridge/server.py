@@ -51,14 +51,13 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from ._lifecycle import PARENT_GONE_GRACE, SHUTDOWN_MARGIN, shutdown_switch_interval
 from ._lifecycle import say as _say
 from ._lifecycle import watch_parent as _watch_parent
 from ._proc import flush_and_exit, kill_descendants, terminate_descendants
 from ._proto import snakepit_pb2_grpc as pb_grpc
+from ._services import StandardServices
 from .config import Config
 from .dispatch import Dispatcher
 from .exitcodes import ExitCode
@@ -238,15 +237,12 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
         pass
     servicer = BridgeServicer(dispatcher, generators)
     pb_grpc.add_SnakepitBridgeServicer_to_server(servicer, server)
-    # grpc_health re-exports its asyncio servicer module as `aio` by a plain import, which
-    # type checkers do not count as public; it is the documented way to reach it.
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    # grpc.health.v1 and reflection: imported on their first call, not before the ready line.
+    standard = StandardServices((SERVICE_NAME,), (SERVICE_NAME,))
+    server.add_generic_rpc_handlers((standard,))
 
     port = bind(server, config, log)
     await server.start()
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     if generators is not None and hasattr(generators, "start"):
         generators.start()
 
@@ -291,7 +287,7 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
     await stop.wait()
 
     why, grace, budget = reason
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await standard.set_serving(False)
     streams = dispatcher.interrupt_streams()
     await server.stop(grace)
     if generators is not None and hasattr(generators, "aclose"):
@@ -323,13 +319,6 @@ def _arm_watchdog(deadline: float, log: Any) -> None:
         flush_and_exit(ExitCode.OK)
 
     threading.Thread(target=watch, name="snakepit-shutdown-watchdog", daemon=True).start()
-
-
-async def _set_health(servicer: Any, status: int) -> None:
-    for name in ("", SERVICE_NAME):
-        result = servicer.set(name, status)
-        if asyncio.iscoroutine(result):
-            await result
 
 
 def _watch_stdin(request_stop: Callable[[str], None]) -> bool:

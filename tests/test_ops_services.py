@@ -62,3 +62,22 @@ def test_a_call_built_from_reflection_alone_works(channel):
                                response_deserializer=response_cls.FromString)
     reply = call(request_cls(command="ping", request_id="r1"), timeout=5)
     assert reply.success and reply.request_id == "r1" and b"pong" in reply.result["message"]
+
+
+def test_the_standard_services_are_imported_on_their_first_call_only():
+    """Not before the ready line: a pool never calls them (start-up cost)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, grpc\n"
+            "from snakepit_bridge import server\n"
+            "from snakepit_bridge._services import StandardServices\n"
+            "s = StandardServices(('snakepit.SnakepitBridge',), ('snakepit.SnakepitBridge',))\n"
+            "class D(grpc.HandlerCallDetails):\n"
+            "    def __init__(self, m): self.method, self.invocation_metadata = m, ()\n"
+            "print(s.service(D('/snakepit.SnakepitBridge/Execute')) is None,\n"
+            "      any(m.startswith(('grpc_health.', 'grpc_reflection.')) for m in sys.modules))\n"
+            "print(s.service(D('/grpc.health.v1.Health/Check')) is not None, 'grpc_health.v1.health' in sys.modules,\n"
+            "      'grpc_reflection.v1alpha.reflection_pb2_grpc' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["True", "False", "True", "True", "False"], run.stdout + run.stderr
