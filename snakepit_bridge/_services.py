@@ -78,6 +78,7 @@ class StandardServices(grpc.GenericRpcHandler):
             health_pb2_grpc.add_HealthServicer_to_server(servicer, handlers)
             self._health = servicer
         else:
+            from grpc_health.v1 import health_pb2  # puts Health's descriptors in the pool it reflects
             from grpc_reflection.v1alpha import _async, reflection_pb2_grpc
 
             # grpc_reflection's asyncio servicer (reflection.aio is this module).

@@ -37,6 +37,17 @@ def test_reflection_lists_the_services(channel):
     assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
 
 
+def test_reflection_resolves_every_listed_service_on_a_fresh_worker(spawn_bridge):
+    """Before anything has called Health (its module is imported on first use),
+    grpcurl's `describe grpc.health.v1.Health` must still resolve."""
+    b = spawn_bridge()
+    with grpc.insecure_channel(b.target) as ch:
+        db = ProtoReflectionDescriptorDatabase(ch)
+        pool = descriptor_pool.DescriptorPool(db)
+        for name in db.get_services():
+            assert pool.FindServiceByName(name).full_name == name
+
+
 def test_reflection_resolves_the_bridge_methods(channel):
     pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
     service = pool.FindServiceByName(SERVICE)
