@@ -234,3 +234,18 @@ def test_the_serial_phase_runs_without_asyncio_and_structlog():
         assert b.call("echo", {"i": 1})["result"]["echoed"] == {"i": 1}  # a worker thread: the hand-over
         assert b.wait_stderr("asyncio.base_events\n")
         assert "structlog" not in _imported(b.stderr_text())
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_frame_nested_too_deep_for_the_parser_is_a_bad_frame_not_a_crash(first):
+    """A big integer sends the text to the stdlib's parser, which raises
+    RecursionError on deep nesting: that must be the clear bad-frame answer
+    (first frame or later), and the worker goes on serving."""
+    payload = (b'{"id":1,"command":"ping","args":{"x":' + b"[" * 5000 + b"1234567890123456789012"
+               + b"]" * 5000 + b"}}")
+    with StdioBridge(init=not first) as b:
+        b.send_raw(payload)
+        reply = json.loads(b.recv_raw())
+        assert reply.get("success") is False and "nested too deeply" in json.dumps(reply), reply
+        assert b.call("ping").get("success") is True
+        assert b.proc.poll() is None

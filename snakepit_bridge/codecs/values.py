@@ -491,7 +491,10 @@ def loads_json(data: bytes | bytearray) -> Any:
     not decode. The one JSON decoder of args and stdio frames."""
     if len(data) <= _BIG_INT_SCAN_LIMIT and _DIGITS_19 in data.translate(_DIGITS_AS_0):
         # orjson would make these ints floats (or fail past ~1e308): the stdlib keeps them.
-        return json.loads(bytes(data), parse_int=_parse_int, parse_constant=_no_constant)
+        try:
+            return json.loads(bytes(data), parse_int=_parse_int, parse_constant=_no_constant)
+        except RecursionError:  # what orjson reports as a ValueError, the stdlib's parser raises as this
+            raise ValueError("JSON text nested too deeply to decode") from None
     return orjson.loads(data)
 
 
