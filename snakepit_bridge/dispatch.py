@@ -263,8 +263,7 @@ class Dispatcher:
             # Tens of MB of JSON take hundreds of ms to parse: not on the loop,
             # where Health and every other call would wait for it.
             if req.decode_size > OFFLOAD_BYTES:
-                if not _malloc.done:
-                    _malloc.keep_large_blocks()  # large messages from now on: copy them into reused memory
+                _malloc.large_message()  # copy large messages into reused memory (and give it back when idle)
                 req.args, req.bound = await asyncio.get_running_loop().run_in_executor(
                     self.executor, _decode_and_bind, decode, hints, params)
                 return handler

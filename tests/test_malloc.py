@@ -64,3 +64,38 @@ def test_dispatch_applies_them_at_the_first_large_request(monkeypatch: pytest.Mo
         await d.aclose()
 
     asyncio.run(main())
+
+
+def _rss_mb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_worker_gives_the_kept_memory_back_once_large_messages_stop():
+    """After a burst of 4 MB echoes (4 callers at once), what the heaps kept
+    goes back to the kernel within IDLE_SECONDS and a little."""
+    import threading
+
+    from snakepit_bridge.client import Client
+    from tests.bridge_process import Bridge
+    from tests.handlers_ops import wait_until
+
+    with Bridge() as b, Client(b.target, elixir_style=True) as c:
+        c.execute("ping")
+        data = [i * 0.5 for i in range(500_000)]
+
+        def echo() -> None:
+            for _ in range(2):
+                c.execute("echo", {"data": data})
+
+        for _ in range(2):
+            callers = [threading.Thread(target=echo) for _ in range(4)]
+            for t in callers:
+                t.start()
+            for t in callers:
+                t.join()
+        burst = _rss_mb(b.proc.pid)
+        assert burst > 120, burst  # the heaps hold the burst's copies
+        assert wait_until(lambda: _rss_mb(b.proc.pid) < burst - 60, timeout=_malloc.IDLE_SECONDS + 5), \
+            (burst, _rss_mb(b.proc.pid))

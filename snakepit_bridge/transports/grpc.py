@@ -158,8 +158,8 @@ class BridgeServicer(pb_grpc.SnakepitBridgeServicer):
         def encode(values: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, str]]:
             out, encodings = encode_map(values, self.threshold, accept)
             size = message_size(out, encodings) + len(request_id)
-            if size > OFFLOAD_BYTES and not _malloc.done:
-                _malloc.keep_large_blocks()  # large messages from now on: copy them into reused memory
+            if size > OFFLOAD_BYTES:
+                _malloc.large_message()  # copy large messages into reused memory (and give it back when idle)
             if size > self.max_message_bytes:
                 raise ResourceExhausted(self._too_large(size, out))
             return out, encodings
