@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import itertools
 import os
 import signal
@@ -281,6 +282,10 @@ async def serve(config: Config, registry: Registry, *, parent_pid: int | None = 
     if config.watch_parent:
         _watch_parent(parent, request_stop, log)
 
+    # What start-up built (modules, the registry, codecs, grpc's objects) lives
+    # as long as the process: out of the collector's sight, so that the
+    # collections the calls' garbage sets off never walk it again.
+    gc.freeze()
     announce(port, ready_fd)
     log.info("ready", port=port, host=config.host, pid=os.getpid(), commands=len(registry),
              auth="token" if config.auth_token else "none", tls=bool(config.tls_cert))

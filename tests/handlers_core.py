@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
 from snakepit_bridge import command
 from snakepit_bridge.errors import BridgeError
@@ -24,6 +26,22 @@ async def fail_midway(args):
     for i in range(args.get("before", 2)):
         yield {"i": i}
     raise RuntimeError("stream broke")
+
+
+@command("gc_state")
+def gc_state(args):
+    """How many objects the worker froze at start-up, and whether a cycle a
+    call makes is still collected."""
+
+    class Node:
+        pass
+
+    node = Node()
+    node.self = node
+    gone = weakref.ref(node)
+    del node
+    gc.collect()
+    return {"frozen": gc.get_freeze_count(), "cycle_collected": gone() is None}
 
 
 @command("whoami")

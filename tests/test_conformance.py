@@ -71,6 +71,14 @@ def test_ping_echoes_request_id_and_stamps_nanoseconds(wire):
     assert decoded(r.result)["message"] == "pong"
 
 
+def test_start_up_objects_are_frozen_and_call_garbage_is_collected(wire):
+    """gc.freeze() before the ready line (docs/performance.md, fourth round):
+    collections skip what start-up built; a call's cycles are still freed."""
+    state = decoded(execute(wire, "gc_state").result)
+    assert state["frozen"] > 10_000, state
+    assert state["cycle_collected"] is True
+
+
 def test_result_strings_are_json_quoted(wire):
     r = execute(wire, "ping")
     assert r.result["message"] == b'"pong"'  # so the Elixir client decodes a string
