@@ -71,7 +71,7 @@ class SafeStderr:
 HOLD_SECONDS = 0.1
 #: ... or as soon as this many characters are held.
 HOLD_CHARS = 64 * 1024
-#: What a line held unrendered counts toward HOLD_CHARS (a call's line is ~120).
+#: What a line held unrendered counts toward HOLD_CHARS (a call's line is ~120), plus its strings' length.
 _LATER_CHARS = 160
 
 
@@ -103,7 +103,11 @@ class HeldLines:
         the event, its fields (plain scalars only, so they cannot change
         meanwhile) and the time it was logged. Rendering a batch at once
         costs a fraction of rendering each line while a call is answered."""
-        self._add((seconds, level, event, event_dict, fmt), _LATER_CHARS)
+        chars = _LATER_CHARS + len(event)
+        for value in event_dict.values():
+            if type(value) is str:  # a caller's long request id counts for what it holds
+                chars += len(value)
+        self._add((seconds, level, event, event_dict, fmt), chars)
 
     def _add(self, entry: str | tuple[Any, ...], chars: int) -> None:
         with self._lock:

@@ -25,6 +25,18 @@ class _Written:
         return lines
 
 
+@pytest.fixture
+def written(monkeypatch):
+    """The sink writes into a :class:`_Written`; logging is set back to info/console after."""
+    from snakepit_bridge import logging as bl
+
+    out = _Written()
+    bl._sink.flush()
+    monkeypatch.setattr(bl._sink, "_out", out)
+    yield out
+    bl.configure("info", "console")
+
+
 @pytest.mark.parametrize("fmt", ["console", "json"])
 def test_direct_info_lines_equal_structlogs(fmt, monkeypatch):
     from snakepit_bridge import logging as bl
@@ -55,41 +67,42 @@ def test_direct_info_lines_equal_structlogs(fmt, monkeypatch):
         bl.configure("info", "console")
 
 
-def test_plain_info_lines_are_held_unrendered_and_rendered_in_order(monkeypatch):
+def test_plain_info_lines_are_held_unrendered_and_rendered_in_order(written):
     from snakepit_bridge import logging as bl
 
-    out = _Written()
-    bl._sink.flush()
-    monkeypatch.setattr(bl._sink, "_out", out)
-    try:
-        bl.configure("info", "console")
-        log = bl.get_logger("t")
-        log.info("first", n=1)
-        assert isinstance(bl._sink._held[-1], tuple)  # held as its fields, not rendered yet
-        log.info("second", l=[1])  # not plain: rendered through structlog now
-        log.warning("third")  # written at once, after what is held
-        assert [line.split()[3] for line in out.lines()] == ["first", "second", "third"]
-    finally:
-        bl.configure("info", "console")
+    bl.configure("info", "console")
+    log = bl.get_logger("t")
+    log.info("first", n=1)
+    assert isinstance(bl._sink._held[-1], tuple)  # held as its fields, not rendered yet
+    log.info("second", l=[1])  # not plain: rendered through structlog now
+    log.warning("third")  # written at once, after what is held
+    assert [line.split()[3] for line in written.lines()] == ["first", "second", "third"]
 
 
-def test_reconfiguring_applies_to_loggers_already_handed_out(monkeypatch):
+def test_a_held_line_counts_the_strings_it_holds(written):
+    """A caller's long value (a request id of megabytes, say) is not held for
+    another 0.1 s as if it were a short line: HOLD_CHARS counts it."""
     from snakepit_bridge import logging as bl
 
-    out = _Written()
+    bl.configure("info", "console")
+    log = bl.get_logger("t")
+    log.info("small", request_id="r1")
+    assert written.lines() == []  # held
+    log.info("call", request_id="x" * bl.HOLD_CHARS)
+    assert [line.split()[3] for line in written.lines()] == ["small", "call"]  # written at once, in order
+
+
+def test_reconfiguring_applies_to_loggers_already_handed_out(written):
+    from snakepit_bridge import logging as bl
+
+    bl.configure("info", "console")
+    log = bl.get_logger("t")
+    log.debug("not at info")
+    bl.configure("debug", "console")
+    log.debug("now at debug")
     bl._sink.flush()
-    monkeypatch.setattr(bl._sink, "_out", out)
-    try:
-        bl.configure("info", "console")
-        log = bl.get_logger("t")
-        log.debug("not at info")
-        bl.configure("debug", "console")
-        log.debug("now at debug")
-        bl._sink.flush()
-        lines = out.lines()
-        assert len(lines) == 1 and "now at debug" in lines[0]
-    finally:
-        bl.configure("info", "console")
+    lines = written.lines()
+    assert len(lines) == 1 and "now at debug" in lines[0]
 
 
 def test_structlog_is_not_imported_until_a_line_needs_it():
@@ -108,19 +121,13 @@ def test_structlog_is_not_imported_until_a_line_needs_it():
     assert "shown" in run.stderr and "needs structlog" in run.stderr and "filtered" not in run.stderr
 
 
-def test_a_held_line_that_cannot_be_rendered_says_so_and_the_rest_are_written(monkeypatch):
+def test_a_held_line_that_cannot_be_rendered_says_so_and_the_rest_are_written(written):
     from snakepit_bridge import logging as bl
 
-    out = _Written()
+    bl.configure("info", "console")
+    log = bl.get_logger("t")
+    log.info("huge", n=10**5000)  # repr() refuses ints past Python's digit limit
+    log.info("after", n=1)
     bl._sink.flush()
-    monkeypatch.setattr(bl._sink, "_out", out)
-    try:
-        bl.configure("info", "console")
-        log = bl.get_logger("t")
-        log.info("huge", n=10**5000)  # repr() refuses ints past Python's digit limit
-        log.info("after", n=1)
-        bl._sink.flush()
-        lines = out.lines()
-        assert len(lines) == 2 and "huge (line not rendered: ValueError" in lines[0] and lines[1].endswith("n=1")
-    finally:
-        bl.configure("info", "console")
+    lines = written.lines()
+    assert len(lines) == 2 and "huge (line not rendered: ValueError" in lines[0] and lines[1].endswith("n=1")
