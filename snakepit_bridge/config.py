@@ -5,7 +5,6 @@ environment (except the auth-token variable, resolved by the CLI too).
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 
@@ -124,6 +123,8 @@ class Config:
         host = self.host.strip("[]")
         if host in LOOPBACK_NAMES:
             return True
+        import ipaddress  # here: only a non-loopback-named host needs it, not a stdio worker's start-up
+
         try:
             return ipaddress.ip_address(host).is_loopback
         except ValueError:
