@@ -16,6 +16,8 @@ __all__ = ["Request", "Result", "Stats"]
 
 @dataclass(slots=True)
 class Request:
+    """One call as a transport hands it to dispatch."""
+
     command: str
     args: dict[str, Any]
     request_id: str = ""
@@ -43,6 +45,8 @@ class Request:
 
 @dataclass(slots=True)
 class Result:
+    """A unary call's outcome as dispatch hands it back."""
+
     success: bool
     result: dict[str, Any]
     error: str = ""
@@ -53,6 +57,8 @@ class Result:
 
 @dataclass(slots=True)
 class Stats:
+    """The worker's running counters (Health, info)."""
+
     requests: int = 0
     errors: int = 0
     active_streams: int = 0

@@ -23,6 +23,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting of a bridge process (one per flag; see cli.py), validated on creation.
+    (A docstring also spares @dataclass building one from the signature at import.)"""
+
     # Process and transport
     mode: str = "grpc"  # "grpc" or "pool-worker" (stdio)
     host: str = "127.0.0.1"

@@ -234,3 +234,15 @@ def test_the_serial_phase_runs_without_asyncio_and_structlog():
         assert b.call("echo", {"i": 1})["result"]["echoed"] == {"i": 1}  # a worker thread: the hand-over
         assert b.wait_stderr("asyncio.base_events\n")
         assert "structlog" not in _imported(b.stderr_text())
+
+
+def test_a_json_worker_on_a_plain_launch_line_imports_neither_msgpack_nor_argparse():
+    # Start-up (issue 13): argparse's parser is not built for Snakepit's launch
+    # line (cli._plain), and msgpack loads on first use (a MessagePack codec).
+    negotiate = {**NEGOTIATION, "supported": ["json"], "preferred": "json"}
+    with StdioBridge("--log-level", "warning", negotiate=negotiate, env={"PYTHONPROFILEIMPORTTIME": "1"}) as b:
+        assert b.wait_stderr("| subprocess\n")
+        assert b.call("ping")["success"] is True
+        loaded = _imported(b.stderr_text())
+        assert "snakepit_bridge.transports._serial" in loaded
+        assert not [name for name in loaded if name.split(".")[0] in ("msgpack", "argparse")]

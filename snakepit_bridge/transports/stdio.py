@@ -176,6 +176,8 @@ def choose_protocol(supported: Any, preferred: Any, fixed: str | None = None) ->
 
 @dataclass(slots=True)
 class WireRequest:
+    """A request frame's fields, checked (:func:`parse_request`)."""
+
     id: int | str
     command: str
     args: dict[str, Any]
