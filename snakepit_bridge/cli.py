@@ -23,14 +23,16 @@ Defaults that are safe for a pool of many workers on one machine:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .config import Config, ConfigError
 from .exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["main", "parse_config"]
 
@@ -44,6 +46,8 @@ STARTED_BY = os.getppid()
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse  # here: the launch lines Snakepit uses never build it (see _plain)
+
     p = argparse.ArgumentParser(prog="grpc_bridge.py", description="Snakepit worker: serves Python commands to an Elixir pool.")
     p.add_argument("--mode", choices=["grpc", "pool-worker"], default="grpc",
                    help="grpc (default) or pool-worker: framed JSON/MessagePack on stdin/stdout")
@@ -100,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Argv (and the auth-token variable) -> a validated :class:`Config`.
     Raises SystemExit(2) on bad flags and :class:`ConfigError` on bad combinations."""
-    ns = _parser().parse_args(argv)
+    ns = _plain(sys.argv[1:] if argv is None else argv) or _parser().parse_args(argv)
     environ = os.environ if environ is None else environ
     # Stripped (a secret mounted from a file often ends in a newline); an empty
     # one is refused by Config, never taken as "no auth".
@@ -137,6 +141,55 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         data_dirs=tuple(os.path.realpath(d) for d in ns.data_dir),
         log_level="warning" if ns.quiet and ns.log_level == "info" else ns.log_level,
     )
+
+
+# The flags of the launch lines Snakepit 0.3 uses, and the values each takes
+# (None: any that does not look like a flag).
+_PLAIN_VALUES: dict[str, tuple[str, ...] | None] = {
+    "--mode": ("grpc", "pool-worker"), "--protocol": ("json", "msgpack"), "--adapter": None, "--port": None,
+    "--log-level": ("debug", "info", "warning", "error"), "--log-format": ("console", "json"),
+}
+_PLAIN_SWITCHES = {"--quiet": "quiet", "--no-parent-watch": "no_parent_watch"}
+
+
+def _plain(argv: Sequence[str]) -> Any:
+    """The namespace argparse would return for a plain launch line (only the
+    flags above, each as ``--flag value`` with a valid value), without
+    building the parser (about 3 ms of a stdio worker's start-up); None for
+    anything else (abbreviations, ``--flag=value``, other flags, bad values,
+    ``--help``), which argparse parses and reports as usual.
+    tests/test_cli.py checks that both agree on these lines."""
+    from types import SimpleNamespace
+
+    given: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        if flag in _PLAIN_SWITCHES:
+            given[_PLAIN_SWITCHES[flag]] = True
+            i += 1
+            continue
+        if flag not in _PLAIN_VALUES or i + 1 == len(argv):
+            return None
+        value, choices = argv[i + 1], _PLAIN_VALUES[flag]
+        if (value in choices) if choices is not None else (value[:1] not in ("-", "") and (flag != "--port" or value.isdecimal())):
+            given[flag[2:].replace("-", "_")] = int(value) if flag == "--port" else value
+            i += 2
+            continue
+        return None
+    return SimpleNamespace(**{**_DEFAULTS, **given})
+
+
+# argparse's defaults for every flag (tests/test_cli.py checks them against _parser()).
+_DEFAULTS: dict[str, Any] = {
+    "mode": "grpc", "adapter": None, "port": 50051, "host": "127.0.0.1", "strict_port": False, "protocol": None,
+    "quiet": False, "worker_id": "", "binary_threshold": 10_240, "default_accept_encodings": "", "max_message_mb": 100,
+    "max_workers": 256, "stream_buffer": 8, "max_execute_mb": 512.0, "max_stream_buffer_mb": 1024.0,
+    "session_ttl": 3600.0, "max_sessions": 10_000, "max_session_mb": 1024.0, "max_sessions_total_mb": 8192.0,
+    "no_session_lock": False, "generator_ttl": 300.0, "max_generators": 1000, "max_generator_args_mb": 1024.0,
+    "grace_period": 1.5, "data_dir": [], "auth_token_file": None, "tls_cert": None, "tls_key": None,
+    "tls_client_ca": None, "insecure": False, "no_parent_watch": False, "log_format": "console", "log_level": "info",
+}
 
 
 def _encodings(text: str) -> tuple[str, ...]:

@@ -5,7 +5,6 @@ environment (except the auth-token variable, resolved by the CLI too).
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +23,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting of a bridge process (one per flag; see cli.py), validated on creation.
+    (A docstring also spares @dataclass building one from the signature at import.)"""
+
     # Process and transport
     mode: str = "grpc"  # "grpc" or "pool-worker" (stdio)
     host: str = "127.0.0.1"
@@ -124,6 +126,8 @@ class Config:
         host = self.host.strip("[]")
         if host in LOOPBACK_NAMES:
             return True
+        import ipaddress  # here: only a non-loopback-named host needs it, not a stdio worker's start-up
+
         try:
             return ipaddress.ip_address(host).is_loopback
         except ValueError:

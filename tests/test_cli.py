@@ -27,6 +27,20 @@ def test_snakepit_launch_line_parses():
     assert c.port == 50123 and c.adapter.endswith("GRPCStreamingHandler")
 
 
+def test_plain_launch_lines_parse_as_argparse_does():
+    """cli._plain skips building the parser for Snakepit's launch lines: same namespace, same defaults."""
+    from snakepit_bridge import cli
+
+    assert vars(cli._parser().parse_args([])) == cli._DEFAULTS
+    for argv in ([], ["--mode", "pool-worker"], ["--mode", "pool-worker", "--protocol", "msgpack", "--quiet"],
+                 ["--adapter", "m.C", "--port", "50123"], ["--port", "0", "--log-level", "warning", "--log-format", "json"],
+                 ["--mode", "pool-worker", "--no-parent-watch", "--mode", "grpc"]):
+        assert vars(cli._plain(argv)) == vars(cli._parser().parse_args(argv)), argv
+    for argv in (["--mode=pool-worker"], ["--mod", "pool-worker"], ["--port", "x"], ["--port", "-1"], ["--adapter"],
+                 ["--protocol", "xml"], ["--adapter", "--quiet"], ["--help"], ["--host", "::1"]):
+        assert cli._plain(argv) is None, argv
+
+
 def test_non_loopback_host_needs_token_tls_or_insecure():
     with pytest.raises(ConfigError, match="non-loopback"):
         parse_config(["--host", "0.0.0.0"], environ={})

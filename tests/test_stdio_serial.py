@@ -249,3 +249,15 @@ def test_a_frame_nested_too_deep_for_the_parser_is_a_bad_frame_not_a_crash(first
         assert reply.get("success") is False and "nested too deeply" in json.dumps(reply), reply
         assert b.call("ping").get("success") is True
         assert b.proc.poll() is None
+
+
+def test_a_json_worker_on_a_plain_launch_line_imports_neither_msgpack_nor_argparse():
+    # Start-up (issue 13): argparse's parser is not built for Snakepit's launch
+    # line (cli._plain), and msgpack loads on first use (a MessagePack codec).
+    negotiate = {**NEGOTIATION, "supported": ["json"], "preferred": "json"}
+    with StdioBridge("--log-level", "warning", negotiate=negotiate, env={"PYTHONPROFILEIMPORTTIME": "1"}) as b:
+        assert b.wait_stderr("| subprocess\n")
+        assert b.call("ping")["success"] is True
+        loaded = _imported(b.stderr_text())
+        assert "snakepit_bridge.transports._serial" in loaded
+        assert not [name for name in loaded if name.split(".")[0] in ("msgpack", "argparse")]

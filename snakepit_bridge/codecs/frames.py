@@ -32,13 +32,18 @@ import datetime
 import enum
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgpack
 import orjson
 
+from .._lazy import lazy_module
 from . import nesting
 from .values import dumps_json, loads_json
+
+if TYPE_CHECKING:
+    import msgpack
+else:
+    msgpack = lazy_module("msgpack")  # on first use: a stdio worker answers the negotiation frame without it
 
 __all__ = ["CODECS", "Codec", "Encoded", "JsonCodec", "MsgpackCodec", "PayloadError"]
 

@@ -111,13 +111,18 @@ import json
 import math
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgpack
 import orjson
 
+from .._lazy import lazy_module
 from ..errors import InvalidArgument
 from . import nesting, npy
+
+if TYPE_CHECKING:
+    import msgpack
+else:
+    msgpack = lazy_module("msgpack")  # on first use (see codecs/frames.py)
 
 __all__ = [
     "ACCEPT_ALL", "ACCEPT_NONE", "BINARY_ENCODINGS", "DEFAULT_THRESHOLD", "ENCODINGS", "JSON", "MSGPACK", "NPY",

@@ -235,8 +235,8 @@ class SerialFront:
             self.settled = False  # the server answers protocol_error and exits
             self._why = "no common protocol"
             return False
-        self.codec = CODECS[selected]()
         self._write(orjson.dumps({"type": "protocol_selected", "protocol": selected, "timestamp": now_iso()}))
+        self.codec = CODECS[selected]()  # after the answer: MessagePack's is msgpack's first use (it is imported then)
         offered = msg.get("supported")
         self._defer(lambda: self.log.info("protocol negotiated", protocol=selected, offered=offered))
         return True
