@@ -28,6 +28,7 @@ import sys
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from . import _malloc
 from .config import Config, ConfigError
 from .exitcodes import ExitCode
 
@@ -84,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-generators", type=int, default=1000, help="cap on open pull-based generators (default 1000)")
     p.add_argument("--max-generator-args-mb", type=float, default=1024.0,
                    help="arguments held by open pull generators together, in MB (default 1024)")
+    p.add_argument("--malloc-keep-mb", type=float, default=256.0,
+                   help="free memory each malloc heap keeps for the next large message once one passed, "
+                        "given back after 2 s without one, in MB (default 256; 0 = glibc's defaults)")
     p.add_argument("--grace-period", type=float, default=1.5, metavar="SECONDS", help="time in-flight calls get on SIGTERM (default 1.5)")
     p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
                    help="a directory whose regular files the built-ins may read when a caller names them "
@@ -135,6 +139,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         max_sessions_total_bytes=int(ns.max_sessions_total_mb * 1024 * 1024), session_lock=not ns.no_session_lock,
         generator_ttl=ns.generator_ttl, max_generators=ns.max_generators,
         max_generator_args_bytes=int(ns.max_generator_args_mb * 1024 * 1024), grace_period=ns.grace_period,
+        malloc_keep_bytes=int(ns.malloc_keep_mb * 1024 * 1024),
         insecure=ns.insecure, auth_token=token, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca, log_format=ns.log_format,
         watch_stdin=not ns.no_parent_watch, watch_parent=not ns.no_parent_watch,
@@ -187,6 +192,7 @@ _DEFAULTS: dict[str, Any] = {
     "max_workers": 256, "stream_buffer": 8, "max_execute_mb": 512.0, "max_stream_buffer_mb": 1024.0,
     "session_ttl": 3600.0, "max_sessions": 10_000, "max_session_mb": 1024.0, "max_sessions_total_mb": 8192.0,
     "no_session_lock": False, "generator_ttl": 300.0, "max_generators": 1000, "max_generator_args_mb": 1024.0,
+    "malloc_keep_mb": 256.0,
     "grace_period": 1.5, "data_dir": [], "auth_token_file": None, "tls_cert": None, "tls_key": None,
     "tls_client_ca": None, "insecure": False, "no_parent_watch": False, "log_format": "console", "log_level": "info",
 }
@@ -236,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import logging as bridge_logging
 
     bridge_logging.configure(config.log_level, config.log_format)
+    if config.malloc_keep_bytes != _malloc.KEEP_FREE_BYTES:
+        _malloc.configure(config.malloc_keep_bytes)
 
     # The last resort for the exit guarantees, before any user code runs: a
     # handler holding the GIL in C must not keep SIGTERM or a dead parent

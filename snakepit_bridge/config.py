@@ -64,6 +64,7 @@ class Config:
 
     # Operations
     grace_period: float = 1.5
+    malloc_keep_bytes: int = 256 * 1024 * 1024  # free memory a malloc heap keeps after a large message; 0 = glibc's defaults
     insecure: bool = False
     auth_token: str | None = field(default=None, repr=False)
     tls_cert: str | None = None
@@ -102,6 +103,8 @@ class Config:
             raise ConfigError("generator ttl must be > 0 and max generators >= 1")
         if self.grace_period < 0:
             raise ConfigError("grace period must be >= 0")
+        if self.malloc_keep_bytes < 0:
+            raise ConfigError("--malloc-keep-mb must be >= 0")
         if self.log_format not in ("console", "json"):
             raise ConfigError(f"log format must be 'console' or 'json', not {self.log_format!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):

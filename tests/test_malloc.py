@@ -99,3 +99,20 @@ def test_a_worker_gives_the_kept_memory_back_once_large_messages_stop():
         assert burst > 120, burst  # the heaps hold the burst's copies
         assert wait_until(lambda: _rss_mb(b.proc.pid) < burst - 60, timeout=_malloc.IDLE_SECONDS + 5), \
             (burst, _rss_mb(b.proc.pid))
+
+
+def test_malloc_keep_mb_sets_what_the_heaps_keep_and_zero_leaves_glibc_alone(monkeypatch):
+    from snakepit_bridge.cli import parse_config
+    from snakepit_bridge.config import ConfigError
+
+    assert parse_config([]).malloc_keep_bytes == _malloc.KEEP_FREE_BYTES
+    assert parse_config(["--malloc-keep-mb", "64"]).malloc_keep_bytes == 64 << 20
+    with pytest.raises(ConfigError, match="--malloc-keep-mb"):
+        parse_config(["--malloc-keep-mb", "-1"])
+    monkeypatch.setattr(_malloc, "done", False)
+    monkeypatch.setattr(_malloc, "_libc", None)
+    monkeypatch.setattr(_malloc, "_keep", _malloc.KEEP_FREE_BYTES)
+    _malloc.configure(0)
+    assert _malloc.keep_large_blocks() is False  # nothing applied
+    _malloc.large_message()
+    assert _malloc._libc is None and _malloc._timer is None
