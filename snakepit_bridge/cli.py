@@ -46,62 +46,79 @@ TOKEN_ENV = "SNAKEPIT_BRIDGE_AUTH_TOKEN"
 STARTED_BY = os.getppid()
 
 
+# Every flag, as argparse.add_argument's arguments: one declaration that
+# _parser() builds argparse's parser from and _plain() reads (defaults,
+# choices, types) for the launch lines Snakepit uses.
+_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--mode", dict(choices=["grpc", "pool-worker"], default="grpc",
+        help=("grpc (default) or pool-worker: framed JSON/MessagePack on stdin/stdout"))),
+    ("--adapter", dict(help="MODULE.CLASS (or MODULE) providing commands, in addition to the built-ins")),
+    ("--port", dict(type=int, default=50051,
+        help=("port to listen on (default 50051); if taken, another free port is bound and reported in "
+              "the ready line; 0 = any free port"))),
+    ("--host", dict(default="127.0.0.1", help="address to listen on (default 127.0.0.1)")),
+    ("--strict-port", dict(action="store_true", help="exit with code 4 if --port is taken instead of binding another")),
+    ("--protocol", dict(choices=["json", "msgpack"], help="pool-worker: fixed wire protocol (default: negotiate)")),
+    ("--quiet", dict(action="store_true", help="log warnings and errors only")),
+    ("--worker-id", dict(default="", help="name reported by Health when the caller sends none")),
+    ("--binary-threshold", dict(type=int, default=10_240, metavar="BYTES",
+        help=("for callers that accept binary encodings, values above this many bytes travel binary "
+              "(default 10240; 0 = structured values always binary)"))),
+    ("--default-accept-encodings", dict(default="", metavar="LIST",
+        help=("binary encodings (npy,raw,utf8,msgpack or all) for callers that ask for none, as Snakepit "
+              "0.3 never does; default: none, every value JSON at any size (see docs/protocol.md)"))),
+    ("--max-message-mb", dict(type=int, default=100, help="largest message either way, in MB (default 100)")),
+    ("--max-workers", dict(type=int, default=256,
+        help=("threads for sync handlers, and as many for sync generators (default 256)"))),
+    ("--stream-buffer", dict(type=int, default=8, help="chunks a producer may run ahead of a slow client (default 8)")),
+    ("--max-execute-mb", dict(type=float, default=512.0,
+        help=("Execute on a streaming command collects at most this many MB of chunks (default 512)"))),
+    ("--max-stream-buffer-mb", dict(type=float, default=1024.0,
+        help=("chunks buffered by all open streams together, in MB; a stream nobody reads that would pass"
+              " it ends with RESOURCE_EXHAUSTED (default 1024)"))),
+    ("--session-ttl", dict(type=float, default=3600.0, metavar="SECONDS",
+        help=("idle sessions expire after this (default 3600)"))),
+    ("--max-sessions", dict(type=int, default=10_000,
+        help=("cap on sessions; least recently used is evicted (default 10000)"))),
+    ("--max-session-mb", dict(type=float, default=1024.0,
+        help=("cap on one session's (and the worker-global store's) estimated size in MB (default 1024; 0"
+              " = none)"))),
+    ("--max-sessions-total-mb", dict(type=float, default=8192.0,
+        help=("cap on all sessions' estimated size together, in MB (default 8192; 0 = none)"))),
+    ("--no-session-lock", dict(action="store_true", help="let unary calls within one session run concurrently")),
+    ("--generator-ttl", dict(type=float, default=300.0, metavar="SECONDS",
+        help=("idle pull-based generators are closed after this"))),
+    ("--max-generators", dict(type=int, default=1000, help="cap on open pull-based generators (default 1000)")),
+    ("--max-generator-args-mb", dict(type=float, default=1024.0,
+        help=("arguments held by open pull generators together, in MB (default 1024)"))),
+    ("--malloc-keep-mb", dict(type=float, default=256.0,
+        help=("free memory each malloc heap keeps for the next large message once one passed, given back "
+              "after 2 s without one, in MB (default 256; 0 = glibc's defaults)"))),
+    ("--grace-period", dict(type=float, default=1.5, metavar="SECONDS",
+        help=("time in-flight calls get on SIGTERM (default 1.5)"))),
+    ("--data-dir", dict(action="append", default=[], metavar="DIR",
+        help=("a directory whose regular files the built-ins may read when a caller names them "
+              "(file_path, log_path, model_path); repeatable; none (default) = no file access"))),
+    ("--auth-token-file", dict(help=f"file holding the bearer token every call must carry (or set {TOKEN_ENV})")),
+    ("--tls-cert", dict(help="PEM certificate chain for TLS")),
+    ("--tls-key", dict(help="PEM private key for TLS")),
+    ("--tls-client-ca", dict(help="PEM CA bundle: require and verify client certificates (mTLS)")),
+    ("--insecure", dict(action="store_true", help="allow a non-loopback --host without token or TLS")),
+    ("--no-parent-watch", dict(action="store_true",
+        help=("keep running when the parent exits or a piped stdin closes (a supervisor other than the "
+              "pool)"))),
+    ("--log-format", dict(choices=["console", "json"], default="console", help="stderr log format (default console)")),
+    ("--log-level", dict(choices=["debug", "info", "warning", "error"], default="info",
+        help=("default info: one line per call; debug adds per-chunk lines"))),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     import argparse  # here: the launch lines Snakepit uses never build it (see _plain)
 
     p = argparse.ArgumentParser(prog="grpc_bridge.py", description="Snakepit worker: serves Python commands to an Elixir pool.")
-    p.add_argument("--mode", choices=["grpc", "pool-worker"], default="grpc",
-                   help="grpc (default) or pool-worker: framed JSON/MessagePack on stdin/stdout")
-    p.add_argument("--adapter", help="MODULE.CLASS (or MODULE) providing commands, in addition to the built-ins")
-    p.add_argument("--port", type=int, default=50051, help="port to listen on (default 50051); if taken, another free port is bound and reported "
-                        "in the ready line; 0 = any free port")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--strict-port", action="store_true", help="exit with code 4 if --port is taken instead of binding another")
-    p.add_argument("--protocol", choices=["json", "msgpack"], help="pool-worker: fixed wire protocol (default: negotiate)")
-    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
-    p.add_argument("--worker-id", default="", help="name reported by Health when the caller sends none")
-    p.add_argument("--binary-threshold", type=int, default=10_240, metavar="BYTES",
-                   help="for callers that accept binary encodings, values above this many bytes travel binary "
-                        "(default 10240; 0 = structured values always binary)")
-    p.add_argument("--default-accept-encodings", default="", metavar="LIST",
-                   help="binary encodings (npy,raw,utf8,msgpack or all) for callers that ask for none, as Snakepit 0.3 "
-                        "never does; default: none, every value JSON at any size (see docs/protocol.md)")
-    p.add_argument("--max-message-mb", type=int, default=100, help="largest message either way, in MB (default 100)")
-    p.add_argument("--max-workers", type=int, default=256, help="threads for sync handlers, and as many for sync generators (default 256)")
-    p.add_argument("--stream-buffer", type=int, default=8, help="chunks a producer may run ahead of a slow client (default 8)")
-    p.add_argument("--max-execute-mb", type=float, default=512.0,
-                   help="Execute on a streaming command collects at most this many MB of chunks (default 512)")
-    p.add_argument("--max-stream-buffer-mb", type=float, default=1024.0,
-                   help="chunks buffered by all open streams together, in MB; a stream nobody reads that would pass "
-                        "it ends with RESOURCE_EXHAUSTED (default 1024)")
-    p.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS", help="idle sessions expire after this (default 3600)")
-    p.add_argument("--max-sessions", type=int, default=10_000, help="cap on sessions; least recently used is evicted (default 10000)")
-    p.add_argument("--max-session-mb", type=float, default=1024.0,
-                   help="cap on one session's (and the worker-global store's) estimated size in MB (default 1024; 0 = none)")
-    p.add_argument("--max-sessions-total-mb", type=float, default=8192.0,
-                   help="cap on all sessions' estimated size together, in MB (default 8192; 0 = none)")
-    p.add_argument("--no-session-lock", action="store_true", help="let unary calls within one session run concurrently")
-    p.add_argument("--generator-ttl", type=float, default=300.0, metavar="SECONDS", help="idle pull-based generators are closed after this")
-    p.add_argument("--max-generators", type=int, default=1000, help="cap on open pull-based generators (default 1000)")
-    p.add_argument("--max-generator-args-mb", type=float, default=1024.0,
-                   help="arguments held by open pull generators together, in MB (default 1024)")
-    p.add_argument("--malloc-keep-mb", type=float, default=256.0,
-                   help="free memory each malloc heap keeps for the next large message once one passed, "
-                        "given back after 2 s without one, in MB (default 256; 0 = glibc's defaults)")
-    p.add_argument("--grace-period", type=float, default=1.5, metavar="SECONDS", help="time in-flight calls get on SIGTERM (default 1.5)")
-    p.add_argument("--data-dir", action="append", default=[], metavar="DIR",
-                   help="a directory whose regular files the built-ins may read when a caller names them "
-                        "(file_path, log_path, model_path); repeatable; none (default) = no file access")
-    p.add_argument("--auth-token-file", help=f"file holding the bearer token every call must carry (or set {TOKEN_ENV})")
-    p.add_argument("--tls-cert", help="PEM certificate chain for TLS")
-    p.add_argument("--tls-key", help="PEM private key for TLS")
-    p.add_argument("--tls-client-ca", help="PEM CA bundle: require and verify client certificates (mTLS)")
-    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without token or TLS")
-    p.add_argument("--no-parent-watch", action="store_true",
-                   help="keep running when the parent exits or a piped stdin closes (a supervisor other than the pool)")
-    p.add_argument("--log-format", choices=["console", "json"], default="console", help="stderr log format (default console)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
-                   help="default info: one line per call; debug adds per-chunk lines")
+    for flag, kwargs in _FLAGS:
+        p.add_argument(flag, **kwargs)
     return p
 
 
@@ -148,54 +165,50 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     )
 
 
-# The flags of the launch lines Snakepit 0.3 uses, and the values each takes
-# (None: any that does not look like a flag).
-_PLAIN_VALUES: dict[str, tuple[str, ...] | None] = {
-    "--mode": ("grpc", "pool-worker"), "--protocol": ("json", "msgpack"), "--adapter": None, "--port": None,
-    "--log-level": ("debug", "info", "warning", "error"), "--log-format": ("console", "json"),
-}
-_PLAIN_SWITCHES = {"--quiet": "quiet", "--no-parent-watch": "no_parent_watch"}
+# The flags of the launch lines Snakepit 0.3 uses.
+_PLAIN = frozenset(("--mode", "--protocol", "--adapter", "--port", "--log-level", "--log-format", "--quiet",
+                    "--no-parent-watch"))
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
 
 
 def _plain(argv: Sequence[str]) -> Any:
     """The namespace argparse would return for a plain launch line (only the
-    flags above, each as ``--flag value`` with a valid value), without
-    building the parser (about 3 ms of a stdio worker's start-up); None for
-    anything else (abbreviations, ``--flag=value``, other flags, bad values,
-    ``--help``), which argparse parses and reports as usual.
-    tests/test_cli.py checks that both agree on these lines."""
+    flags of ``_PLAIN``, each as ``--flag value`` with a valid value), read
+    from ``_FLAGS`` without building the parser (about 3 ms of a stdio
+    worker's start-up); None for anything else (abbreviations,
+    ``--flag=value``, other flags, bad values, ``--help``), which argparse
+    parses and reports as usual. tests/test_cli.py checks that both agree."""
     from types import SimpleNamespace
 
-    given: dict[str, Any] = {}
+    flags = dict(_FLAGS)
+    given = {_dest(flag): False if kw.get("action") == "store_true" else kw.get("default") for flag, kw in _FLAGS}
     i = 0
     while i < len(argv):
         flag = argv[i]
-        if flag in _PLAIN_SWITCHES:
-            given[_PLAIN_SWITCHES[flag]] = True
+        kw = flags.get(flag) if flag in _PLAIN else None
+        if kw is None:
+            return None
+        if kw.get("action") == "store_true":
+            given[_dest(flag)] = True
             i += 1
             continue
-        if flag not in _PLAIN_VALUES or i + 1 == len(argv):
+        if i + 1 == len(argv):
             return None
-        value, choices = argv[i + 1], _PLAIN_VALUES[flag]
-        if (value in choices) if choices is not None else (value[:1] not in ("-", "") and (flag != "--port" or value.isdecimal())):
-            given[flag[2:].replace("-", "_")] = int(value) if flag == "--port" else value
-            i += 2
-            continue
-        return None
-    return SimpleNamespace(**{**_DEFAULTS, **given})
-
-
-# argparse's defaults for every flag (tests/test_cli.py checks them against _parser()).
-_DEFAULTS: dict[str, Any] = {
-    "mode": "grpc", "adapter": None, "port": 50051, "host": "127.0.0.1", "strict_port": False, "protocol": None,
-    "quiet": False, "worker_id": "", "binary_threshold": 10_240, "default_accept_encodings": "", "max_message_mb": 100,
-    "max_workers": 256, "stream_buffer": 8, "max_execute_mb": 512.0, "max_stream_buffer_mb": 1024.0,
-    "session_ttl": 3600.0, "max_sessions": 10_000, "max_session_mb": 1024.0, "max_sessions_total_mb": 8192.0,
-    "no_session_lock": False, "generator_ttl": 300.0, "max_generators": 1000, "max_generator_args_mb": 1024.0,
-    "malloc_keep_mb": 256.0,
-    "grace_period": 1.5, "data_dir": [], "auth_token_file": None, "tls_cert": None, "tls_key": None,
-    "tls_client_ca": None, "insecure": False, "no_parent_watch": False, "log_format": "console", "log_level": "info",
-}
+        value = argv[i + 1]
+        if "choices" in kw:
+            ok = value in kw["choices"]
+        elif kw.get("type") is int:
+            ok = value.isdecimal()
+        else:
+            ok = value[:1] not in ("-", "")
+        if not ok:
+            return None
+        given[_dest(flag)] = int(value) if kw.get("type") is int else value
+        i += 2
+    return SimpleNamespace(**given)
 
 
 def _encodings(text: str) -> tuple[str, ...]:
