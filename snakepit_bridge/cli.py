@@ -255,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import logging as bridge_logging
 
     bridge_logging.configure(config.log_level, config.log_format)
-    if config.malloc_keep_bytes != _malloc.KEEP_FREE_BYTES:
-        _malloc.configure(config.malloc_keep_bytes)
+    _malloc.configure(config.malloc_keep_bytes)
 
     # The last resort for the exit guarantees, before any user code runs: a
     # handler holding the GIL in C must not keep SIGTERM or a dead parent

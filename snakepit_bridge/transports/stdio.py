@@ -204,11 +204,6 @@ def _flag(obj: dict[str, Any], key: str, rid: int | str) -> bool:
 def parse_request(obj: Any) -> WireRequest:
     """A decoded frame -> :class:`WireRequest`; raises :class:`BadRequest`
     (with the id when there is a usable one)."""
-    if type(obj) is dict:  # the usual request first: an id, a command, args and maybe a timestamp, nothing else
-        rid, command, args = obj.get("id"), obj.get("command"), obj.get("args")
-        if ((type(rid) is int or type(rid) is str) and type(command) is str and command and type(args) is dict
-                and len(obj) == 3 + ("timestamp" in obj)):
-            return WireRequest(rid, command, args)
     if not isinstance(obj, dict):
         raise BadRequest(f"a request must be a map, got {type(obj).__name__}")
     rid = obj.get("id")
