@@ -66,19 +66,17 @@ class StandardServices(grpc.GenericRpcHandler):
     def _load(self, prefix: str) -> _Collect:
         handlers = self._loaded[prefix] = _Collect()
         if prefix == _HEALTH:
-            from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+            from grpc_health.v1 import health, health_pb2_grpc
 
             # grpc_health re-exports its asyncio servicer module as `aio` by a plain import, which
             # type checkers do not count as public; it is the documented way to reach it.
             servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
             # New, so nobody watches it yet: its status map can be set directly.
-            status = health_pb2.HealthCheckResponse.SERVING if self._serving else \
-                health_pb2.HealthCheckResponse.NOT_SERVING
-            servicer._server_status.update(dict.fromkeys(self._health_names, status))
+            servicer._server_status.update(dict.fromkeys(self._health_names, _status(self._serving)))
             health_pb2_grpc.add_HealthServicer_to_server(servicer, handlers)
             self._health = servicer
         else:
-            from grpc_health.v1 import health_pb2  # puts Health's descriptors in the pool it reflects
+            from grpc_health.v1 import health_pb2  # noqa: F401 - puts Health's descriptors in the pool it reflects
             from grpc_reflection.v1alpha import _async, reflection_pb2_grpc
 
             # grpc_reflection's asyncio servicer (reflection.aio is this module).
@@ -90,8 +88,11 @@ class StandardServices(grpc.GenericRpcHandler):
         """Health reports SERVING or NOT_SERVING (watchers are told, if any)."""
         self._serving = serving
         if self._health is not None:
-            from grpc_health.v1 import health_pb2
-
-            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
             for name in self._health_names:
-                await self._health.set(name, status)
+                await self._health.set(name, _status(serving))
+
+
+def _status(serving: bool) -> Any:
+    from grpc_health.v1 import health_pb2  # loaded by then: only the health branch calls this
+
+    return health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
